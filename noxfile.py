@@ -1,0 +1,60 @@
+"""Thin sessions over pyproject.toml: tests, lint, typecheck, bench.
+
+``nox -s tests`` runs the suite on every Python from 3.11 to 3.13 found on the
+machine and skips the missing ones (also on CI, where nox would otherwise
+fail on them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import nox
+
+PYTHONS = ["3.11", "3.12", "3.13"]
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.error_on_missing_interpreters = False
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+
+def _expose_pyenv_versions() -> None:
+    """Let pyenv's shims answer for every installed 3.11-3.13, not only the global one."""
+    if shutil.which("pyenv") is None or os.environ.get("PYENV_VERSION"):
+        return
+    try:
+        out = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return
+    wanted = [v for v in out.split() if any(v == p or v.startswith(p + ".") for p in PYTHONS)]
+    if wanted:
+        os.environ["PYENV_VERSION"] = ":".join(wanted)
+
+
+_expose_pyenv_versions()
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The test suite, on asyncio and Trio."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHONS[0])
+def lint(session: nox.Session) -> None:
+    """ruff and the dependency rule (import-linter)."""
+    session.install("-e", ".[dev]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
+
+
+@nox.session(python=PYTHONS[0])
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the domain and the ports."""
+    session.install("-e", ".[dev]")
+    session.run("mypy", "--strict", "-p", "bidi_core", "-p", "ports")
