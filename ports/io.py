@@ -1,0 +1,91 @@
+"""The I/O port: inputs that produce user events and outputs that consume
+conversation events.
+
+The protocols are the reference's (``start(agent)``, ``__call__``, ``stop()``),
+so custom I/O written for it ports over. Plain async callables are accepted
+too: an input is anything awaitable that returns an input event (or its dict
+form, or a string), an output anything awaitable that takes an event, e.g.
+``websocket.receive_json`` / ``websocket.send_json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from ports.events import BidiInputEvent, BidiOutputEvent
+from ports.model import ModelCapabilities
+
+__all__ = ["AgentView", "BidiInput", "BidiOutput", "PlaybackReport"]
+
+
+@attrs.frozen
+class PlaybackReport:
+    """How much of a response's audio an output has actually played.
+
+    ``played_ms`` counts from the start of the response's audio. ``finished``
+    is True once every sample received for the response has been played
+    (or discarded by an interruption). The core uses the figure to tell the
+    model what the user heard.
+    """
+
+    response_id: str
+    played_ms: float
+    finished: bool = False
+
+
+@runtime_checkable
+class AgentView(Protocol):
+    """What an input or output may use of the agent that runs it."""
+
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        """The model's audio formats and abilities."""
+        ...
+
+    def report_playback(self, report: PlaybackReport) -> None:
+        """Tell the conversation how far a response's audio has played.
+
+        Never blocks; call it from the event loop (not from an audio thread).
+        """
+        ...
+
+
+@runtime_checkable
+class BidiInput(Protocol):
+    """A source of user input: a microphone, a keyboard, a socket."""
+
+    async def start(self, agent: AgentView) -> None:
+        """Open the source. Called once before the first ``__call__``."""
+        ...
+
+    async def __call__(self) -> BidiInputEvent | dict[str, Any] | str:
+        """Wait for and return the next input.
+
+        Raising ends the conversation with that error; a clean end of input
+        is :class:`EOFError` or ``StopAsyncIteration``, which stops this input
+        only.
+        """
+        ...
+
+    async def stop(self) -> None:
+        """Close the source. Called once, also after a failure or cancellation."""
+        ...
+
+
+@runtime_checkable
+class BidiOutput(Protocol):
+    """A sink of conversation events: speakers, a terminal, a socket."""
+
+    async def start(self, agent: AgentView) -> None:
+        """Open the sink. Called once before the first ``__call__``."""
+        ...
+
+    async def __call__(self, event: BidiOutputEvent) -> None:
+        """Handle one event. Raising ends the conversation with that error."""
+        ...
+
+    async def stop(self) -> None:
+        """Close the sink. Called once, also after a failure or cancellation."""
+        ...
