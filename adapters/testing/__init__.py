@@ -1,0 +1,6 @@
+"""Test doubles that implement the ports for real: a scripted model today,
+provider simulators that speak the wire protocols on 127.0.0.1 as they land."""
+
+from adapters.testing.scripted import End, Expect, ScriptedModel, ScriptedSession, Step, UnconsumedSteps, UnexpectedSend
+
+__all__ = ["End", "Expect", "ScriptedModel", "ScriptedSession", "Step", "UnconsumedSteps", "UnexpectedSend"]
