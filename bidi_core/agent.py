@@ -30,15 +30,16 @@ everything of ours has stopped.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Self, TypeAlias, assert_never
+from typing import Any, Self, assert_never
 
 import anyio
 import anyio.abc
 import attrs
 
+from bidi_core.channels import InputLike, OutputLike, adapt_input, adapt_output, coerce_input
 from bidi_core.conversation import (
     CancelTimer,
     CancelTool,
@@ -69,15 +70,12 @@ from bidi_core.queues import OutputQueue, SendQueue
 from bidi_core.tools import BidiTool, ToolRegistry
 from ports.errors import BidiConnectionError, BidiError, BidiProtocolError, BidiProviderError, BidiUsageError
 from ports.events import (
-    BidiAudioInputEvent,
     BidiErrorEvent,
-    BidiImageInputEvent,
     BidiInputEvent,
     BidiOutputEvent,
     BidiTextInputEvent,
     BidiToolResultEvent,
     BidiToolUseEvent,
-    event_from_dict,
 )
 from ports.io import PlaybackReport
 from ports.messages import Message, TextMessage, ToolResultMessage
@@ -86,13 +84,6 @@ from ports.model import BidiModel, BidiModelSession, ConnectRequest, ModelCapabi
 __all__ = ["BidiAgent", "ReconnectPolicy"]
 
 logger = logging.getLogger("bidi_core.agent")
-
-InputLike: TypeAlias = Any
-"""A :class:`ports.io.BidiInput` or a plain async callable returning an input."""
-OutputLike: TypeAlias = Any
-"""A :class:`ports.io.BidiOutput` or a plain async callable taking an event."""
-
-_INPUT_TYPES = (BidiTextInputEvent, BidiAudioInputEvent, BidiImageInputEvent)
 
 
 @attrs.frozen
@@ -113,68 +104,6 @@ class ReconnectPolicy:
     def delay(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1-based)."""
         return float(min(self.initial_backoff_s * self.multiplier ** (attempt - 1), self.max_backoff_s))
-
-
-def coerce_input(value: object) -> BidiInputEvent:
-    """Accept what the reference's ``send()`` accepts: a string, an input
-    event, or an input event's dict form."""
-    if isinstance(value, str):
-        return BidiTextInputEvent(text=value)
-    if isinstance(value, _INPUT_TYPES):
-        return value
-    if isinstance(value, Mapping):
-        event = event_from_dict(value)
-        if not isinstance(event, _INPUT_TYPES):
-            raise BidiUsageError(f"send() takes input events; {event.type!r} is an output event")
-        return event
-    raise BidiUsageError(
-        f"send() takes a str, a BidiTextInputEvent/BidiAudioInputEvent/BidiImageInputEvent or its dict form, "
-        f"not {type(value).__name__}"
-    )
-
-
-class _CallableInput:
-    """A plain async callable used as an input."""
-
-    def __init__(self, fn: Callable[[], Awaitable[Any]]) -> None:
-        self._fn = fn
-
-    async def start(self, agent: Any) -> None:
-        return None
-
-    async def __call__(self) -> Any:
-        return await self._fn()
-
-    async def stop(self) -> None:
-        return None
-
-
-class _CallableOutput:
-    """A plain async callable used as an output."""
-
-    def __init__(self, fn: Callable[[BidiOutputEvent], Awaitable[Any]]) -> None:
-        self._fn = fn
-
-    async def start(self, agent: Any) -> None:
-        return None
-
-    async def __call__(self, event: BidiOutputEvent) -> None:
-        await self._fn(event)
-
-    async def stop(self) -> None:
-        return None
-
-
-def _has_lifecycle(obj: object) -> bool:
-    return callable(getattr(obj, "start", None)) and callable(getattr(obj, "stop", None))
-
-
-def _adapt(obj: Any, kind: str, wrapper: Callable[[Any], Any]) -> Any:
-    if _has_lifecycle(obj) and callable(obj):
-        return obj
-    if callable(obj):
-        return wrapper(obj)
-    raise BidiUsageError(f"{kind} {obj!r} is neither a Bidi{kind.title()} nor an async callable")
 
 
 class _Receiver:
@@ -429,8 +358,8 @@ class BidiAgent:
         ``ExceptionGroup``). An input that raises ``EOFError`` or
         ``StopAsyncIteration`` has simply ended; the others go on.
         """
-        ins = [_adapt(x, "input", _CallableInput) for x in inputs]
-        outs = [_adapt(x, "output", _CallableOutput) for x in outputs]
+        ins = [adapt_input(x) for x in inputs]
+        outs = [adapt_output(x) for x in outputs]
         if self._lifecycle != "new":
             raise BidiUsageError("run() needs a fresh agent; it starts and stops the conversation itself")
         if any(getattr(o, "reports_playback", False) for o in outs):
