@@ -1,0 +1,123 @@
+"""BidiOpenAIRealtimeModel: configuration and the connection factory."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote
+
+from adapters.openai.config import OpenAIConfig, parse_provider_config
+from adapters.openai.session import OpenAIRealtimeSession
+from adapters.websocket import open_websocket
+from ports.audio import AudioFormat
+from ports.errors import BidiUsageError
+from ports.model import ConnectRequest, ModelCapabilities
+
+__all__ = ["DEFAULT_BASE_URL", "BidiOpenAIRealtimeModel"]
+
+logger = logging.getLogger("bidi_core.adapters.openai")
+
+DEFAULT_BASE_URL = "wss://api.openai.com/v1"
+SESSION_LIMIT_S = 60 * 60.0
+"""The service ends a session after 60 minutes (PROTOCOLS.md section 1.1)."""
+
+_ids = itertools.count(1)
+
+
+def _websocket_base(url: str) -> str:
+    url = url.rstrip("/")
+    if url.startswith("https://"):
+        return "wss://" + url[len("https://") :]
+    if url.startswith("http://"):
+        return "ws://" + url[len("http://") :]
+    if url.startswith(("ws://", "wss://")):
+        return url
+    raise BidiUsageError(f"base_url must start with ws://, wss://, http:// or https://, got {url!r}")
+
+
+class BidiOpenAIRealtimeModel:
+    """OpenAI Realtime (GA) as a :class:`ports.model.BidiModel`.
+
+    ``api_key`` defaults to ``OPENAI_API_KEY``; ``base_url`` to
+    ``OPENAI_REALTIME_BASE_URL``, then ``OPENAI_BASE_URL``, then the public
+    endpoint (``http(s)`` URLs are turned into ``ws(s)``; the path ends before
+    ``/realtime``, as the official client's ``websocket_base_url``). Azure and
+    proxies take a ``base_url`` and, if they need them, ``extra_headers``.
+    ``provider_config`` is validated now, not at the first connection.
+    """
+
+    def __init__(
+        self,
+        model_id: str = "gpt-realtime",
+        *,
+        api_key: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        base_url: str | None = None,
+        provider_config: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        max_connection_s: float | None = SESSION_LIMIT_S,
+        verify: Any = None,
+    ) -> None:
+        if not isinstance(model_id, str) or not model_id:
+            raise BidiUsageError("model_id must be a non-empty string")
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise BidiUsageError("no OpenAI API key: pass api_key= or set OPENAI_API_KEY")
+        self._model_id = model_id
+        self._api_key = key
+        self.organization = organization if organization is not None else os.environ.get("OPENAI_ORGANIZATION")
+        self.project = project if project is not None else os.environ.get("OPENAI_PROJECT")
+        base = base_url or os.environ.get("OPENAI_REALTIME_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+        self.base_url = _websocket_base(base or DEFAULT_BASE_URL)
+        self.config: OpenAIConfig = parse_provider_config(provider_config)
+        self._extra_headers = dict(extra_headers or {})
+        self._verify = verify
+        self._capabilities = ModelCapabilities(
+            input_audio=AudioFormat(24000),
+            output_audio=AudioFormat(24000),
+            can_truncate=True,
+            cancels_on_speech=self.config.server_interrupts,
+            resumable=False,
+            max_connection_s=max_connection_s,
+            supports_images=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"BidiOpenAIRealtimeModel(model_id={self._model_id!r}, base_url={self.base_url!r}, api_key='***')"
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        return self._capabilities
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/realtime?model={quote(self._model_id, safe='')}"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self._api_key}", **self._extra_headers}
+        if self.organization:
+            headers["OpenAI-Organization"] = self.organization
+        if self.project:
+            headers["OpenAI-Project"] = self.project
+        return headers
+
+    @asynccontextmanager
+    async def connect(self, request: ConnectRequest) -> AsyncIterator[OpenAIRealtimeSession]:
+        """Open a Realtime WebSocket, configure the session and seed the history."""
+        connection_id = f"openai-{next(_ids)}"
+        logger.debug("connecting %s to %s", connection_id, self.url)
+        async with open_websocket(self.url, self._headers(), secrets=(self._api_key,), verify=self._verify) as ws:
+            session = OpenAIRealtimeSession(ws, connection_id, self._capabilities, self.config)
+            await session.setup(self._model_id, request)
+            logger.debug("%s open (%d history items)", connection_id, len(request.history))
+            yield session
+        logger.debug("%s closed", connection_id)

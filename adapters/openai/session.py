@@ -1,0 +1,375 @@
+"""One OpenAI Realtime connection: port items out, port events in.
+
+Translation only, no policy: whether a speech start interrupts, what to
+truncate and when to reconnect are the core's decisions. The session keeps
+just the bookkeeping the wire needs: the transcript text so far per item (the
+service sends deltas), which item of a response carries its audio and how
+much audio it received (``conversation.item.truncate`` names an item and
+must not exceed its audio), and which function calls of a response still wait
+for their outputs (several calls in one response get one ``response.create``
+after the last output, sent only once that response is done).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from adapters.openai import wire
+from adapters.openai.config import OpenAIConfig
+from adapters.websocket import LeanWebSocket, WebSocketClosed
+from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError
+from ports.events import (
+    BidiAudioInputEvent,
+    BidiAudioStreamEvent,
+    BidiErrorEvent,
+    BidiImageInputEvent,
+    BidiResponseCompleteEvent,
+    BidiResponseStartEvent,
+    BidiSpeechStartedEvent,
+    BidiTextInputEvent,
+    BidiToolResultEvent,
+    BidiToolUseEvent,
+    BidiTranscriptStreamEvent,
+    BidiUsageEvent,
+    ModalityUsage,
+    ModelEvent,
+)
+from ports.messages import Message, TextMessage, ToolCallMessage
+from ports.model import CancelResponse, ConnectRequest, ModelCapabilities, ModelInput, ToolSpec, TruncateResponse
+
+__all__ = ["OpenAIRealtimeSession", "build_session_update", "history_items"]
+
+logger = logging.getLogger("bidi_core.adapters.openai")
+
+SAMPLE_RATE = 24000
+_BYTES_PER_MS = SAMPLE_RATE * 2 / 1000
+
+FATAL_ERROR_CODES = frozenset({"beta_api_shape_disabled", "invalid_api_key", "insufficient_quota", "model_not_found"})
+"""In-band errors after which the service closes the session and a retry cannot help."""
+EXPIRY_ERROR_CODES = frozenset({"session_expired"})
+
+
+def build_session_update(model_id: str, config: OpenAIConfig, request: ConnectRequest) -> wire.SessionUpdate:
+    """The GA ``session.update`` for this agent (PROTOCOLS.md section 1.2)."""
+    audio_input: dict[str, Any] = {
+        "format": {"type": "audio/pcm", "rate": SAMPLE_RATE},
+        # null turns server VAD off (the client commits); transcription is off when omitted.
+        "turn_detection": dict(config.turn_detection) if config.turn_detection is not None else None,
+    }
+    if config.transcription is not None:
+        audio_input["transcription"] = dict(config.transcription)
+    if config.noise_reduction is not None:
+        audio_input["noise_reduction"] = {"type": config.noise_reduction}
+    audio_output: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": SAMPLE_RATE}, "voice": config.voice}
+    if config.speed is not None:
+        audio_output["speed"] = config.speed
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "model": model_id,
+        "output_modalities": list(config.output_modalities),
+        "audio": {"input": audio_input, "output": audio_output},
+    }
+    if request.system_prompt:
+        session["instructions"] = request.system_prompt
+    if request.tools:
+        session["tools"] = [_tool(spec) for spec in request.tools]
+    if config.tool_choice is not None:
+        session["tool_choice"] = config.tool_choice
+    if config.max_output_tokens is not None:
+        session["max_output_tokens"] = config.max_output_tokens
+    return wire.SessionUpdate(session=session)
+
+
+def _tool(spec: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "name": spec.name,
+        "description": spec.description,
+        "parameters": dict(spec.input_schema),
+    }
+
+
+def history_items(history: tuple[Message, ...]) -> list[wire.ConversationItemCreate]:
+    """Seed items for a new connection. Tool results whose call is not in the
+    history are skipped (the service rejects an output without its call)."""
+    calls = {m.tool_use_id for m in history if isinstance(m, ToolCallMessage)}
+    items: list[wire.ConversationItemCreate] = []
+    for message in history:
+        item: dict[str, Any]
+        if isinstance(message, TextMessage):
+            kind = "input_text" if message.role == "user" else "output_text"
+            item = {"type": "message", "role": message.role, "content": [{"type": kind, "text": message.text}]}
+        elif isinstance(message, ToolCallMessage):
+            item = {
+                "type": "function_call",
+                "call_id": message.tool_use_id,
+                "name": message.name,
+                "arguments": json.dumps(dict(message.input)),
+            }
+        else:
+            if message.tool_use_id not in calls:
+                continue
+            item = {"type": "function_call_output", "call_id": message.tool_use_id, "output": message.content_text()}
+        items.append(wire.ConversationItemCreate(item=item))
+    return items
+
+
+class OpenAIRealtimeSession:
+    """A :class:`ports.model.BidiModelSession` over one Realtime WebSocket."""
+
+    def __init__(
+        self, ws: LeanWebSocket, connection_id: str, capabilities: ModelCapabilities, config: OpenAIConfig
+    ) -> None:
+        self._ws = ws
+        self._connection_id = connection_id
+        self._capabilities = capabilities
+        self._config = config
+        self._transcripts: dict[str, str] = {}  # item id -> text so far
+        self._audio_item: dict[str, str] = {}  # response id -> the item carrying its audio
+        self._audio_bytes: dict[str, int] = {}  # item id -> audio bytes received
+        self._active_response: str | None = None
+        self._calls_by_response: dict[str, set[str]] = {}
+        self._unanswered: set[str] = set()
+        self._create_when_done = False
+        self.rate_limits: list[wire.RateLimit] = []
+
+    @property
+    def connection_id(self) -> str:
+        return self._connection_id
+
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        return self._capabilities
+
+    # ------------------------------------------------------------------ out
+
+    async def _send(self, event: wire.ClientEvent) -> None:
+        await self._ws.send_text(wire.encode_client_event(event))
+
+    async def setup(self, model_id: str, request: ConnectRequest) -> None:
+        """Configure the session and seed it with the history."""
+        await self._send(build_session_update(model_id, self._config, request))
+        for item in history_items(request.history):
+            await self._send(item)
+
+    async def send(self, item: ModelInput) -> None:
+        if isinstance(item, BidiAudioInputEvent):
+            if item.sample_rate != SAMPLE_RATE or item.channels != 1:
+                raise BidiUsageError(
+                    f"OpenAI Realtime takes 24000 Hz mono PCM; got {item.sample_rate} Hz x {item.channels} "
+                    "(open the microphone at the model's capabilities.input_audio, as BidiAudioIO does)"
+                )
+            await self._ws.send_text(wire.audio_append(base64.b64encode(item.audio).decode("ascii")))
+        elif isinstance(item, BidiTextInputEvent):
+            message = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": item.text}]}
+            await self._send(wire.ConversationItemCreate(item=message))
+            await self._request_response()
+        elif isinstance(item, BidiImageInputEvent):
+            url = f"data:{item.mime_type};base64,{base64.b64encode(item.image).decode('ascii')}"
+            message = {"type": "message", "role": "user", "content": [{"type": "input_image", "image_url": url}]}
+            await self._send(wire.ConversationItemCreate(item=message))
+        elif isinstance(item, BidiToolResultEvent):
+            await self._send_tool_output(item)
+        elif isinstance(item, CancelResponse):
+            await self._send(wire.ResponseCancel(response_id=item.response_id))
+        elif isinstance(item, TruncateResponse):
+            await self._truncate(item)
+        else:
+            raise BidiUsageError(f"OpenAI Realtime cannot send {type(item).__name__}")
+
+    async def _request_response(self) -> None:
+        if self._active_response is None:
+            await self._send(wire.ResponseCreate())
+        else:
+            self._create_when_done = True
+
+    async def _send_tool_output(self, result: BidiToolResultEvent) -> None:
+        output = result.content if isinstance(result.content, str) else json.dumps(result.content)
+        if result.status == "error":
+            output = json.dumps({"error": output})
+        elif result.status == "cancelled":
+            output = json.dumps({"cancelled": True, "message": output})
+        item = {"type": "function_call_output", "call_id": result.tool_use_id, "output": output}
+        await self._send(wire.ConversationItemCreate(item=item))
+        self._unanswered.discard(result.tool_use_id)
+        if not self._unanswered:
+            # Every call of the response is answered: one response.create for all of them.
+            await self._request_response()
+
+    async def _truncate(self, item: TruncateResponse) -> None:
+        item_id = self._audio_item.get(item.response_id)
+        if item_id is None:
+            logger.debug("truncate %s: no audio item, nothing to truncate", item.response_id)
+            return
+        received_ms = int(self._audio_bytes.get(item_id, 0) / _BYTES_PER_MS)
+        end = max(0, min(item.audio_end_ms, received_ms))
+        await self._send(wire.ConversationItemTruncate(item_id=item_id, audio_end_ms=end))
+
+    # ------------------------------------------------------------------ in
+
+    async def receive(self) -> AsyncIterator[ModelEvent]:
+        while True:
+            try:
+                frame = await self._ws.receive()
+            except WebSocketClosed as exc:
+                if exc.code == 1000:
+                    return
+                raise
+            try:
+                event = wire.decode_server_event(frame)
+            except wire.MalformedServerEvent as exc:
+                logger.warning("malformed server message: %s", exc)
+                yield BidiErrorEvent(message=f"malformed server message: {exc}", code="protocol_error")
+                continue
+            for out in await self._translate(event):
+                yield out
+
+    async def _translate(self, event: wire.ServerEvent) -> list[ModelEvent]:
+        if isinstance(event, wire.OutputAudioDelta):
+            try:
+                pcm = base64.b64decode(event.delta, validate=True)
+            except (binascii.Error, ValueError):
+                return [BidiErrorEvent(message="audio delta is not valid base64", code="protocol_error")]
+            self._audio_item.setdefault(event.response_id, event.item_id)
+            self._audio_bytes[event.item_id] = self._audio_bytes.get(event.item_id, 0) + len(pcm)
+            return [BidiAudioStreamEvent(audio=pcm, sample_rate=SAMPLE_RATE, response_id=event.response_id)]
+        if isinstance(event, wire.OutputTranscriptDelta | wire.OutputTextDelta):
+            text = self._transcripts.get(event.item_id, "") + event.delta
+            self._transcripts[event.item_id] = text
+            return [BidiTranscriptStreamEvent(event.delta, text, "assistant", False, event.response_id)]
+        if isinstance(event, wire.OutputTranscriptDone | wire.OutputTextDone):
+            text = event.transcript if isinstance(event, wire.OutputTranscriptDone) else event.text
+            self._transcripts.pop(event.item_id, None)
+            return [BidiTranscriptStreamEvent("", text, "assistant", True, event.response_id)]
+        if isinstance(event, wire.ResponseCreated):
+            self._active_response = event.response.id
+            return [BidiResponseStartEvent(event.response.id)]
+        if isinstance(event, wire.ResponseDone):
+            return await self._response_done(event.response)
+        if isinstance(event, wire.FunctionCallArgumentsDone):
+            return self._function_call(event)
+        if isinstance(event, wire.SpeechStarted):
+            return [BidiSpeechStartedEvent()]
+        if isinstance(event, wire.InputTranscriptionDelta):
+            text = self._transcripts.get(event.item_id, "") + event.delta
+            self._transcripts[event.item_id] = text
+            return [BidiTranscriptStreamEvent(event.delta, text, "user", False)]
+        if isinstance(event, wire.InputTranscriptionCompleted):
+            self._transcripts.pop(event.item_id, None)
+            return [BidiTranscriptStreamEvent("", event.transcript, "user", True)]
+        if isinstance(event, wire.InputTranscriptionFailed):
+            message = str(event.error.get("message", "input transcription failed"))
+            return [BidiErrorEvent(message=message, code="transcription_failed")]
+        if isinstance(event, wire.ErrorEvent):
+            return self._error(event.error)
+        if isinstance(event, wire.RateLimitsUpdated):
+            self.rate_limits = list(event.rate_limits)
+            logger.debug("rate limits: %s", event.rate_limits)
+            return []
+        if isinstance(event, wire.SessionCreated | wire.SessionUpdated):
+            logger.debug("%s", event.type)
+            return []
+        if isinstance(event, wire.UnknownServerEvent):
+            if event.type not in _ACKNOWLEDGED:
+                logger.info("ignoring unknown server event %r", event.type)
+            return []
+        return []  # audio done, speech stopped: nothing for the core
+
+    def _function_call(self, event: wire.FunctionCallArgumentsDone) -> list[ModelEvent]:
+        out: list[ModelEvent] = []
+        try:
+            arguments: Any = json.loads(event.arguments) if event.arguments.strip() else {}
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            # The tool then reports its missing arguments to the model, which usually retries.
+            arguments = {}
+            out.append(BidiErrorEvent(message=f"{event.name}: arguments are not a JSON object", code="protocol_error"))
+        self._calls_by_response.setdefault(event.response_id, set()).add(event.call_id)
+        self._unanswered.add(event.call_id)
+        out.append(BidiToolUseEvent(event.call_id, event.name, arguments))
+        return out
+
+    async def _response_done(self, response: wire.ResponseInfo) -> list[ModelEvent]:
+        out: list[ModelEvent] = []
+        if response.usage:
+            out.append(_usage(response.usage))
+        calls = self._calls_by_response.pop(response.id, set())
+        status = response.status or "completed"
+        if status == "completed":
+            reason = "tool_use" if calls else "complete"
+        elif status == "cancelled":
+            reason = "interrupted"
+        else:
+            reason = "error"
+            details = response.status_details or {}
+            error = details.get("error") or {}
+            message = error.get("message") or f"response {status}: {details.get('reason', 'unknown reason')}"
+            out.append(BidiErrorEvent(message=str(message), code=str(error.get("code") or f"response_{status}")))
+        out.append(BidiResponseCompleteEvent(response.id, reason))  # type: ignore[arg-type]
+        if self._active_response == response.id:
+            self._active_response = None
+        if self._create_when_done and not self._unanswered:
+            self._create_when_done = False
+            await self._send(wire.ResponseCreate())
+        return out
+
+    def _error(self, error: wire.ErrorDetail) -> list[ModelEvent]:
+        code = error.code or error.type or "error"
+        if code in FATAL_ERROR_CODES:
+            raise BidiProviderError(error.message, code=code)
+        if code in EXPIRY_ERROR_CODES or "maximum duration" in error.message:
+            raise BidiConnectionError(f"the session expired: {error.message}")
+        if code == "conversation_already_has_active_response":
+            logger.debug("response.create raced an active response: %s", error.message)
+        return [BidiErrorEvent(message=error.message, code=code, details=error.param)]
+
+
+_ACKNOWLEDGED = frozenset(
+    {
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.created",
+        "conversation.item.truncated",
+        "conversation.item.deleted",
+        "input_audio_buffer.committed",
+        "input_audio_buffer.cleared",
+        "input_audio_buffer.timeout_triggered",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.function_call_arguments.delta",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "output_audio_buffer.cleared",
+    }
+)
+"""Known server events that carry nothing the core needs."""
+
+
+def _usage(usage: dict[str, Any]) -> BidiUsageEvent:
+    def num(d: Any, key: str) -> int:
+        value = d.get(key) if isinstance(d, dict) else None
+        return value if isinstance(value, int) else 0
+
+    inp = usage.get("input_token_details") or {}
+    outp = usage.get("output_token_details") or {}
+    details = tuple(
+        ModalityUsage(m, num(inp, f"{m}_tokens"), num(outp, f"{m}_tokens"))
+        for m in ("text", "audio", "image")
+        if num(inp, f"{m}_tokens") or num(outp, f"{m}_tokens")
+    )
+    cached = num(inp, "cached_tokens")
+    return BidiUsageEvent(
+        input_tokens=num(usage, "input_tokens"),
+        output_tokens=num(usage, "output_tokens"),
+        total_tokens=num(usage, "total_tokens"),
+        modality_details=details,
+        cache_read_input_tokens=cached or None,
+    )

@@ -1,0 +1,388 @@
+"""OpenAI Realtime (GA) wire messages: attrs classes and one cattrs converter.
+
+Server events are structured by their ``type`` tag into the classes below;
+a type we do not know becomes :class:`UnknownServerEvent` (logged, never a
+crash), because the service adds events faster than we release. Fields the
+service adds to known events are ignored. Client events are built as attrs
+classes and unstructured to plain dicts with ``None`` fields left out, so
+every message we send is exactly the GA shape (``shared/reference/PROTOCOLS.md``
+section 1; checked in the tests against the ``openai`` package's ``*Param``
+types with extra keys forbidden).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, TypeAlias
+
+import attrs
+import cattrs
+
+__all__ = [
+    "CLIENT_EVENT_TYPES",
+    "ConversationItemCreate",
+    "ErrorEvent",
+    "InputAudioBufferAppend",
+    "InputTranscriptionCompleted",
+    "InputTranscriptionDelta",
+    "InputTranscriptionFailed",
+    "OutputAudioDelta",
+    "OutputAudioDone",
+    "OutputTextDelta",
+    "OutputTextDone",
+    "RateLimitsUpdated",
+    "ResponseCancel",
+    "ResponseCreate",
+    "ResponseCreated",
+    "ResponseDone",
+    "ServerEvent",
+    "SessionCreated",
+    "SessionUpdate",
+    "SessionUpdated",
+    "SpeechStarted",
+    "SpeechStopped",
+    "ConversationItemTruncate",
+    "FunctionCallArgumentsDone",
+    "UnknownServerEvent",
+    "converter",
+    "decode_server_event",
+    "encode_client_event",
+]
+
+converter = cattrs.Converter(omit_if_default=False)
+
+
+# --------------------------------------------------------------------------- server events
+
+
+@attrs.frozen
+class SessionCreated:
+    type: ClassVar[str] = "session.created"
+    session: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class SessionUpdated:
+    type: ClassVar[str] = "session.updated"
+    session: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class ResponseInfo:
+    id: str
+    status: str | None = None
+    status_details: dict[str, Any] | None = None
+    output: list[dict[str, Any]] = attrs.field(factory=list)
+    usage: dict[str, Any] | None = None
+
+
+@attrs.frozen
+class ResponseCreated:
+    type: ClassVar[str] = "response.created"
+    response: ResponseInfo
+
+
+@attrs.frozen
+class ResponseDone:
+    type: ClassVar[str] = "response.done"
+    response: ResponseInfo
+
+
+@attrs.frozen
+class OutputAudioDelta:
+    type: ClassVar[str] = "response.output_audio.delta"
+    response_id: str
+    item_id: str
+    delta: str
+    output_index: int = 0
+    content_index: int = 0
+
+
+@attrs.frozen
+class OutputAudioDone:
+    type: ClassVar[str] = "response.output_audio.done"
+    response_id: str
+    item_id: str
+
+
+@attrs.frozen
+class OutputTranscriptDelta:
+    type: ClassVar[str] = "response.output_audio_transcript.delta"
+    response_id: str
+    item_id: str
+    delta: str
+
+
+@attrs.frozen
+class OutputTranscriptDone:
+    type: ClassVar[str] = "response.output_audio_transcript.done"
+    response_id: str
+    item_id: str
+    transcript: str
+
+
+@attrs.frozen
+class OutputTextDelta:
+    type: ClassVar[str] = "response.output_text.delta"
+    response_id: str
+    item_id: str
+    delta: str
+
+
+@attrs.frozen
+class OutputTextDone:
+    type: ClassVar[str] = "response.output_text.done"
+    response_id: str
+    item_id: str
+    text: str
+
+
+@attrs.frozen
+class FunctionCallArgumentsDone:
+    type: ClassVar[str] = "response.function_call_arguments.done"
+    response_id: str
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+@attrs.frozen
+class SpeechStarted:
+    type: ClassVar[str] = "input_audio_buffer.speech_started"
+    audio_start_ms: int = 0
+    item_id: str | None = None
+
+
+@attrs.frozen
+class SpeechStopped:
+    type: ClassVar[str] = "input_audio_buffer.speech_stopped"
+    audio_end_ms: int = 0
+    item_id: str | None = None
+
+
+@attrs.frozen
+class InputTranscriptionDelta:
+    type: ClassVar[str] = "conversation.item.input_audio_transcription.delta"
+    item_id: str
+    delta: str = ""
+
+
+@attrs.frozen
+class InputTranscriptionCompleted:
+    type: ClassVar[str] = "conversation.item.input_audio_transcription.completed"
+    item_id: str
+    transcript: str
+
+
+@attrs.frozen
+class InputTranscriptionFailed:
+    type: ClassVar[str] = "conversation.item.input_audio_transcription.failed"
+    item_id: str
+    error: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class ErrorDetail:
+    message: str
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
+    event_id: str | None = None
+
+
+@attrs.frozen
+class ErrorEvent:
+    type: ClassVar[str] = "error"
+    error: ErrorDetail
+
+
+@attrs.frozen
+class RateLimit:
+    name: str
+    limit: int | None = None
+    remaining: int | None = None
+    reset_seconds: float | None = None
+
+
+@attrs.frozen
+class RateLimitsUpdated:
+    type: ClassVar[str] = "rate_limits.updated"
+    rate_limits: list[RateLimit] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class UnknownServerEvent:
+    """A server event we have no class for (or one we only acknowledge)."""
+
+    type: str
+    raw: dict[str, Any] = attrs.field(repr=False)
+
+
+ServerEvent: TypeAlias = (
+    SessionCreated
+    | SessionUpdated
+    | ResponseCreated
+    | ResponseDone
+    | OutputAudioDelta
+    | OutputAudioDone
+    | OutputTranscriptDelta
+    | OutputTranscriptDone
+    | OutputTextDelta
+    | OutputTextDone
+    | FunctionCallArgumentsDone
+    | SpeechStarted
+    | SpeechStopped
+    | InputTranscriptionDelta
+    | InputTranscriptionCompleted
+    | InputTranscriptionFailed
+    | ErrorEvent
+    | RateLimitsUpdated
+    | UnknownServerEvent
+)
+
+_SERVER_TYPES: dict[str, type[Any]] = {
+    cls.type: cls
+    for cls in (
+        SessionCreated,
+        SessionUpdated,
+        ResponseCreated,
+        ResponseDone,
+        OutputAudioDelta,
+        OutputAudioDone,
+        OutputTranscriptDelta,
+        OutputTranscriptDone,
+        OutputTextDelta,
+        OutputTextDone,
+        FunctionCallArgumentsDone,
+        SpeechStarted,
+        SpeechStopped,
+        InputTranscriptionDelta,
+        InputTranscriptionCompleted,
+        InputTranscriptionFailed,
+        ErrorEvent,
+        RateLimitsUpdated,
+    )
+}
+
+
+class MalformedServerEvent(ValueError):
+    """A server message that is not JSON, or a known event missing a field."""
+
+
+def decode_server_event(text: str | bytes) -> ServerEvent:
+    """Parse one server frame. Raises :class:`MalformedServerEvent` when it
+    is not a JSON object with a ``type``, or a known type with the wrong shape."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise MalformedServerEvent(f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise MalformedServerEvent("not an object with a string 'type'")
+    cls = _SERVER_TYPES.get(data["type"])
+    if cls is None:
+        return UnknownServerEvent(type=data["type"], raw=data)
+    try:
+        event: ServerEvent = converter.structure(data, cls)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+        raise MalformedServerEvent(f"{data['type']}: {_describe(exc)}") from None
+    return event
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, cattrs.BaseValidationError):
+        notes = cattrs.transform_error(exc)
+        return "; ".join(notes) if notes else str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------- client events
+
+
+@attrs.frozen
+class SessionUpdate:
+    type: ClassVar[str] = "session.update"
+    session: dict[str, Any]
+
+
+@attrs.frozen
+class InputAudioBufferAppend:
+    type: ClassVar[str] = "input_audio_buffer.append"
+    audio: str
+
+
+@attrs.frozen
+class ConversationItemCreate:
+    type: ClassVar[str] = "conversation.item.create"
+    item: dict[str, Any]
+
+
+@attrs.frozen
+class ResponseCreate:
+    type: ClassVar[str] = "response.create"
+
+
+@attrs.frozen
+class ResponseCancel:
+    type: ClassVar[str] = "response.cancel"
+    response_id: str | None = None
+
+
+@attrs.frozen
+class ConversationItemTruncate:
+    type: ClassVar[str] = "conversation.item.truncate"
+    item_id: str
+    audio_end_ms: int
+    content_index: int = 0
+
+
+ClientEvent: TypeAlias = (
+    SessionUpdate
+    | InputAudioBufferAppend
+    | ConversationItemCreate
+    | ResponseCreate
+    | ResponseCancel
+    | ConversationItemTruncate
+)
+
+CLIENT_EVENT_TYPES = frozenset(
+    c.type
+    for c in (
+        SessionUpdate,
+        InputAudioBufferAppend,
+        ConversationItemCreate,
+        ResponseCreate,
+        ResponseCancel,
+        ConversationItemTruncate,
+    )
+)
+
+
+def _unstructure_client(event: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": event.type}
+    for field in attrs.fields(type(event)):
+        value = getattr(event, field.name)
+        if value is not None:
+            out[field.name] = converter.unstructure(value)
+    return out
+
+
+for _cls in (
+    SessionUpdate,
+    InputAudioBufferAppend,
+    ConversationItemCreate,
+    ResponseCreate,
+    ResponseCancel,
+    ConversationItemTruncate,
+):
+    converter.register_unstructure_hook(_cls, _unstructure_client)
+
+
+def encode_client_event(event: ClientEvent) -> str:
+    """The JSON text of one client event."""
+    return json.dumps(converter.unstructure(event), separators=(",", ":"))
+
+
+def audio_append(b64_audio: str) -> str:
+    """Fast path for the most frequent message (one per microphone block)."""
+    return '{"type":"input_audio_buffer.append","audio":"' + b64_audio + '"}'
