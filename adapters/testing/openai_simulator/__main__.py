@@ -1,0 +1,71 @@
+"""``python -m adapters.testing.openai_simulator``: a demo Realtime service on your machine.
+
+Point any GA Realtime client at it, e.g. the official one::
+
+    AsyncOpenAI(api_key="sk-test", websocket_base_url="ws://127.0.0.1:8765/v1").realtime.connect(model="gpt-realtime")
+
+It serves :data:`DEMO` until Ctrl+C: it greets, calls ``get_weather`` when asked
+about the weather (declare that tool in ``session.update``), answers with the
+tool's result, and otherwise echoes what it was told.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import anyio
+
+from adapters.testing.openai_simulator.scenario import Reply, Rule, Scenario, ToolCall
+from adapters.testing.openai_simulator.server import OpenAIRealtimeSimulator
+
+DEMO = Scenario(
+    rules=[
+        Rule(text_contains="hello", reply=Reply(say="Hello! I am the bidi-core Realtime simulator.")),
+        Rule(text_contains="weather", reply=Reply(tool_calls=[ToolCall("get_weather", {"city": "Paris"})])),
+        Rule(tool_output_for="get_weather", reply=Reply(say="Here is the weather: {output}")),
+        Rule(text_contains="story", reply=Reply(say="Once upon a time, a long story began.", audio_ms=8000)),
+    ],
+    transcripts=["hello", "what's the weather in Paris", "tell me a story"],
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m adapters.testing.openai_simulator", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    parser.add_argument("--api-key", default="sk-test", help="the Bearer key clients must send (default: sk-test)")
+    parser.add_argument("--any-key", action="store_true", help="accept any API key")
+    parser.add_argument("--speedup", type=float, default=1.0, help="output pace, x real time (default: 1.0)")
+    parser.add_argument("--session-limit-s", type=float, default=None, help="expire sessions after this many seconds")
+    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every connection and client error")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
+
+    async def serve() -> None:
+        sim = OpenAIRealtimeSimulator(
+            api_key=None if args.any_key else args.api_key,
+            scenario=DEMO,
+            session_limit_s=args.session_limit_s,
+            speedup=args.speedup,
+            host=args.host,
+            port=args.port,
+            strict=False,
+        )
+        async with sim:
+            print(f"OpenAI Realtime simulator: {sim.base_url}  (websocket_base_url; Ctrl+C to stop)", flush=True)
+            await anyio.sleep_forever()
+
+    try:
+        anyio.run(serve, backend=args.backend)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,517 @@
+"""The transport: a WebSocket server (wsproto, server side) on an AnyIO TCP listener.
+
+Sans-I/O wsproto plus AnyIO streams, so the simulator runs on asyncio and on
+Trio alike. The handshake follows PROTOCOLS.md §1.1: ``GET /v1/realtime?model=…``
+with ``Authorization: Bearer <key>``; a wrong or missing key is refused with
+HTTP 401 and the REST error body, and ``OpenAI-Beta: realtime=v1`` is accepted
+only to be told ``beta_api_shape_disabled`` and closed (§0.5). Everything after
+the handshake is :class:`~.session.RealtimeSession`'s business; this module
+frames, records and checks what goes over the wire: every server event passes
+the server oracle before it is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit
+
+import anyio
+import anyio.abc
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+from adapters.testing.openai_simulator.errors import ServiceError, SimulatorBug
+from adapters.testing.openai_simulator.oracle import check_server_event
+from adapters.testing.openai_simulator.records import (
+    ClientError,
+    ConnectionRecord,
+    OracleFailure,
+    ReceivedMessage,
+    RejectedHandshake,
+    Truncation,
+    redact_headers,
+)
+from adapters.testing.openai_simulator.scenario import Scenario, ScenarioState
+from adapters.testing.openai_simulator.session import Ids, RealtimeSession, SessionContext
+
+__all__ = ["OpenAIRealtimeSimulator"]
+
+logger = logging.getLogger("adapters.testing.openai_simulator")
+
+HANDSHAKE_TIMEOUT_S = 10.0
+CLOSE_WAIT_S = 2.0
+"""After our close frame, how long the client has to answer with its own before the TCP connection goes."""
+WRITE_TIMEOUT_S = 10.0
+"""A client that stops reading for this long is dropped (a write cannot be abandoned halfway through a frame)."""
+INSECURE_KEY_PREFIX = "openai-insecure-api-key."
+
+
+class _Connection:
+    """One accepted WebSocket connection: the :class:`~.session.Link` its session talks to."""
+
+    def __init__(
+        self,
+        sim: OpenAIRealtimeSimulator,
+        record: ConnectionRecord,
+        stream: anyio.abc.ByteStream,
+        ws: WSConnection,
+    ) -> None:
+        self.sim = sim
+        self.index = record.index
+        self.record = record
+        self.stream = stream
+        self.ws = ws
+        self.closing = False
+        self.finished = anyio.Event()
+        self.scope = anyio.CancelScope()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._write_lock = anyio.Lock()
+        self._messages = 0
+        self.session = RealtimeSession(self, sim._ctx, model=record.model)
+
+    # ------------------------------------------------------------------ Link
+
+    async def send(
+        self,
+        event: dict[str, Any],
+        *,
+        skip_if: Callable[[], bool] | None = None,
+        then: Callable[[], None] | None = None,
+    ) -> bool:
+        if self.closing:
+            return False
+        # Stamped in place (type first, then event_id, as the service orders them) so callers see the id.
+        rest = {k: v for k, v in event.items() if k not in ("type", "event_id")}
+        event_type = event["type"]
+        event.clear()
+        event.update({"type": event_type, "event_id": self.sim._ctx.ids.new("event"), **rest})
+        detail = check_server_event(event)
+        if detail is not None:
+            self.sim._oracle_failure(self.index, event, detail)
+        text = json.dumps(event)
+        async with self._write_lock:
+            if self._is_closing() or (skip_if is not None and skip_if()):  # either may have changed meanwhile
+                return False
+            if self.ws.state is not ConnectionState.OPEN:
+                # The client's close frame was parsed but the reader has not handled it yet.
+                self._mark_closed_by_client()
+                return False
+            self.record.sent.append(json.loads(text))
+            self.sim._notify()
+            await self._write_locked(self.ws.send(TextMessage(data=text)))
+            if then is not None:
+                then()
+            return True
+
+    def _is_closing(self) -> bool:
+        return self.closing
+
+    async def drop(self) -> None:
+        self._end("dropped")
+        await anyio.lowlevel.checkpoint()
+
+    async def close(self, code: int, reason: str, why: str) -> None:
+        async with self._write_lock:
+            if self.closing:
+                return
+            self.closing = True
+            self.record.close_reason = why
+            if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+                await self._write_locked(self.ws.send(CloseConnection(code=code, reason=reason)))
+        if self._tg is not None:
+            self._tg.start_soon(self._close_after_grace)
+
+    def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if self._tg is not None and not self.closing:
+            self._tg.start_soon(fn)
+
+    def record_client_error(self, message: Any, error_event: dict[str, Any]) -> None:
+        error = error_event["error"]
+        logger.info("connection %d: refused a client event: %s (%s)", self.index, error["message"], error["code"])
+        self.sim.client_errors.append(ClientError(self.index, message, error_event))
+        self.sim._notify()
+
+    def record_truncation(self, item_id: str, content_index: int, audio_end_ms: int, audio_ms: int) -> None:
+        self.sim.truncations.append(Truncation(self.index, item_id, content_index, audio_end_ms, audio_ms))
+        self.sim._notify()
+
+    # ------------------------------------------------------------------ internals
+
+    def _end(self, why: str) -> None:
+        """Stop everything of this connection now; the socket closes without a close frame."""
+        if not self.closing:
+            self.closing = True
+            self.record.close_reason = why
+        self.session.stop()
+        self.scope.cancel()
+
+    async def _close_after_grace(self) -> None:
+        await anyio.sleep(CLOSE_WAIT_S)
+        self.scope.cancel()
+
+    async def _write_locked(self, data: bytes) -> None:
+        with anyio.move_on_after(WRITE_TIMEOUT_S, shield=True) as timeout:
+            try:
+                await self.stream.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._end(self.record.close_reason or "client")
+        if timeout.cancelled_caught:
+            self._end("dropped")
+
+    async def run(self, beta: bool) -> None:
+        try:
+            with self.scope:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    if self.sim.session_limit_s is not None:
+                        tg.start_soon(self._expire_after, self.sim.session_limit_s)
+                    if beta:
+                        await self.session.refuse_beta()
+                    else:
+                        await self.session.start()
+                    await self._read_loop()
+                    tg.cancel_scope.cancel()
+        finally:
+            self.closing = True
+            self.session.stop()
+            self.record.closed = True
+            if self.record.close_reason is None:
+                self.record.close_reason = "server"
+            with anyio.CancelScope(shield=True):
+                await self.stream.aclose()
+            logger.info("connection %d closed (%s)", self.index, self.record.close_reason)
+            self.finished.set()
+            self.sim._notify()
+
+    async def _expire_after(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+        await self.session.expire()
+
+    async def _read_loop(self) -> None:
+        text_parts: list[str] = []
+        binary = False
+        while True:
+            try:
+                data: bytes | None = await self.stream.receive(65536)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                data = None
+            try:
+                self.ws.receive_data(data)
+                events = list(self.ws.events())
+            except RemoteProtocolError:
+                self._end(self.record.close_reason or "client")
+                return
+            for event in events:
+                if isinstance(event, Message):
+                    if isinstance(event, BytesMessage):
+                        binary = True  # the service speaks text frames only; a binary one is refused below
+                    else:
+                        text_parts.append(event.data)
+                    if event.message_finished:
+                        text = "".join(text_parts)
+                        text_parts.clear()
+                        await self._on_message(text, binary)
+                        binary = False
+                elif isinstance(event, Ping):
+                    async with self._write_lock:
+                        if not self.closing and self.ws.state is ConnectionState.OPEN:
+                            await self._write_locked(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    async with self._write_lock:
+                        if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                            await self._write_locked(self.ws.send(event.response()))
+                        self._mark_closed_by_client()
+                    return
+            if data is None:
+                self._mark_closed_by_client()
+                return
+
+    def _mark_closed_by_client(self) -> None:
+        """The client closed: nothing more may be written (wsproto would refuse it anyway)."""
+        if not self.closing:
+            self.closing = True
+            self.record.close_reason = "client"
+        self.session.stop()
+
+    async def _on_message(self, text: str, binary: bool) -> None:
+        message: Any
+        try:
+            message = "<binary frame>" if binary else json.loads(text)
+        except ValueError:
+            message = text
+        if self.closing:
+            return
+        self.record.received.append(message)
+        self.sim.received.append(ReceivedMessage(self.index, message))
+        self.sim._notify()
+        self._messages += 1
+        await self.session.handle(message)
+        limit = self.sim._drop_after(self.index)
+        if limit is not None and self._messages >= limit:
+            await self.drop()
+
+
+class OpenAIRealtimeSimulator:
+    """A loopback OpenAI Realtime (GA) service for tests: ``async with OpenAIRealtimeSimulator() as sim``.
+
+    Point a client at :attr:`base_url` (``ws://127.0.0.1:PORT/v1``; clients append
+    ``/realtime?model=…``). Options:
+
+    * ``api_key``: the key ``Authorization: Bearer`` must carry (None: any key);
+    * ``scenario``: what the model says (:class:`~.scenario.Scenario`);
+    * ``session_limit_s``: seconds until the session expires as at the service's
+      60-minute limit (``error`` ``session_expired`` naming ``session_limit_minutes``,
+      then a close); scale it down in tests;
+    * ``drop_after_messages``: drop the TCP connection without a close frame after
+      this many client messages: an int for every connection, or a list by
+      connection index (None entries and indexes past the end never drop);
+    * ``speedup``: output pace as a multiple of real time (None: as fast as
+      possible, one scheduling checkpoint between deltas);
+    * ``strict``: raise :class:`~.errors.SimulatorBug` when an event the simulator
+      is about to send fails the server oracle (it is recorded either way).
+
+    Records for assertions: :attr:`connections`, :attr:`rejected`,
+    :attr:`received`, :attr:`truncations`, :attr:`client_errors`,
+    :attr:`oracle_failures`; :meth:`wait_until` waits for a condition on them.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = "sk-test",
+        scenario: Scenario | None = None,
+        session_limit_s: float | None = None,
+        session_limit_minutes: int = 60,
+        drop_after_messages: int | Sequence[int | None] | None = None,
+        speedup: float | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        strict: bool = True,
+    ) -> None:
+        self.api_key = api_key
+        self.scenario = scenario or Scenario()
+        self.session_limit_s = session_limit_s
+        self.drop_after_messages = drop_after_messages
+        self.strict = strict
+        self._host = host
+        self._requested_port = port
+        self._ctx = SessionContext(
+            state=ScenarioState(self.scenario),
+            ids=Ids(),
+            speedup=speedup,
+            limit_minutes_text=session_limit_minutes,
+            expires_in_s=session_limit_s if session_limit_s is not None else 3600.0,
+        )
+        self.connections: list[ConnectionRecord] = []
+        self.rejected: list[RejectedHandshake] = []
+        self.received: list[ReceivedMessage] = []
+        self.truncations: list[Truncation] = []
+        self.client_errors: list[ClientError] = []
+        self.oracle_failures: list[OracleFailure] = []
+        self._live: list[_Connection] = []
+        self._changed = anyio.Event()
+        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._port: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._requested_port)
+        self._listener = listener
+        self._port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        tg.start_soon(listener.serve, self._handle, tg)
+        logger.info("OpenAI Realtime simulator listening on %s", self.base_url)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        assert self._tg is not None and self._listener is not None, "not entered"
+        self._tg.cancel_scope.cancel()
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The body's own failure (an assertion in a test, say) comes out as itself, not wrapped in a group.
+            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                raise exc from None
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._listener.aclose()
+            self._tg = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the simulator is not running: use `async with`")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``ws://HOST:PORT/v1``: what ``AsyncOpenAI(websocket_base_url=...)`` takes."""
+        return f"ws://{self._host}:{self.port}/v1"
+
+    @property
+    def url(self) -> str:
+        """The full endpoint for the default model."""
+        return f"{self.base_url}/realtime?model=gpt-realtime"
+
+    async def drop_all(self) -> None:
+        """Close every open connection at the TCP level, without a close frame, and wait until they are gone."""
+        live = list(self._live)
+        for conn in live:
+            conn._end("dropped")
+        for conn in live:
+            await conn.finished.wait()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds; it is checked whenever a record changes.
+
+        Bound it with ``anyio.fail_after``: the simulator does not guess how long a test may wait.
+        """
+        while not predicate():
+            await self._changed.wait()
+
+    # ------------------------------------------------------------------ internals
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def _oracle_failure(self, index: int, event: dict[str, Any], detail: str) -> None:
+        self.oracle_failures.append(OracleFailure(index, event, detail))
+        self._notify()
+        logger.error("simulator bug: %s fails the server oracle: %s", event.get("type"), detail)
+        if self.strict:
+            raise SimulatorBug(f"server event {event.get('type')!r} fails the server oracle: {detail}")
+
+    def _drop_after(self, index: int) -> int | None:
+        limit = self.drop_after_messages
+        if limit is None or isinstance(limit, int):
+            return limit
+        return limit[index] if index < len(limit) else None
+
+    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+        try:
+            accepted = await self._handshake(stream)
+            if accepted is None:
+                return
+            conn, beta = accepted
+            self._live.append(conn)
+            try:
+                await conn.run(beta)
+            finally:
+                self._live.remove(conn)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _handshake(self, stream: anyio.abc.SocketStream) -> tuple[_Connection, bool] | None:
+        ws = WSConnection(ConnectionType.SERVER)
+        request: Request | None = None
+        with anyio.move_on_after(HANDSHAKE_TIMEOUT_S):
+            try:
+                while request is None:
+                    data = await stream.receive(65536)
+                    ws.receive_data(data)
+                    request = next((e for e in ws.events() if isinstance(e, Request)), None)
+            except RemoteProtocolError as exc:
+                body = {"error": {"message": str(exc), "type": "invalid_request_error", "param": None, "code": None}}
+                await self._send_raw_response(stream, 400, body)
+                self.rejected.append(RejectedHandshake("", {}, 400, body))
+                self._notify()
+                return None
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return None
+        if request is None:
+            return None
+        target = urlsplit(request.target)
+        headers = redact_headers(list(request.extra_headers), list(request.subprotocols))
+        headers["host"] = request.host
+        raw = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.extra_headers}
+        key: str | None = None
+        scheme, _, token = raw.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            key = token.strip()
+        subprotocol: str | None = None
+        for proto in request.subprotocols:
+            if proto.startswith(INSECURE_KEY_PREFIX):
+                key = key or proto[len(INSECURE_KEY_PREFIX) :]
+            elif proto == "realtime":
+                subprotocol = "realtime"
+        refusal: tuple[int, ServiceError] | None = None
+        if key is None:
+            refusal = (401, ServiceError.missing_api_key())
+        elif self.api_key is not None and key != self.api_key:
+            refusal = (401, ServiceError.invalid_api_key(key))
+        elif target.path.rstrip("/") != "/v1/realtime":
+            refusal = (404, ServiceError.not_found("GET", target.path))
+        if refusal is not None:
+            status, error = refusal
+            body = error.to_http_body()
+            payload = json.dumps(body).encode()
+            reply = ws.send(
+                RejectConnection(
+                    status_code=status,
+                    headers=[(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+                    has_body=True,
+                )
+            )
+            reply += ws.send(RejectData(data=payload))
+            self.rejected.append(RejectedHandshake(target.path, headers, status, body))
+            logger.info("refused a handshake for %s: HTTP %d %s", target.path, status, error.message)
+            self._notify()
+            with anyio.move_on_after(WRITE_TIMEOUT_S):
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await stream.send(reply)
+            return None
+        query = dict(parse_qsl(target.query))
+        record = ConnectionRecord(
+            index=len(self.connections),
+            path=target.path,
+            query=query,
+            headers=headers,
+            model=query.get("model", "gpt-realtime"),
+            subprotocol=subprotocol,
+        )
+        try:
+            await stream.send(ws.send(AcceptConnection(subprotocol=subprotocol)))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return None
+        self.connections.append(record)
+        self._notify()
+        logger.info("connection %d opened: %s model=%s", record.index, target.path, record.model)
+        beta = "realtime=v1" in raw.get("openai-beta", "").replace(" ", "")
+        return _Connection(self, record, stream, ws), beta
+
+    @staticmethod
+    async def _send_raw_response(stream: anyio.abc.ByteStream, status: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        head = (
+            f"HTTP/1.1 {status} Bad Request\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\nconnection: close\r\n\r\n"
+        ).encode()
+        with anyio.move_on_after(WRITE_TIMEOUT_S):
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await stream.send(head + payload)
