@@ -19,7 +19,6 @@ socket open becomes a reconnect, never an endless wait.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -158,11 +157,6 @@ class LeanWebSocket:
                     logger.debug("closing the stream failed", exc_info=True)
 
 
-def _ssl_verify() -> Any:
-    """httpx's verify setting: honour SSL_CERT_FILE for custom CAs (proxies, local servers)."""
-    return os.environ.get("SSL_CERT_FILE") or True
-
-
 async def _upgrade_error(exc: httpx_ws.WebSocketUpgradeError, secrets: tuple[str, ...]) -> Exception:
     response = exc.response
     status = response.status_code
@@ -190,13 +184,14 @@ async def open_websocket(
 ) -> AsyncIterator[LeanWebSocket]:
     """Connect with httpx and yield a :class:`LeanWebSocket`.
 
-    Raises :class:`BidiProviderError` when the server refuses (401/403 are
+    ``verify`` is httpx's (an ``ssl.SSLContext`` for a custom CA); httpx
+    already honours ``SSL_CERT_FILE``. Raises :class:`BidiProviderError` when the server refuses (401/403 are
     not retryable; 429 is) and :class:`BidiConnectionError` when it cannot be
     reached. ``secrets`` are redacted from every message.
     """
     http_url = "http" + url[2:] if url.startswith("ws") else url
     timeout = httpx.Timeout(connect_timeout_s, read=None, write=connect_timeout_s)
-    async with httpx.AsyncClient(timeout=timeout, verify=verify if verify is not None else _ssl_verify()) as client:
+    async with httpx.AsyncClient(timeout=timeout, verify=verify if verify is not None else True) as client:
         try:
             async with httpx_ws.aconnect_ws(
                 http_url,

@@ -595,8 +595,9 @@ class BidiAgent:
             tg.cancel_scope.cancel()
 
     async def _reader(self, session: BidiModelSession) -> None:
+        events = session.receive()
         try:
-            async for event in session.receive():
+            async for event in events:
                 self._events_on_connection += 1
                 for queue in self._outputs:
                     if queue.full:
@@ -612,6 +613,13 @@ class BidiAgent:
             logger.exception("model session failed unexpectedly")
             self._connection_failed(exc, retryable=False)
             return
+        finally:
+            # Adapters often write receive() as an async generator: close it here, in
+            # this task, rather than leave it to the garbage collector.
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
         self._connection_failed(BidiConnectionError("the provider closed the connection"))
 
     async def _writer(self, session: BidiModelSession) -> None:
