@@ -167,7 +167,7 @@ class BidiAgent:
         reconnect: ReconnectPolicy | None = None,
         output_queue_size: int = 1024,
         max_buffered_audio: int = 1500,
-        drain_timeout_s: float = 2.0,
+        drain_timeout_s: float = 5.0,
         shutdown_timeout_s: float = 5.0,
     ) -> None:
         for attr in ("connect", "model_id", "capabilities"):
@@ -456,7 +456,7 @@ class BidiAgent:
                 logger.debug("cancelling tool call %s", effect.tool_use_id)
                 scope.cancel()
         elif isinstance(effect, ClearPlayback):
-            dropped = sum(q.discard_audio(effect.response_id) for q in self._outputs)
+            dropped = sum(q.discard_audio() for q in self._outputs)
             logger.debug("interrupted %s: discarded %d queued audio blocks", effect.response_id, dropped)
         elif isinstance(effect, StartTimer):
             self._start_timer(effect.name, effect.seconds)

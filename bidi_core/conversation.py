@@ -46,6 +46,28 @@ from typing import Any, TypeAlias
 
 import attrs
 
+from bidi_core.machine_io import (
+    CancelTimer,
+    CancelTool,
+    ClearPlayback,
+    Close,
+    Connected,
+    ConnectionLost,
+    Effect,
+    Emit,
+    Event,
+    PlaybackProgress,
+    Reconnect,
+    Record,
+    RunTool,
+    SendToModel,
+    StartTimer,
+    StopRequested,
+    TimerFired,
+    ToolCancelled,
+    ToolFinished,
+    UserInput,
+)
 from ports.events import (
     BidiAudioInputEvent,
     BidiAudioStreamEvent,
@@ -55,9 +77,7 @@ from ports.events import (
     BidiConnectionStartEvent,
     BidiErrorEvent,
     BidiImageInputEvent,
-    BidiInputEvent,
     BidiInterruptionEvent,
-    BidiOutputEvent,
     BidiResponseCompleteEvent,
     BidiResponseStartEvent,
     BidiResumptionUpdateEvent,
@@ -68,14 +88,15 @@ from ports.events import (
     BidiToolUseEvent,
     BidiTranscriptStreamEvent,
     BidiUsageEvent,
+    StopReason,
 )
-from ports.io import PlaybackReport
-from ports.messages import Message, TextMessage, ToolCallMessage, ToolResultMessage
+from ports.messages import TextMessage, ToolCallMessage, ToolResultMessage
 from ports.model import CancelResponse, ModelCapabilities, ModelInput, TruncateResponse
 
 __all__ = [
     "LIVE_PHASES",
     "TRANSITIONS",
+    "CancelTimer",
     "CancelTool",
     "ClearPlayback",
     "Close",
@@ -130,149 +151,6 @@ class IllegalTransition(Exception):
         self.event = event
 
 
-# --------------------------------------------------------------------------- events the shell feeds in
-# Model events and user input events come straight from ports.events. These
-# are the ones only the shell can produce.
-
-
-@attrs.frozen
-class Connected:
-    """A connection is open."""
-
-    connection_id: str
-    model: str
-    capabilities: ModelCapabilities = ModelCapabilities()
-
-
-@attrs.frozen
-class ConnectionLost:
-    """The connection ended. ``retryable``: a new connection may continue the
-    conversation; else the conversation closes with ``error``."""
-
-    reason: str
-    retryable: bool = True
-    error: BaseException | None = attrs.field(default=None, eq=False)
-
-
-@attrs.frozen
-class UserInput:
-    """The user (an input, or :meth:`BidiAgent.send`) said something."""
-
-    event: BidiInputEvent
-
-
-@attrs.frozen
-class ToolFinished:
-    """A tool ended with a result (success or error). ``ends_conversation``
-    is set for :func:`stop_conversation`."""
-
-    result: BidiToolResultEvent
-    ends_conversation: bool = False
-
-
-@attrs.frozen
-class ToolCancelled:
-    """A tool's scope was cancelled and it has stopped."""
-
-    tool_use_id: str
-
-
-@attrs.frozen
-class PlaybackProgress:
-    """An output reported how much of a response it has played."""
-
-    report: PlaybackReport
-
-
-@attrs.frozen
-class TimerFired:
-    name: str
-
-
-@attrs.frozen
-class StopRequested:
-    """The application asked to end the conversation."""
-
-    reason: str = "client_disconnect"
-
-
-Event: TypeAlias = Any
-"""Anything :func:`step` accepts: a model event from :mod:`ports.events`, or
-one of the shell events above. The table is the authority."""
-
-
-# --------------------------------------------------------------------------- effects
-
-
-@attrs.frozen
-class Emit:
-    """Deliver ``event`` to every output and to ``receive()``."""
-
-    event: BidiOutputEvent
-
-
-@attrs.frozen
-class SendToModel:
-    """Send ``item`` on the current connection (in step order)."""
-
-    item: ModelInput
-
-
-@attrs.frozen
-class RunTool:
-    call: BidiToolUseEvent
-
-
-@attrs.frozen
-class CancelTool:
-    tool_use_id: str
-
-
-@attrs.frozen
-class ClearPlayback:
-    """Discard every queued and playing sample of ``response_id`` in every output."""
-
-    response_id: str
-
-
-@attrs.frozen
-class StartTimer:
-    name: str
-    seconds: float
-
-
-@attrs.frozen
-class CancelTimer:
-    name: str
-
-
-@attrs.frozen
-class Reconnect:
-    """Close the current connection and open a new one."""
-
-    reason: str
-
-
-@attrs.frozen
-class Record:
-    """Append ``message`` to the history a new connection is seeded with."""
-
-    message: Message
-
-
-@attrs.frozen
-class Close:
-    """End the conversation. ``error`` is raised to the caller of ``run()``."""
-
-    reason: str
-    error: BaseException | None = attrs.field(default=None, eq=False)
-
-
-Effect: TypeAlias = (
-    Emit | SendToModel | RunTool | CancelTool | ClearPlayback | StartTimer | CancelTimer | Reconnect | Record | Close
-)
-
-
 # --------------------------------------------------------------------------- state
 
 
@@ -290,10 +168,13 @@ class Conversation:
     (after the model finished generating it, outputs can still be playing it);
     ``received_ms``/``played_ms`` measure that audio. ``tracks_playback`` is
     True when some output reports playback; without it nothing is assumed
-    heard after a response completes. ``interrupted_ids`` fences late audio of
-    responses cut short. ``pending_input`` holds user input while no
-    connection is open. ``rotate_pending`` is set when the connection should
-    be replaced at the next turn boundary.
+    heard after a response completes. ``audible_elsewhere`` says the audible
+    response came over an earlier connection: a barge-in still silences it,
+    but the provider is told nothing of a response it never saw.
+    ``interrupted_ids`` fences late audio of responses cut short (the most
+    recent last; cleared for a new connection). ``pending_input`` holds user
+    input while no connection is open. ``rotate_pending`` is set when the
+    connection should be replaced at the next turn boundary.
     """
 
     phase: Phase = Phase.CONNECTING
@@ -301,10 +182,11 @@ class Conversation:
     connection_id: str | None = None
     response_id: str | None = None
     audible_id: str | None = None
+    audible_elsewhere: bool = False
     received_ms: float = 0.0
     played_ms: float = 0.0
     tracks_playback: bool = False
-    interrupted_ids: frozenset[str] = frozenset()
+    interrupted_ids: tuple[str, ...] = ()
     pending_tools: frozenset[ToolCall] = frozenset()
     withdrawn_tools: frozenset[str] = frozenset()
     interruptible_tools: frozenset[str] = frozenset()
@@ -330,19 +212,27 @@ a few messages; an unbounded set would grow for hours)."""
 # --------------------------------------------------------------------------- handlers
 
 
+def _margin(margin_s: float, limit_s: float) -> float:
+    """How long before a connection limit to start rotating: the configured
+    margin, but never more than a tenth of the limit (a short limit would
+    otherwise rotate the moment a connection opens, forever)."""
+    return min(margin_s, limit_s / 10)
+
+
 def _connected(conv: Conversation, ev: Connected) -> Transition:
     phase = Phase.TOOL_CALLING if conv.pending_tools else Phase.LISTENING
     effects: list[Effect] = [Emit(BidiConnectionStartEvent(connection_id=ev.connection_id, model=ev.model))]
     effects += [SendToModel(item) for item in conv.pending_input]
     limit = ev.capabilities.max_connection_s
     if limit is not None:
-        effects.append(StartTimer(CONNECTION_AGE_TIMER, max(limit - conv.rotation_margin_s, 0.0)))
+        effects.append(StartTimer(CONNECTION_AGE_TIMER, limit - _margin(conv.rotation_margin_s, limit)))
     new = attrs.evolve(
         conv,
         phase=phase,
         capabilities=ev.capabilities,
         connection_id=ev.connection_id,
         response_id=None,
+        interrupted_ids=(),  # response ids belong to a connection
         pending_input=(),
         rotate_pending=False,
     )
@@ -382,6 +272,7 @@ def _response_start(conv: Conversation, ev: BidiResponseStartEvent) -> Transitio
         phase=Phase.RESPONDING,
         response_id=ev.response_id,
         audible_id=ev.response_id,
+        audible_elsewhere=False,
         received_ms=0.0,
         played_ms=0.0,
     )
@@ -425,7 +316,9 @@ def _after_turn(conv: Conversation, effects: list[Effect]) -> Transition:
 def _response_complete(conv: Conversation, ev: BidiResponseCompleteEvent) -> Transition:
     if ev.response_id != conv.response_id:
         return conv, ()  # completion of a response already closed locally
-    if not conv.tracks_playback:
+    if not conv.tracks_playback or conv.played_ms >= conv.received_ms:
+        # Nothing of it can still be playing: no output reports playback, or
+        # everything received was already played (or it had no audio at all).
         conv = attrs.evolve(conv, audible_id=None)
     return _after_turn(conv, [Emit(ev)])
 
@@ -437,19 +330,34 @@ def _interrupted_complete(conv: Conversation, ev: BidiResponseCompleteEvent) -> 
     return _after_turn(conv, effects)
 
 
+def _fence(conv: Conversation, rid: str) -> tuple[str, ...]:
+    """``interrupted_ids`` with ``rid`` added as the most recent, bounded."""
+    kept = [i for i in conv.interrupted_ids if i != rid][-(_INTERRUPTED_FENCE - 1) :]
+    return (*kept, rid)
+
+
 def _interrupt(conv: Conversation, rid: str, cancel: bool) -> tuple[Conversation, list[Effect]]:
     """Cut ``rid`` short: discard its audio everywhere, tell the user and the model."""
     effects: list[Effect] = [ClearPlayback(rid), Emit(BidiInterruptionEvent(reason="user_speech", response_id=rid))]
     if cancel and not conv.capabilities.cancels_on_speech:
         effects.append(SendToModel(CancelResponse(rid)))
-    if conv.capabilities.can_truncate and conv.tracks_playback:
+    if conv.capabilities.can_truncate and conv.tracks_playback and not conv.audible_elsewhere:
         heard = min(conv.played_ms, conv.received_ms)
         effects.append(SendToModel(TruncateResponse(response_id=rid, audio_end_ms=int(heard))))
     for call in sorted(conv.pending_tools, key=lambda c: c.tool_use_id):
         if call.name in conv.interruptible_tools:
             effects.append(CancelTool(call.tool_use_id))
-    fence = (*sorted(conv.interrupted_ids)[-(_INTERRUPTED_FENCE - 1) :], rid)
-    conv = attrs.evolve(conv, audible_id=None, interrupted_ids=frozenset(fence), played_ms=0.0, received_ms=0.0)
+    # An answer from an earlier connection is not fenced: the current connection
+    # numbers its own responses and may reuse that id.
+    fence = conv.interrupted_ids if conv.audible_elsewhere else _fence(conv, rid)
+    conv = attrs.evolve(
+        conv,
+        audible_id=None,
+        audible_elsewhere=False,
+        interrupted_ids=fence,
+        played_ms=0.0,
+        received_ms=0.0,
+    )
     return conv, effects
 
 
@@ -505,7 +413,9 @@ def _tool_finished(conv: Conversation, ev: ToolFinished) -> Transition:
         # Not sent: the conversation ends here. Kept so a later session knows.
         effects.append(Record(ToolResultMessage(r.tool_use_id, r.name, r.status, r.content)))
         return _close(conv, "user_request", None, effects)
-    if not withdrawn:
+    if withdrawn:
+        effects.append(_withdrawn_record(r.tool_use_id, r.name))
+    else:
         conv, sent = _deliver_result(conv, r)
         effects += sent
     if conv.rotate_pending and conv.phase is Phase.LISTENING:
@@ -523,13 +433,21 @@ def _tool_cancelled(conv: Conversation, ev: ToolCancelled) -> Transition:
     )
     effects: list[Effect] = [Emit(result)]
     conv = _finish_tool(conv, ev.tool_use_id)
-    if not withdrawn:
+    if withdrawn:
+        effects.append(_withdrawn_record(call.tool_use_id, call.name))
+    else:
         # We cancelled it (barge-in): the model still needs an answer for the call.
         conv, sent = _deliver_result(conv, result)
         effects += sent
     if conv.rotate_pending and conv.phase is Phase.LISTENING:
         return _begin_restart(conv, "expiring", "rotating at a turn boundary", effects)
     return conv, tuple(effects)
+
+
+def _withdrawn_record(tool_use_id: str, name: str) -> Record:
+    """A withdrawn call's result is never sent, but the history keeps calls and
+    results in pairs (providers refuse a replayed call with no outcome)."""
+    return Record(ToolResultMessage(tool_use_id, name, "cancelled", "The model withdrew this call."))
 
 
 def _tool_withdrawn(conv: Conversation, ev: BidiToolCancelEvent) -> Transition:
@@ -565,7 +483,8 @@ def _timer(conv: Conversation, ev: TimerFired) -> Transition:
     if conv.phase not in LIVE_PHASES:
         return conv, ()  # a timer of a connection that is already gone
     if ev.name == CONNECTION_AGE_TIMER:
-        return _expiring(conv, BidiConnectionExpiringEvent(time_left_s=conv.rotation_margin_s))
+        limit = conv.capabilities.max_connection_s or conv.rotation_margin_s
+        return _expiring(conv, BidiConnectionExpiringEvent(time_left_s=_margin(conv.rotation_margin_s, limit)))
     if ev.name == ROTATION_TIMER and conv.rotate_pending:
         return _begin_restart(conv, "expiring", "connection limit reached mid-turn", [])
     return conv, ()
@@ -573,12 +492,18 @@ def _timer(conv: Conversation, ev: TimerFired) -> Transition:
 
 def _begin_restart(conv: Conversation, reason: str, details: str | None, effects: list[Effect]) -> Transition:
     """Leave the current connection. A response in flight is cut off: its
-    audio is discarded and it completes with ``error``."""
+    audio is discarded and it completes with ``error`` (``interrupted`` if it
+    was). The audio of a finished response plays on (a rotation at a turn
+    boundary must not cut off the answer the user is hearing); it now belongs
+    to an earlier connection."""
     effects = list(effects)
     if conv.response_id is not None:
         rid = conv.response_id
-        effects += [ClearPlayback(rid), Emit(BidiResponseCompleteEvent(response_id=rid, stop_reason="error"))]
-        conv = attrs.evolve(conv, interrupted_ids=conv.interrupted_ids | {rid}, audible_id=None)
+        cut: StopReason = "interrupted" if conv.phase is Phase.INTERRUPTED else "error"
+        effects += [ClearPlayback(rid), Emit(BidiResponseCompleteEvent(response_id=rid, stop_reason=cut))]
+        conv = attrs.evolve(conv, interrupted_ids=_fence(conv, rid), audible_id=None, played_ms=0.0, received_ms=0.0)
+    elif conv.audible_id is not None:
+        conv = attrs.evolve(conv, audible_elsewhere=True)
     effects += [
         CancelTimer(ROTATION_TIMER),
         CancelTimer(CONNECTION_AGE_TIMER),
@@ -600,10 +525,19 @@ def _connect_failed(conv: Conversation, ev: ConnectionLost) -> Transition:
     return _close(conv, "error", ev.error, [])
 
 
+_GRACEFUL = frozenset({"user_request", "complete"})
+"""Close reasons after which the outputs play out what they hold (a goodbye)."""
+
+
 def _close(conv: Conversation, reason: Any, error: BaseException | None, effects: list[Effect]) -> Transition:
+    """End the conversation. A graceful end lets the last words play out; any
+    other end silences the outputs."""
     effects = list(effects)
-    if conv.audible_id is not None:
+    if conv.audible_id is not None and reason not in _GRACEFUL:
         effects.append(ClearPlayback(conv.audible_id))
+    if conv.response_id is not None:
+        # Every response start gets its completion, also when the conversation ends mid-response.
+        effects.append(Emit(BidiResponseCompleteEvent(response_id=conv.response_id, stop_reason="interrupted")))
     effects += [CancelTool(c.tool_use_id) for c in sorted(conv.pending_tools, key=lambda c: c.tool_use_id)]
     effects += [
         CancelTimer(ROTATION_TIMER),
@@ -616,6 +550,7 @@ def _close(conv: Conversation, reason: Any, error: BaseException | None, effects
         phase=Phase.CLOSED,
         response_id=None,
         audible_id=None,
+        audible_elsewhere=False,
         pending_tools=frozenset(),
         withdrawn_tools=frozenset(),
         pending_input=(),
@@ -694,7 +629,8 @@ def _build_table() -> dict[tuple[Phase, type], Handler]:
 
     # CLOSED is absorbing: stragglers of the shutdown are accepted and ignored.
     # User input and model traffic there are illegal: the shell must not send them.
-    for late in (ToolFinished, ToolCancelled, PlaybackProgress, TimerFired, StopRequested, ConnectionLost):
+    # A connection that opened while the conversation was closing is one of them.
+    for late in (ToolFinished, ToolCancelled, PlaybackProgress, TimerFired, StopRequested, ConnectionLost, Connected):
         t[(Phase.CLOSED, late)] = _tool_settled_after_close
     return t
 

@@ -107,9 +107,9 @@ class OutputQueue(_Queue[BidiOutputEvent]):
                 logger.debug("output %s is full (%d events); waiting", self.name, len(self._items))
             await self._room.wait()
 
-    def discard_audio(self, response_id: str) -> int:
-        """Remove every queued audio block of ``response_id``; return how many."""
-        return self._remove_where(lambda e: isinstance(e, BidiAudioStreamEvent) and e.response_id == response_id)
+    def discard_audio(self) -> int:
+        """Remove every queued block of assistant audio; return how many."""
+        return self._remove_where(lambda e: isinstance(e, BidiAudioStreamEvent))
 
 
 class SendQueue(_Queue[ModelInput]):
