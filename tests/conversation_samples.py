@@ -1,0 +1,291 @@
+"""Representative conversation states and events, for every phase and every
+event type the state machine knows.
+
+Shared by ``tests/test_conversation_table.py`` (every phase x every event
+type) and ``scripts/render_state_diagram.py`` (which draws the diagram by
+running :func:`bidi_core.conversation.step` on these samples). Every state
+here is reached from a fresh :class:`Conversation` through legal steps only,
+so a sample can never be a state the machine itself could not produce.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import attrs
+
+import ports.events
+from bidi_core import conversation as conv_mod
+from bidi_core.conversation import (
+    CONNECTION_AGE_TIMER,
+    ROTATION_TIMER,
+    TRANSITIONS,
+    Connected,
+    ConnectionLost,
+    Conversation,
+    Phase,
+    PlaybackProgress,
+    StopRequested,
+    TimerFired,
+    ToolCancelled,
+    ToolFinished,
+    UserInput,
+    step,
+)
+from ports.events import (
+    BidiAudioInputEvent,
+    BidiAudioStreamEvent,
+    BidiConnectionCloseEvent,
+    BidiConnectionExpiringEvent,
+    BidiConnectionRestartEvent,
+    BidiConnectionStartEvent,
+    BidiErrorEvent,
+    BidiEvent,
+    BidiImageInputEvent,
+    BidiInterruptionEvent,
+    BidiResponseCompleteEvent,
+    BidiResponseStartEvent,
+    BidiResumptionUpdateEvent,
+    BidiSpeechStartedEvent,
+    BidiTextInputEvent,
+    BidiToolCancelEvent,
+    BidiToolResultEvent,
+    BidiToolUseEvent,
+    BidiTranscriptStreamEvent,
+    BidiUsageEvent,
+)
+from ports.io import PlaybackReport
+from ports.model import ModelCapabilities
+
+__all__ = [
+    "SHELL_EVENT_TYPES",
+    "Sample",
+    "all_event_types",
+    "audio_out",
+    "drive",
+    "representative_event",
+    "representative_state",
+    "sample_events",
+    "sample_states",
+]
+
+SHELL_EVENT_TYPES: tuple[type, ...] = (
+    Connected,
+    ConnectionLost,
+    UserInput,
+    ToolFinished,
+    ToolCancelled,
+    PlaybackProgress,
+    TimerFired,
+    StopRequested,
+)
+"""The events only the shell produces (defined in :mod:`bidi_core.conversation`)."""
+
+
+@attrs.frozen
+class Sample:
+    """A labelled sample value (a state or an event)."""
+
+    label: str
+    value: object
+
+
+def audio_out(rid: str | None, ms: int = 20, rate: int = 24000) -> BidiAudioStreamEvent:
+    """``ms`` milliseconds of model audio (16-bit mono PCM)."""
+    return BidiAudioStreamEvent(audio=b"\x01\x00" * (rate * ms // 1000), sample_rate=rate, response_id=rid)
+
+
+def drive(conv: Conversation, *events: object) -> Conversation:
+    """Step ``conv`` through ``events`` (each must be legal) and return the result."""
+    for event in events:
+        conv, _ = step(conv, event)
+    return conv
+
+
+def _listening(**capabilities: object) -> Conversation:
+    return drive(Conversation(), Connected("c1", "test-model", ModelCapabilities(**capabilities)))  # type: ignore[arg-type]
+
+
+def _responding(**capabilities: object) -> Conversation:
+    return drive(_listening(**capabilities), BidiResponseStartEvent("r1"), audio_out("r1", 40))
+
+
+def _tool_calling() -> Conversation:
+    return drive(_listening(), BidiToolUseEvent("t1", "lookup", {"q": "x"}))
+
+
+def _answer_still_playing() -> Conversation:
+    """LISTENING: r1 completed with half of its audio played."""
+    return drive(
+        _responding(can_truncate=True),
+        PlaybackProgress(PlaybackReport("r1", 20.0)),
+        BidiResponseCompleteEvent("r1", "complete"),
+    )
+
+
+_STATE_BUILDERS: dict[Phase, list[tuple[str, Callable[[], Conversation]]]] = {
+    Phase.CONNECTING: [
+        ("initial", Conversation),
+        ("with buffered input", lambda: drive(Conversation(), UserInput(BidiTextInputEvent("early")))),
+    ],
+    Phase.LISTENING: [
+        ("after Connected", _listening),
+        ("audio of the last response still playing", _answer_still_playing),
+        (
+            "an answer of the previous connection still playing",
+            lambda: drive(
+                _answer_still_playing(),
+                ConnectionLost("network"),
+                Connected("c2", "test-model", ModelCapabilities(can_truncate=True)),
+            ),
+        ),
+    ],
+    Phase.RESPONDING: [
+        ("after a response start", _responding),
+        ("with a tool running", lambda: drive(_responding(), BidiToolUseEvent("t1", "lookup"))),
+        ("rotation pending", lambda: drive(_responding(), BidiConnectionExpiringEvent(30.0))),
+    ],
+    Phase.INTERRUPTED: [
+        ("after speech while responding", lambda: drive(_responding(), BidiSpeechStartedEvent())),
+        (
+            "with a tool running",
+            lambda: drive(_responding(), BidiToolUseEvent("t1", "lookup"), BidiSpeechStartedEvent()),
+        ),
+        (
+            "rotation pending",
+            lambda: drive(_responding(), BidiConnectionExpiringEvent(30.0), BidiSpeechStartedEvent()),
+        ),
+    ],
+    Phase.TOOL_CALLING: [
+        ("listening + tool use", _tool_calling),
+        ("two tools running", lambda: drive(_tool_calling(), BidiToolUseEvent("t2", "lookup"))),
+        ("tool withdrawn by the provider", lambda: drive(_tool_calling(), BidiToolCancelEvent(("t1",)))),
+        ("rotation pending", lambda: drive(_tool_calling(), BidiConnectionExpiringEvent(30.0))),
+    ],
+    Phase.RESTARTING: [
+        ("after ConnectionLost(retryable)", lambda: drive(_listening(), ConnectionLost("network"))),
+        ("response cut off", lambda: drive(_responding(), ConnectionLost("network"))),
+        ("with a tool running", lambda: drive(_tool_calling(), ConnectionLost("network"))),
+        ("the last answer still playing", lambda: drive(_answer_still_playing(), ConnectionLost("network"))),
+    ],
+    Phase.CLOSED: [
+        ("after StopRequested", lambda: drive(_listening(), StopRequested())),
+        ("stopped mid-response", lambda: drive(_responding(), StopRequested())),
+        ("stopped while connecting", lambda: drive(Conversation(), StopRequested())),
+    ],
+}
+
+
+def sample_states(phase: Phase) -> list[Sample]:
+    """Several states in ``phase``, the first being the representative one."""
+    out = [Sample(label, build()) for label, build in _STATE_BUILDERS[phase]]
+    for sample in out:
+        assert isinstance(sample.value, Conversation), sample.label
+        assert sample.value.phase is phase, (phase, sample.label)
+    return out
+
+
+def representative_state(phase: Phase) -> Conversation:
+    state = sample_states(phase)[0].value
+    assert isinstance(state, Conversation)
+    return state
+
+
+def all_event_types() -> list[type]:
+    """Every event type the machine knows of: the table's, the shell's and
+    every event class of :mod:`ports.events` (most of those are illegal
+    everywhere: output events and raw, unwrapped input events)."""
+    types: set[type] = {t for (_, t) in TRANSITIONS}
+    types.update(SHELL_EVENT_TYPES)
+    for _, obj in inspect.getmembers(ports.events, inspect.isclass):
+        if issubclass(obj, BidiEvent) and obj is not BidiEvent:
+            types.add(obj)
+    return sorted(types, key=lambda t: (t.__module__ != conv_mod.__name__, t.__name__))
+
+
+def _pending_ids(conv: Conversation) -> list[str]:
+    return sorted(conv.tool_ids()) or ["t-unknown"]
+
+
+def _result(tool_use_id: str) -> BidiToolResultEvent:
+    return BidiToolResultEvent(tool_use_id=tool_use_id, name="lookup", status="success", content="42")
+
+
+def _samples_for(event_type: type, conv: Conversation) -> list[tuple[str, object]]:
+    """(label, event) pairs of ``event_type`` that make sense in ``conv``."""
+    rid = conv.response_id or conv.audible_id or "r-old"
+    tid = _pending_ids(conv)[0]
+    if event_type is Connected:
+        return [
+            ("", Connected("c2", "test-model")),
+            ("age limit", Connected("c2", "test-model", ModelCapabilities(max_connection_s=600.0))),
+        ]
+    if event_type is ConnectionLost:
+        return [("retryable", ConnectionLost("network")), ("fatal", ConnectionLost("auth", retryable=False))]
+    if event_type is UserInput:
+        return [
+            ("text", UserInput(BidiTextInputEvent("hello"))),
+            ("audio", UserInput(BidiAudioInputEvent(b"\x00\x00" * 160))),
+            ("image", UserInput(BidiImageInputEvent(b"\xff\xd8"))),
+        ]
+    if event_type is ToolFinished:
+        return [
+            ("", ToolFinished(_result(tid))),
+            ("stop_conversation", ToolFinished(_result(tid), ends_conversation=True)),
+        ]
+    if event_type is ToolCancelled:
+        return [("", ToolCancelled(tid))]
+    if event_type is PlaybackProgress:
+        return [
+            ("", PlaybackProgress(PlaybackReport(rid, 10.0))),
+            ("finished", PlaybackProgress(PlaybackReport(rid, 40.0, finished=True))),
+        ]
+    if event_type is TimerFired:
+        return [("rotate", TimerFired(ROTATION_TIMER)), ("connection age", TimerFired(CONNECTION_AGE_TIMER))]
+    if event_type is StopRequested:
+        return [("", StopRequested())]
+    return [("", _model_or_port_event(event_type, conv, rid, tid))]
+
+
+def _model_or_port_event(event_type: type, conv: Conversation, rid: str, tid: str) -> object:
+    factories: dict[type, Callable[[], object]] = {
+        BidiResponseStartEvent: lambda: BidiResponseStartEvent("r-new"),
+        BidiResponseCompleteEvent: lambda: BidiResponseCompleteEvent(rid, "complete"),
+        BidiAudioStreamEvent: lambda: audio_out(conv.response_id),
+        BidiTranscriptStreamEvent: lambda: BidiTranscriptStreamEvent("Hi.", "Hi.", "assistant", True, rid),
+        BidiUsageEvent: lambda: BidiUsageEvent(10, 20, 30),
+        BidiErrorEvent: lambda: BidiErrorEvent("provider hiccup", code="x"),
+        BidiToolUseEvent: lambda: BidiToolUseEvent("t-new", "lookup", {"q": "y"}),
+        BidiToolCancelEvent: lambda: BidiToolCancelEvent(tuple(_pending_ids(conv))),
+        BidiResumptionUpdateEvent: lambda: BidiResumptionUpdateEvent("handle-2"),
+        BidiConnectionExpiringEvent: lambda: BidiConnectionExpiringEvent(20.0),
+        BidiSpeechStartedEvent: BidiSpeechStartedEvent,
+        # Never legal input to the machine: raw input events (the shell wraps
+        # them in UserInput) and output events (the machine only emits them).
+        BidiTextInputEvent: lambda: BidiTextInputEvent("raw"),
+        BidiAudioInputEvent: lambda: BidiAudioInputEvent(b"\x00\x00"),
+        BidiImageInputEvent: lambda: BidiImageInputEvent(b"\xff\xd8"),
+        BidiConnectionStartEvent: lambda: BidiConnectionStartEvent("c9", "test-model"),
+        BidiConnectionRestartEvent: lambda: BidiConnectionRestartEvent("expiring"),
+        BidiConnectionCloseEvent: lambda: BidiConnectionCloseEvent("complete"),
+        BidiInterruptionEvent: lambda: BidiInterruptionEvent("user_speech", rid),
+        BidiToolResultEvent: lambda: _result(tid),
+    }
+    try:
+        factory = factories[event_type]
+    except KeyError:
+        raise LookupError(
+            f"no sample event for {event_type.__name__}; add one to tests/conversation_samples.py"
+        ) from None
+    return factory()
+
+
+def sample_events(event_type: type, conv: Conversation) -> list[Sample]:
+    """Events of ``event_type`` that make sense in ``conv`` (ids of its pending
+    tools, of its current response, ...); the first is the representative one."""
+    return [Sample(label, event) for label, event in _samples_for(event_type, conv)]
+
+
+def representative_event(event_type: type, conv: Conversation) -> object:
+    return sample_events(event_type, conv)[0].value
