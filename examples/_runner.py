@@ -1,23 +1,47 @@
-"""Run an example's ``main()`` on asyncio (default) or Trio (``--backend trio``)."""
+"""Run an example's ``main()`` on asyncio (default) or Trio (``--backend trio``).
+
+An example with options of its own (say ``--wav``) passes ``options``, a
+function that adds them to the parser; its ``main`` then takes the parsed
+arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from collections.abc import Awaitable, Callable
+from typing import overload
 
 import anyio
 
 
-def run(main: Callable[[], Awaitable[None]], description: str) -> None:
+@overload
+def run(main: Callable[[], Awaitable[None]], description: str) -> None: ...
+
+
+@overload
+def run(
+    main: Callable[[argparse.Namespace], Awaitable[None]],
+    description: str,
+    options: Callable[[argparse.ArgumentParser], None],
+) -> None: ...
+
+
+def run(
+    main: Callable[..., Awaitable[None]],
+    description: str,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop to run on")
     parser.add_argument("--debug", action="store_true", help="show bidi_core's debug logs")
+    if options is not None:
+        options(parser)
     args = parser.parse_args()
     if args.debug:
         logging.basicConfig(format="%(levelname)s | %(name)s | %(message)s")
         logging.getLogger("bidi_core").setLevel(logging.DEBUG)
     try:
-        anyio.run(main, backend=args.backend)
+        anyio.run(main, *([] if options is None else [args]), backend=args.backend)
     except KeyboardInterrupt:
         print("\nConversation cancelled by user")

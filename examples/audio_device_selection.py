@@ -19,86 +19,13 @@ speakers (its devices are then "WAV input (silence)" and "WAV output (...)").
 from __future__ import annotations
 
 import argparse
-import sys
 
-import anyio
 import anyio.to_thread
-import numpy as np
 from _runner import run
+from _scripted_voice import ScriptedUser, exit_on_audio_error, scripted_model, speakers_or_wav, wav_option
 
-from adapters.audio import (
-    AudioDeviceError,
-    AudioUnavailableError,
-    BidiAudioIO,
-    BidiAudioOutput,
-    WavFileDevice,
-    format_devices,
-)
-from adapters.testing import Expect, ScriptedModel, Step
-from bidi_core import (
-    BidiAgent,
-    BidiAudioStreamEvent,
-    BidiResponseCompleteEvent,
-    BidiResponseStartEvent,
-    BidiTextInputEvent,
-    BidiToolUseEvent,
-    BidiTranscriptStreamEvent,
-    stop_conversation,
-)
-from ports.io import AgentView
-
-
-def speak(rid: str, text: str, seconds: float, pitch_hz: float, rate: int = 24000) -> list[object]:
-    """What a provider sends for one spoken sentence: audio in 40 ms chunks, then the transcript."""
-    t = np.arange(int(rate * seconds)) / rate
-    fade = np.minimum(1.0, np.minimum(t, seconds - t) * 20)  # no click at either end
-    pcm = (6000 * fade * np.sin(2 * np.pi * pitch_hz * t)).astype("<i2").tobytes()
-    size = rate * 2 * 40 // 1000
-    audio = [
-        BidiAudioStreamEvent(audio=pcm[i : i + size], sample_rate=rate, response_id=rid)
-        for i in range(0, len(pcm), size)
-    ]
-    return [*audio, BidiTranscriptStreamEvent(delta=text, text=text, role="assistant", is_final=True, response_id=rid)]
-
-
-def scripted_model() -> ScriptedModel:
-    return ScriptedModel(
-        [
-            Step(
-                emit=[
-                    BidiResponseStartEvent("r1"),
-                    *speak("r1", "Testing, testing: can you hear me on this device?", 0.5, 523),
-                    BidiResponseCompleteEvent("r1", "complete"),
-                ]
-            ),
-            Step(
-                expect=Expect(BidiTextInputEvent, text="Goodbye"),
-                emit=[BidiToolUseEvent("call-1", "stop_conversation", {})],
-            ),
-        ],
-        model_id="scripted-voice",
-    )
-
-
-class ScriptedUser:
-    """The user's part: says goodbye once the greeting has been heard (a real user would speak)."""
-
-    def __init__(self, speakers: BidiAudioOutput) -> None:
-        self._speakers = speakers
-        self._said = False
-
-    async def start(self, agent: AgentView) -> None:
-        return None
-
-    async def __call__(self) -> str:
-        if self._said:
-            await anyio.sleep_forever()
-        await self._speakers.wait_played("r1")
-        self._said = True
-        return "Goodbye"
-
-    async def stop(self) -> None:
-        return None
+from adapters.audio import BidiAudioIO, format_devices
+from bidi_core import BidiAgent, stop_conversation
 
 
 def device(value: str | None) -> int | str | None:
@@ -106,36 +33,28 @@ def device(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
-def options() -> argparse.Namespace:
-    """This example's own options; the rest (--backend, --debug) go to _runner."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--input-device")
-    parser.add_argument("--output-device")
-    parser.add_argument("--wav", metavar="OUT.wav")
-    known, sys.argv[1:] = parser.parse_known_args()
-    return known
+def options(parser: argparse.ArgumentParser) -> None:
+    """This example's own options; --backend and --debug are _runner's."""
+    parser.add_argument("--input-device", help="an index or (part of) a name; default: the system's")
+    parser.add_argument("--output-device", help="an index or (part of) a name; default: the system's")
+    wav_option(parser)
 
 
-OPTIONS = options()
-
-
-async def main() -> None:
+async def main(args: argparse.Namespace) -> None:
     # Specify the devices explicitly: by index (input_device_index=1) or by name (output_device="USB")
     audio_io = BidiAudioIO(
-        input_device=device(OPTIONS.input_device),
-        output_device=device(OPTIONS.output_device),
-        backend=WavFileDevice(OPTIONS.wav) if OPTIONS.wav else None,
+        input_device=device(args.input_device),
+        output_device=device(args.output_device),
+        backend=speakers_or_wav(args.wav),
     )
-    agent = BidiAgent(model=scripted_model(), tools=[stop_conversation])
+    model = scripted_model("Testing, testing: can you hear me on this device?", 0.5, 523)
+    agent = BidiAgent(model=model, tools=[stop_conversation])
 
-    try:
+    with exit_on_audio_error():
         devices = await anyio.to_thread.run_sync(audio_io.devices)  # listing may block: not on the event loop
         if devices:
             print(format_devices(devices))
         await agent.run(inputs=[audio_io.input(), ScriptedUser(audio_io.output())], outputs=[audio_io.output()])
-    except (AudioUnavailableError, AudioDeviceError) as exc:
-        print(f"error: {exc}\n(run with --wav out.wav to write the audio to a file)", file=sys.stderr)
-        raise SystemExit(1) from None
 
     by_index = {d.index: d.name for d in devices}
     mic, speakers = audio_io.input().stream_config, audio_io.output().stream_config
@@ -145,4 +64,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main, __doc__ or "")
+    run(main, __doc__ or "", options)
