@@ -153,6 +153,7 @@ class OpenAIRealtimeSession:
 
     async def setup(self, model_id: str, request: ConnectRequest) -> None:
         """Configure the session and seed it with the history."""
+        wire.warm_up()
         await self._send(build_session_update(model_id, self._config, request))
         for item in history_items(request.history):
             await self._send(item)
