@@ -58,3 +58,16 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the domain and the ports."""
     session.install("-e", ".[dev]")
     session.run("mypy", "--strict", "-p", "bidi_core", "-p", "ports")
+
+
+@nox.session(python=PYTHONS[0])
+def bench(session: nox.Session) -> None:
+    """The benchmarks (benchmarks/README.md): bidi-core beside a raw client and the reference.
+
+    Installs only what a user of the OpenAI adapter installs (plus Trio and
+    matplotlib for the picture), so import time and memory are those of a
+    clean install; the reference gets a virtualenv of its own. Arguments go to
+    ``python -m benchmarks`` (``nox -s bench -- --quick``).
+    """
+    session.install("-e", ".[trio,openai]", "matplotlib")
+    session.run("python", "-m", "benchmarks", *session.posargs)

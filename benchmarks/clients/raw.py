@@ -1,0 +1,214 @@
+"""The raw floor: what any Python client of this protocol must do, and no more.
+
+A socket from asyncio's streams, WebSocket framing by wsproto (the library
+bidi-core's own WebSocket uses, so the floor is the same protocol code
+without a framework around it), ``json.loads``, ``base64.b64decode`` and the
+counting sink. It still plays the whole workload correctly: it asks for the
+turns, drops audio of a response cut short by ``speech_started``, answers
+tool calls at once, and streams the microphone in duplex.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
+
+from benchmarks.clients import parse_args, server_load
+from benchmarks.workload import (
+    API_KEY,
+    PROFILES,
+    RAMPS,
+    TOOL_NAME,
+    TOOL_RESULT,
+    Recorder,
+    Scenario,
+    barge_pcm,
+    model_id,
+    pin_to_cpu,
+    raise_fd_limit,
+    run_ramp,
+    silence_pcm,
+    write_result,
+)
+
+SESSION_UPDATE = json.dumps(
+    {
+        "type": "session.update",
+        "session": {
+            "type": "realtime",
+            "model": "gpt-realtime",
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": 24000}},
+                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin"},
+            },
+            "tools": [{"type": "function", "name": TOOL_NAME, "description": "The time.", "parameters": {}}],
+        },
+    }
+)
+
+
+class RawSession:
+    def __init__(self, url: str, scenario: Scenario, key: str, recorder: Recorder) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.path = f"{parts.path}/realtime?model={model_id(scenario.name, key)}"
+        self.scenario = scenario
+        self.rec = recorder
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.writer: asyncio.StreamWriter | None = None
+        self.active: str | None = None
+        self.cut: set[str] = set()
+        self.turn_requests = 0
+        self.closing = False
+
+    def send(self, text: str) -> None:
+        assert self.writer is not None
+        self.writer.write(self.ws.send(TextMessage(data=text)))
+
+    def request_turn(self) -> None:
+        self.turn_requests += 1
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "next"}]}
+        self.send(json.dumps({"type": "conversation.item.create", "item": item}))
+        self.send('{"type":"response.create"}')
+
+    async def run(self) -> None:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self.writer = writer
+        request = Request(
+            host=f"{self.host}:{self.port}", target=self.path, extra_headers=[("Authorization", f"Bearer {API_KEY}")]
+        )
+        writer.write(self.ws.send(request))
+        mic: asyncio.Task[None] | None = None
+        parts: list[str] = []
+        try:
+            while not self.closing:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                self.ws.receive_data(data)
+                for event in self.ws.events():
+                    if isinstance(event, TextMessage):
+                        if not event.message_finished:
+                            parts.append(event.data)
+                            continue
+                        text = "".join((*parts, event.data)) if parts else event.data
+                        parts.clear()
+                        self.on_message(json.loads(text))
+                    elif isinstance(event, AcceptConnection):
+                        self.send(SESSION_UPDATE)
+                        if self.scenario.kind == "duplex":
+                            mic = asyncio.get_running_loop().create_task(self.microphone())
+                        else:
+                            self.request_turn()
+                    elif isinstance(event, Ping):
+                        writer.write(self.ws.send(event.response()))
+                    elif isinstance(event, CloseConnection):
+                        self.closing = True
+        finally:
+            if mic is not None:
+                mic.cancel()
+            writer.close()
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if kind == "response.output_audio.delta":
+            if msg["response_id"] not in self.cut:
+                self.rec.audio(base64.b64decode(msg["delta"]))
+        elif kind == "response.created":
+            self.active = msg["response"]["id"]
+        elif kind == "input_audio_buffer.speech_started":
+            if self.active is not None:
+                self.cut.add(self.active)
+                self.rec.interrupted()
+        elif kind == "response.function_call_arguments.done":
+            output = {"type": "function_call_output", "call_id": msg["call_id"], "output": TOOL_RESULT}
+            self.send(json.dumps({"type": "conversation.item.create", "item": output}))
+            self.send('{"type":"response.create"}')
+        elif kind == "response.done":
+            self.active = None
+            if self.rec.response_ended():
+                self.close()
+            elif self.scenario.kind == "text":
+                self.request_turn()
+
+    def close(self) -> None:
+        if self.writer is not None and not self.closing:
+            self.closing = True
+            self.writer.write(self.ws.send(CloseConnection(code=1000)))
+
+    async def microphone(self) -> None:
+        """20 ms of microphone audio every 20 ms; a marker chunk when the user barges in."""
+        loop = asyncio.get_running_loop()
+        size = self.scenario.chunk_bytes
+        silence = base64.b64encode(silence_pcm(size)).decode()
+        start = loop.time()
+        n = 0
+        while not self.closing:
+            turn = self.rec.take_barge()
+            audio = silence if turn is None else base64.b64encode(barge_pcm(turn, size)).decode()
+            self.send('{"type":"input_audio_buffer.append","audio":"' + audio + '"}')
+            n += 1
+            await asyncio.sleep(max(0.0, start + n * self.scenario.chunk_ms / 1000 - loop.time()))
+
+
+async def run_scenarios(args: Any) -> dict[str, Any]:
+    results = {}
+    for name in args.scenarios.split(","):
+        scenario = PROFILES[args.profile][name]
+        rec = Recorder(scenario)
+        await RawSession(args.url, scenario, f"{args.key}.{name}", rec).run()
+        results[name] = rec.summary()
+    return {"client": "raw", "scenarios": results}
+
+
+async def run_sessions_ramp(args: Any) -> dict[str, Any]:
+    scenario = PROFILES[args.profile]["sessions"]
+    latencies: list[int] = []
+    recorders: list[Recorder] = []
+    sessions: list[RawSession] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    def add(n: int) -> None:
+        for _ in range(n):
+            rec = Recorder(scenario, latencies_ns=latencies)
+            session = RawSession(args.url, scenario, f"{args.key}.s{len(sessions)}", rec)
+            recorders.append(rec)
+            sessions.append(session)
+            task = asyncio.get_running_loop().create_task(session.run())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    result = await run_ramp(
+        RAMPS[args.profile],
+        add,
+        lambda: sum(1 for r in recorders if r.chunks),
+        latencies,
+        asyncio.sleep,
+        lambda: server_load(args.url),
+    )
+    for session in sessions:
+        session.close()
+    await asyncio.sleep(0.2)
+    for task in list(tasks):
+        task.cancel()
+    return {"client": "raw", "ramp": result}
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    pin_to_cpu(args.cpu)
+    raise_fd_limit()
+    result = asyncio.run(run_sessions_ramp(args) if args.ramp else run_scenarios(args))
+    write_result(args.out, result)
+
+
+if __name__ == "__main__":
+    main()

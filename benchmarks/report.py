@@ -1,0 +1,390 @@
+"""From the clients' JSON to the figures, one plain-text table, a JSON file and a PNG.
+
+Ratios are medians of per-repetition ratios (client and raw floor measured
+back to back in the same repetition), because absolute times on a shared
+2-core machine drift 20-50 % between runs while neighbours in time drift
+together. Latency percentiles pool the samples of all repetitions (a p99
+of one short repetition rests on two or three samples).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from benchmarks.workload import LATENCY_TARGET_MS, latency_summary
+
+CLIENT_TITLES = {
+    "raw": "raw floor",
+    "bidi-asyncio": "bidi asyncio",
+    "bidi-trio": "bidi trio",
+    "reference": "reference",
+}
+BIDI = ("bidi-asyncio", "bidi-trio", "bidi-asyncio*", "bidi-trio*")
+
+
+def title(client: str) -> str:
+    """A column title; ``*`` marks bidi-core with prototype patches."""
+    base = client.rstrip("*")
+    return CLIENT_TITLES.get(base, base) + client[len(base) :]
+
+
+def _median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.median(values) if values else None
+
+
+def aggregate(
+    clients: list[str],
+    runs: list[dict[str, Any]],
+    ramps: dict[str, dict[str, Any]],
+    imports: dict[str, dict[str, Any]],
+    unavailable: dict[str, str],
+) -> dict[str, dict[str, Any]]:
+    """Figures per client (see README.md for what each one means)."""
+    by_rep: dict[tuple[str, int], dict[str, Any]] = {}
+    for run in runs:
+        if run.get("ok"):
+            by_rep[(run["client"], run["rep"])] = run
+    reps = sorted({run["rep"] for run in runs})
+    out: dict[str, dict[str, Any]] = {}
+    for client in clients:
+        if client in unavailable:
+            out[client] = {"unavailable": unavailable[client]}
+            continue
+        mine = [by_rep[(client, r)] for r in reps if (client, r) in by_rep]
+        failed = [run for run in runs if run["client"] == client and not run.get("ok")]
+        fig: dict[str, Any] = {"repetitions": len(mine)}
+        if failed:
+            fig["failures"] = [run.get("error", "failed") for run in failed]
+        if not mine:
+            fig["unavailable"] = (failed[0].get("error") if failed else None) or "no successful repetition"
+            out[client] = fig
+            continue
+        scenarios = sorted({name for run in mine for name in run["result"]["scenarios"]})
+        fig["cpu_us_per_chunk"] = {}
+        fig["cpu_ratio_to_raw"] = {}
+        fig["reference_ratio"] = {}
+        fig["latency_ms"] = {}
+        fig["incomplete"] = []
+        for name in scenarios:
+            cpu = [run["result"]["scenarios"][name]["cpu_us_per_chunk"] for run in mine]
+            fig["cpu_us_per_chunk"][name] = _median(cpu)
+            ratios, ref_ratios = [], []
+            for r in reps:
+                me = by_rep.get((client, r))
+                raw = by_rep.get(("raw", r))
+                ref = by_rep.get(("reference", r))
+                mine_cpu = me and me["result"]["scenarios"].get(name, {}).get("cpu_us_per_chunk")
+                if mine_cpu and raw and raw["result"]["scenarios"].get(name, {}).get("cpu_us_per_chunk"):
+                    ratios.append(mine_cpu / raw["result"]["scenarios"][name]["cpu_us_per_chunk"])
+                if mine_cpu and ref and ref["result"]["scenarios"].get(name, {}).get("cpu_us_per_chunk"):
+                    ref_ratios.append(ref["result"]["scenarios"][name]["cpu_us_per_chunk"] / mine_cpu)
+            fig["cpu_ratio_to_raw"][name] = _median(ratios)
+            fig["reference_ratio"][name] = _median(ref_ratios)
+            samples = [v * 1000 for run in mine for v in run["result"]["scenarios"][name]["latency_samples_us"]]
+            fig["latency_ms"][name] = latency_summary(samples) if samples else None
+            if not all(run["result"]["scenarios"][name]["complete"] for run in mine):
+                fig["incomplete"].append(name)
+        silence, never, late, rtt, first_rtt = [], 0, 0, [], []
+        for run in mine:
+            duplex = run["result"]["scenarios"].get("duplex")
+            server = run.get("server", {}).get("duplex", {})
+            if not duplex:
+                continue
+            late += duplex["late_chunks"]
+            calls = [v / 1e6 for v in server.get("tool_rtt_ns", [])]
+            # Each client process runs the duplex scenario once: its first call pays one-time costs.
+            first_rtt += calls[:1]
+            rtt += calls[1:]
+            for turn, started in server.get("speech_started_ns", {}).items():
+                heard = duplex["interrupted_ns"].get(turn)
+                if heard is None:
+                    never += 1
+                    continue
+                last = duplex["last_audio_ns"].get(turn, 0)
+                silence.append((max(heard, last) - started) / 1e6)
+        fig["barge_in_ms"] = (
+            {"n": len(silence), "median": _median(silence), "max": max(silence), "never": never} if silence else None
+        )
+        if never and not silence:
+            fig["barge_in_ms"] = {"n": 0, "median": None, "max": None, "never": never}
+        fig["late_chunks"] = late
+        fig["tool_rtt_ms"] = (
+            {
+                "n": len(rtt),
+                "median": _median(rtt),
+                "max": max(rtt),
+                "first_call_median": _median(first_rtt),
+                "first_call_max": max(first_rtt) if first_rtt else None,
+            }
+            if rtt
+            else None
+        )
+        fig["peak_rss_mb"] = _median([run["result"]["peak_rss_mb"] for run in mine])
+        fig["import_s"] = imports.get(client, {}).get("median_s")
+        ramp = ramps.get(client)
+        if ramp and ramp.get("ok"):
+            at100 = [lv for lv in ramp["result"]["ramp"]["levels"] if lv["sessions"] == 100 and lv["window"] == 1]
+            # CPU per chunk with 100 sessions at real time: every chunk wakes the loop, as in production.
+            fig["cpu_us_per_chunk_100_sessions"] = at100[0]["cpu_fraction"] / (100 * 50) * 1e6 if at100 else None
+            fig["sessions_per_core"] = ramp["result"]["ramp"]["sessions_per_core"]
+            fig["sessions_capped"] = ramp["result"]["ramp"]["capped"]
+            fig["ramp_levels"] = ramp["result"]["ramp"]["levels"]
+        elif ramp:
+            fig["sessions_per_core"] = None
+            fig["ramp_error"] = ramp.get("error")
+        out[client] = fig
+    return out
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def targets(figures: dict[str, dict[str, Any]], chunk_ms: int = 20) -> list[dict[str, Any]]:
+    """The issue's targets, judged for each bidi-core backend."""
+    raw = figures.get("raw", {})
+    rows = []
+
+    def judge(name: str, target: str, value: Any, ok: bool | None) -> dict[str, Any]:
+        return {"target": name, "goal": target, "value": value, "met": ok}
+
+    for client in BIDI:
+        fig = figures.get(client)
+        if not fig or "unavailable" in fig:
+            continue
+        ratio = fig["cpu_ratio_to_raw"].get("thr20")
+        ref = fig["reference_ratio"].get("thr20")
+        lat = (fig["latency_ms"] or {}).get("rt20")
+        raw_lat = (raw.get("latency_ms") or {}).get("rt20")
+        tool = fig.get("tool_rtt_ms")
+        barge = fig.get("barge_in_ms")
+        sessions = fig.get("sessions_per_core")
+        rows += [
+            {"client": client, **judge("CPU/chunk vs raw floor (20 ms)", "<= 1.3x", ratio, _le(ratio, 1.3))},
+            {"client": client, **judge("CPU/chunk, reference / bidi-core (20 ms)", ">= 3x", ref, _ge(ref, 3.0))},
+            {
+                "client": client,
+                **judge(
+                    "output latency p99 - raw p99, real time",
+                    "<= 0.2 ms",
+                    lat["p99"] - raw_lat["p99"] if lat and raw_lat else None,
+                    _le(lat["p99"] - raw_lat["p99"], 0.2) if lat and raw_lat else None,
+                ),
+            },
+            {
+                "client": client,
+                **judge(
+                    "tool round trip (median, after the first call)",
+                    "< 1 ms",
+                    tool and tool["median"],
+                    _lt(tool and tool["median"], 1.0),
+                ),
+            },
+            {
+                "client": client,
+                **judge(
+                    "barge-in to silence (max)",
+                    f"<= one block ({chunk_ms} ms)",
+                    barge and barge["max"],
+                    (_le(barge["max"], chunk_ms) and not barge["never"]) if barge else None,
+                ),
+            },
+            {"client": client, **judge("peak RSS", "< 40 MB", fig.get("peak_rss_mb"), _lt(fig.get("peak_rss_mb"), 40))},
+            {
+                "client": client,
+                **judge(
+                    "import bidi_core + OpenAI adapter", "< 0.2 s", fig.get("import_s"), _lt(fig.get("import_s"), 0.2)
+                ),
+            },
+            {
+                "client": client,
+                **judge(
+                    f"sessions per core at p99 <= {LATENCY_TARGET_MS:g} ms", ">= 300", sessions, _ge(sessions, 300)
+                ),
+            },
+        ]
+    return rows
+
+
+def _le(v: float | None, limit: float) -> bool | None:
+    return None if v is None else v <= limit
+
+
+def _lt(v: float | None, limit: float) -> bool | None:
+    return None if v is None else v < limit
+
+
+def _ge(v: float | None, limit: float) -> bool | None:
+    return None if v is None else v >= limit
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _num(v: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+
+def table(clients: list[str], figures: dict[str, dict[str, Any]]) -> str:
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, cell: Any) -> None:
+        cells = []
+        for client in clients:
+            fig = figures.get(client, {})
+            cells.append("(see below)" if "unavailable" in fig else cell(client, fig))
+        rows.append((label, cells))
+
+    def cpu(name: str) -> Any:
+        def cell(client: str, fig: dict[str, Any]) -> str:
+            value = fig["cpu_us_per_chunk"].get(name)
+            ratio = fig["cpu_ratio_to_raw"].get(name)
+            if client == "raw" or ratio is None:
+                return _num(value)
+            return f"{_num(value)} ({ratio:.2f}x)"
+
+        return cell
+
+    raw100 = figures.get("raw", {}).get("cpu_us_per_chunk_100_sessions")
+
+    def at100(client: str, fig: dict[str, Any]) -> str:
+        value = fig.get("cpu_us_per_chunk_100_sessions")
+        if value is None:
+            return "-"
+        return _num(value) if client == "raw" or not raw100 else f"{_num(value)} ({value / raw100:.2f}x)"
+
+    def ref_ratio(client: str, fig: dict[str, Any]) -> str:
+        value = fig["reference_ratio"].get("thr20")
+        return "-" if client == "reference" or value is None else f"{value:.2f}x"
+
+    def latency(name: str) -> Any:
+        def cell(client: str, fig: dict[str, Any]) -> str:
+            lat = fig["latency_ms"].get(name)
+            return "-" if not lat else f"{lat['p50']:.2f} / {lat['p99']:.2f}"
+
+        return cell
+
+    def barge(client: str, fig: dict[str, Any]) -> str:
+        b = fig.get("barge_in_ms")
+        if not b:
+            return "-"
+        text = f"{_num(b['median'], '{:.2f}')} / {_num(b['max'], '{:.2f}')}"
+        return text + (f" ({b['never']} never)" if b["never"] else "")
+
+    def tool(client: str, fig: dict[str, Any]) -> str:
+        t = fig.get("tool_rtt_ms")
+        return "-" if not t else f"{t['median']:.2f} / {t['max']:.2f}"
+
+    def first_tool(client: str, fig: dict[str, Any]) -> str:
+        t = fig.get("tool_rtt_ms")
+        return "-" if not t or t.get("first_call_median") is None else f"{t['first_call_median']:.2f}"
+
+    def sessions(client: str, fig: dict[str, Any]) -> str:
+        n = fig.get("sessions_per_core")
+        if n is None:
+            return "failed" if fig.get("ramp_error") else "-"
+        return f">= {n}" if fig.get("sessions_capped") else str(n)
+
+    row("CPU us/chunk, unpaced 20 ms (x raw)", cpu("thr20"))
+    row("CPU us/chunk, unpaced 100 ms (x raw)", cpu("thr100"))
+    row("CPU us/chunk, 100 real-time sessions (x raw)", at100)
+    row("CPU us/chunk, 1 real-time session (x raw)", cpu("rt20"))
+    row("CPU us/chunk, duplex + mic (x raw)", cpu("duplex"))
+    row("reference CPU / this client's, 20 ms", ref_ratio)
+    row("output latency p50 / p99, real time (ms)", latency("rt20"))
+    row("output latency p50 / p99, duplex (ms)", latency("duplex"))
+    row("barge-in to silence, median / max (ms)", barge)
+    row("audio chunks after the interruption", lambda c, f: str(f.get("late_chunks", "-")))
+    row("tool round trip, median / max (ms)", tool)
+    row("  first call of the process (ms)", first_tool)
+    row("peak RSS (MB)", lambda c, f: _num(f.get("peak_rss_mb")))
+    row("import time (s)", lambda c, f: _num(f.get("import_s"), "{:.3f}"))
+    row(f"sessions per core (p99 <= {LATENCY_TARGET_MS:g} ms)", sessions)
+
+    headers = ["figure"] + [title(c) for c in clients]
+    widths = [max(len(headers[0]), *(len(label) for label, _ in rows))]
+    for i in range(len(clients)):
+        widths.append(max(len(headers[i + 1]), *(len(cells[i]) for _, cells in rows)))
+    lines = [
+        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+    ]
+    lines.append("  ".join("-" * w for w in widths))
+    for label, cells in rows:
+        lines.append("  ".join([label.ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells, widths[1:], strict=True)]))
+    notes = []
+    for client in clients:
+        fig = figures.get(client, {})
+        if "unavailable" in fig:
+            notes.append(f"{title(client)}: unavailable: {fig['unavailable']}")
+        for failure in fig.get("failures", []):
+            notes.append(f"{title(client)}: a repetition failed: {failure}")
+        if fig.get("incomplete"):
+            notes.append(f"{title(client)}: incomplete scenarios: {', '.join(fig['incomplete'])}")
+        if fig.get("ramp_error"):
+            notes.append(f"{title(client)}: sessions ramp failed: {fig['ramp_error']}")
+    return "\n".join([*lines, *(["", *notes] if notes else [])])
+
+
+def targets_text(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in rows:
+        value = r["value"]
+        shown = "-" if value is None else (f"{value:.3g}" if isinstance(value, float) else str(value))
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[r["met"]]
+        lines.append(f"  {title(r['client']):<14} {r['target']:<47} {r['goal']:<22} {shown:>9}  {verdict}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the picture
+
+
+def plot(path: str, clients: list[str], runs: list[dict[str, Any]], figures: dict[str, dict[str, Any]]) -> str:
+    """Latency distributions (CDFs) per client at real time and in duplex, and
+    the sessions ramp's p99. Returns a note when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no PNG: matplotlib is not installed (nox -s bench installs it)"
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for ax, name, heading in ((axes[0], "rt20", "real time, 20 ms deltas"), (axes[1], "duplex", "duplex (mic up)")):
+        for client in clients:
+            samples = sorted(
+                v / 1000
+                for run in runs
+                if run["client"] == client and run.get("ok")
+                for v in run["result"]["scenarios"].get(name, {}).get("latency_samples_us", [])
+            )
+            if samples:
+                ys = [(i + 1) / len(samples) for i in range(len(samples))]
+                ax.plot(samples, ys, label=title(client), drawstyle="steps-post")
+        ax.set_xscale("log")
+        ax.set_xlabel("output latency: server stamp to output sink (ms)")
+        ax.set_ylabel("fraction of chunks")
+        ax.set_title(heading)
+        ax.axhline(0.99, color="grey", lw=0.5, ls=":")
+        ax.legend()
+    ax = axes[2]
+    for client in clients:
+        levels = figures.get(client, {}).get("ramp_levels") or []
+        if levels:
+            ax.plot(
+                [lv["sessions"] for lv in levels],
+                [min(lv["p99_ms"], 1000) for lv in levels],
+                marker="o",
+                label=title(client),
+            )
+    ax.axhline(LATENCY_TARGET_MS, color="red", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrent real-time sessions in one process (one core)")
+    ax.set_ylabel("output latency p99 (ms)")
+    ax.set_title("sessions per core")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
