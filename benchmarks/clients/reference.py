@@ -22,6 +22,8 @@ import asyncio
 import base64
 import contextlib
 import importlib
+import os
+import sys
 import warnings
 from typing import Any
 
@@ -207,8 +209,16 @@ async def run_sessions_ramp(args: Any) -> dict[str, Any]:
         lambda: server_load(args.url),
     )
     stop.set()
-    await asyncio.wait(tasks, timeout=30)
-    return {"client": "reference", "ramp": result}
+    _, pending = await asyncio.wait(tasks, timeout=5)
+    document = {"client": "reference", "ramp": result, "sessions_still_closing_after_5_s": len(pending)}
+    if pending:
+        # Hundreds of sessions closing on a loop that still serves the others take long
+        # (165 of 300 were still closing after 5 s when this was written), and the ramp
+        # does not measure tear-down: leave without waiting for asyncio.run's cleanup.
+        write_result(args.out, document)
+        sys.stderr.flush()
+        os._exit(0)
+    return document
 
 
 def main() -> None:
