@@ -22,6 +22,7 @@ at a quarter of the reader's time at real-time pace.)
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -66,7 +67,8 @@ class LeanWebSocket:
         self._stream = stream
         self._ws = WSConnection(ConnectionType.CLIENT)
         self._write_lock = anyio.Lock()
-        self._pending: list[ws_events.Event] = []
+        self._pending: deque[ws_events.Event] = deque()
+        self._stream_ended = False
         self._parts: list[str | bytes] = []
         self._closed: WebSocketClosed | None = None
         self._dead: BidiConnectionError | None = None
@@ -120,7 +122,7 @@ class LeanWebSocket:
         """The next whole message (text or binary)."""
         while True:
             while self._pending:
-                event = self._pending.pop(0)
+                event = self._pending.popleft()
                 message = await self._handle(event)
                 if message is not None:
                     return message
@@ -155,8 +157,6 @@ class LeanWebSocket:
             raise self._closed
         self._ws.receive_data(data)
         self._pending.extend(self._ws.events())
-
-    _stream_ended = False
 
     async def _read(self) -> bytes:
         try:
