@@ -1,0 +1,269 @@
+"""BidiGeminiLiveModel: configuration, endpoints, credentials and the connection factory.
+
+Two backends speak the same ``BidiGenerateContent`` protocol:
+
+* the Gemini API (AI Studio): ``wss://generativelanguage.googleapis.com/ws/
+  google.ai.generativelanguage.{v1beta}.GenerativeService.BidiGenerateContent``,
+  key in the ``x-goog-api-key`` header, model ``models/<id>``;
+* Vertex AI (``vertexai=True``): ``wss://{location}-aiplatform.googleapis.com/ws/
+  google.cloud.aiplatform.{v1beta1}.LlmBidiService/BidiGenerateContent``, an
+  OAuth access token as ``Authorization: Bearer`` (or an express-mode API key),
+  model ``projects/{project}/locations/{location}/publishers/google/models/<id>``
+  (the paths google-genai's ``live.py`` builds).
+
+``base_url`` points either at another host (``https``/``wss`` or, for a local
+simulator, ``http``/``ws``), with the versioned path appended, or at a full
+``.../BidiGenerateContent`` URL used as it is. A custom CA goes in
+``ssl_context``; without one, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` are honoured
+(httpx reads them).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from adapters.gemini.config import GeminiConfig, parse_provider_config
+from adapters.gemini.session import GeminiLiveSession, build_setup, describe_setup, history_turns
+from adapters.websocket import open_websocket
+from ports.audio import AudioFormat
+from ports.errors import BidiProviderError, BidiUsageError, redact
+from ports.model import ConnectRequest, ModelCapabilities
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "BidiGeminiLiveModel"]
+
+logger = logging.getLogger("bidi_core.adapters.gemini")
+
+DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-09-2025"
+DEFAULT_BASE_URL = "wss://generativelanguage.googleapis.com"
+API_PATH = "/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"
+VERTEX_PATH = "/ws/google.cloud.aiplatform.{version}.LlmBidiService/BidiGenerateContent"
+CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+AccessToken = str | Callable[[], str | Awaitable[str]]
+"""A Vertex AI OAuth token, or a function (sync or async) returning a fresh one per connection."""
+
+_ids = itertools.count(1)
+
+
+def _ws_url(url: str) -> str:
+    url = url.rstrip("/")
+    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
+        if url.startswith(http):
+            return ws + url[len(http) :]
+    if url.startswith(("ws://", "wss://")):
+        return url
+    raise BidiUsageError(f"base_url must start with ws://, wss://, http:// or https://, got {redact(url)!r}")
+
+
+class BidiGeminiLiveModel:
+    """Gemini Live as a :class:`ports.model.BidiModel`.
+
+    ``api_key`` defaults to ``GOOGLE_API_KEY``, then ``GEMINI_API_KEY``. For
+    Vertex AI pass ``vertexai=True`` with ``project`` and ``location``
+    (defaults: ``GOOGLE_CLOUD_PROJECT``, ``GOOGLE_CLOUD_LOCATION``, else
+    ``us-central1``) and an ``access_token`` (a string or a function returning
+    one); without a token or key, Application Default Credentials are used
+    through ``google-auth`` if it is installed. ``provider_config`` (see
+    :mod:`adapters.gemini.config`) is validated now, not at the first
+    connection. ``max_connection_s`` is None because the service announces
+    the end of a connection with ``goAway`` (about every 10 minutes), which
+    the core turns into a rotation at the next turn boundary.
+    """
+
+    def __init__(
+        self,
+        model_id: str = DEFAULT_MODEL,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        api_version: str | None = None,
+        provider_config: Mapping[str, Any] | None = None,
+        ssl_context: Any = None,
+        vertexai: bool = False,
+        project: str | None = None,
+        location: str | None = None,
+        access_token: AccessToken | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        max_connection_s: float | None = None,
+        setup_timeout_s: float = 15.0,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        if not isinstance(model_id, str) or not model_id.strip("/ "):
+            raise BidiUsageError("model_id must be a non-empty string, e.g. " + repr(DEFAULT_MODEL))
+        if api_version is not None and (not isinstance(api_version, str) or not api_version.isalnum()):
+            raise BidiUsageError(f"api_version must be like 'v1beta' or 'v1alpha', got {api_version!r}")
+        if not (isinstance(setup_timeout_s, int | float) and setup_timeout_s > 0):
+            raise BidiUsageError("setup_timeout_s must be a positive number of seconds")
+        self.vertexai = bool(vertexai)
+        key = api_key if api_key is not None else (os.environ.get("GOOGLE_API_KEY") or os.environ.get("GEMINI_API_KEY"))
+        self._api_key = key or None
+        self._access_token = access_token
+        if isinstance(access_token, str) and not access_token:
+            raise BidiUsageError("access_token must not be empty")
+        if not self.vertexai and not self._api_key:
+            raise BidiUsageError("no Gemini API key: pass api_key= or set GOOGLE_API_KEY (or GEMINI_API_KEY)")
+        self.project: str | None
+        self.location: str | None
+        if self.vertexai:
+            self.project = project or os.environ.get("GOOGLE_CLOUD_PROJECT")
+            self.location = location or os.environ.get("GOOGLE_CLOUD_LOCATION") or "us-central1"
+            if not self.project and not model_id.startswith("projects/") and not self._api_key:
+                raise BidiUsageError(
+                    "Vertex AI needs a project: pass project= or set GOOGLE_CLOUD_PROJECT "
+                    "(or give model_id as a full projects/.../models/... path)"
+                )
+        else:
+            self.project, self.location = project, location
+        self.api_version = api_version or ("v1beta1" if self.vertexai else "v1beta")
+        self._model_id = model_id
+        self.model_path = self._model_path(model_id)
+        self.url = self._endpoint(base_url)
+        self.config: GeminiConfig = parse_provider_config(provider_config, vertex=self.vertexai)
+        self._ssl_context = ssl_context
+        self._extra_headers = dict(extra_headers or {})
+        self._setup_timeout_s = float(setup_timeout_s)
+        self._connect_timeout_s = float(connect_timeout_s)
+        self._capabilities = ModelCapabilities(
+            input_audio=AudioFormat(self.config.input_rate),
+            output_audio=AudioFormat(24000),
+            can_truncate=False,
+            cancels_on_speech=True,
+            resumable=self.config.resumption,
+            max_connection_s=max_connection_s,
+            supports_images=True,
+        )
+
+    def _model_path(self, model_id: str) -> str:
+        if not self.vertexai:
+            if model_id.startswith(("models/", "tunedModels/")):
+                return model_id
+            if "/" in model_id:
+                raise BidiUsageError(f"model_id {model_id!r}: expected 'gemini-...' or 'models/gemini-...'")
+            return f"models/{model_id}"
+        if model_id.startswith("projects/"):
+            return model_id
+        name = model_id.removeprefix("models/")
+        if not name.startswith("publishers/"):
+            name = f"publishers/google/models/{name}"
+        if self.project:
+            return f"projects/{self.project}/locations/{self.location}/{name}"
+        return name  # express mode (API key): the service fills in the project
+
+    def _endpoint(self, base_url: str | None) -> str:
+        path = (VERTEX_PATH if self.vertexai else API_PATH).format(version=self.api_version)
+        if base_url is None:
+            if not self.vertexai:
+                return DEFAULT_BASE_URL + path
+            host = (
+                "aiplatform.googleapis.com"
+                if self.location == "global"
+                else f"{self.location}-aiplatform.googleapis.com"
+            )
+            return f"wss://{host}{path}"
+        if not isinstance(base_url, str):
+            raise BidiUsageError("base_url must be a string")
+        url = _ws_url(base_url)
+        return url if "BidiGenerateContent" in url else url + path
+
+    def __repr__(self) -> str:
+        backend = ", vertexai=True" if self.vertexai else ""
+        return (
+            f"BidiGeminiLiveModel(model_id={self._model_id!r}{backend}, "
+            f"url={redact(self.url, *self._secrets())!r}, credentials='***')"
+        )
+
+    def _secrets(self) -> tuple[str, ...]:
+        token = self._access_token if isinstance(self._access_token, str) else None
+        return tuple(s for s in (self._api_key, token) if s)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        return self._capabilities
+
+    async def _token(self) -> str | None:
+        token = self._access_token
+        if token is None:
+            return None if self._api_key else await anyio.to_thread.run_sync(_default_credentials_token)
+        if isinstance(token, str):
+            return token
+        value = token()
+        if inspect.isawaitable(value):
+            value = await value
+        if not isinstance(value, str) or not value:
+            raise BidiUsageError("access_token() must return a non-empty string")
+        return value
+
+    async def _headers(self) -> tuple[dict[str, str], tuple[str, ...]]:
+        headers = dict(self._extra_headers)
+        secrets = self._secrets()
+        token = await self._token() if self.vertexai else None
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+            secrets = (*secrets, token)
+        elif self._api_key:
+            headers["x-goog-api-key"] = self._api_key
+        return headers, secrets
+
+    @asynccontextmanager
+    async def connect(self, request: ConnectRequest) -> AsyncIterator[GeminiLiveSession]:
+        """Open a ``BidiGenerateContent`` WebSocket, set it up, and resume or seed the session.
+
+        With ``request.resume_handle`` (and resumption enabled) the handle is
+        sent and the history is not (the session behind the handle has it).
+        Raises :class:`BidiResumptionRejectedError` when the service refuses
+        the handle, :class:`BidiProviderError` when it refuses the setup,
+        :class:`BidiConnectionError` when it cannot be reached.
+        """
+        connection_id = f"gemini-{next(_ids)}"
+        headers, secrets = await self._headers()
+        handle = request.resume_handle if self.config.resumption else None
+        setup = build_setup(self.model_path, self.config, request, handle)
+        history = [] if handle else history_turns(request.history)
+        logger.debug("connecting %s to %s", connection_id, redact(self.url, *secrets))
+        logger.debug("%s setup: %s", connection_id, describe_setup(setup))
+        async with open_websocket(
+            self.url,
+            headers,
+            secrets=secrets,
+            verify=self._ssl_context,
+            connect_timeout_s=self._connect_timeout_s,
+        ) as ws:
+            session = GeminiLiveSession(ws, connection_id, self._capabilities, self.config, secrets)
+            await session.open(setup, history, timeout_s=self._setup_timeout_s)
+            yield session
+        logger.debug("%s closed", connection_id)
+
+
+def _default_credentials_token() -> str:
+    """An access token from Application Default Credentials (blocking: run in a thread)."""
+    try:
+        import google.auth  # type: ignore[import-untyped,unused-ignore]
+        import google.auth.transport.requests  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        raise BidiUsageError(
+            "Vertex AI needs credentials: pass access_token= (a token or a function returning one), "
+            "api_key= for express mode, or install google-auth to use Application Default Credentials"
+        ) from None
+    try:
+        credentials, _project = google.auth.default(scopes=[CLOUD_SCOPE])
+        credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call,unused-ignore]
+    except Exception as exc:
+        raise BidiProviderError(
+            f"could not get Vertex AI credentials: {type(exc).__name__}", code="authentication_failed"
+        ) from None
+    token = credentials.token
+    if not isinstance(token, str) or not token:
+        raise BidiProviderError("Application Default Credentials gave no access token", code="authentication_failed")
+    return token

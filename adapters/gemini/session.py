@@ -1,0 +1,505 @@
+"""One Gemini Live connection: port items out, port events in.
+
+Translation only, no policy. Gemini's turn signals differ from OpenAI's, so
+the session derives the same event sequence an app sees on OpenAI
+(``adapters/openai/session.py``):
+
+* there is no "response created": a response starts with its first output
+  (audio, text, an output transcription or a tool call) and gets a response
+  id of ours;
+* ``generationComplete`` ends the assistant's transcript (a final transcript
+  event); ``turnComplete`` ends the response (usage riding on the same
+  message comes first, then ``BidiResponseCompleteEvent("complete")``), and
+  also ends the user's transcript (Gemini sends input transcription in pieces
+  with no final one and no ordering guarantee, so the turn end is the only
+  safe place to say "final");
+* ``toolCall`` ends the response with ``stop_reason="tool_use"``: the service
+  says nothing more until every call is answered, and the answer starts a new
+  response;
+* ``interrupted`` is the provider's barge-in: :class:`BidiSpeechStartedEvent`
+  (the core decides it interrupts), then the response completes with
+  ``stop_reason="interrupted"``. The ``turnComplete`` that follows has no
+  response left to end.
+
+Gemini has no cancel or truncate message (the service stops generating by
+itself when the user speaks and keeps what it generated), so
+:class:`CancelResponse` and :class:`TruncateResponse` are accepted and
+dropped: ``capabilities`` says ``cancels_on_speech=True, can_truncate=False``,
+so the core sends neither anyway.
+
+Resumption bookkeeping. Each ``send()`` item is remembered with the index of
+the last wire message it produced (``setup`` is message 0, the history seed
+message 1). With transparent resumption (Vertex AI) the service reports
+``lastConsumedClientMessageIndex``; the number of leading items whose
+messages all have an index at most that is ``inputs_included`` of
+:class:`BidiResumptionUpdateEvent`, so the core replays exactly the rest on
+the next connection. Items that produce no message (cancel, truncate) count
+as included as soon as everything before them is. Without transparent mode
+the service does not say, and ``inputs_included`` is None.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import anyio
+import attrs
+
+from adapters.gemini import wire
+from adapters.gemini.config import OUTPUT_RATE, GeminiConfig
+from adapters.websocket import LeanWebSocket, WebSocketClosed
+from ports.errors import (
+    BidiConnectionError,
+    BidiError,
+    BidiProtocolError,
+    BidiProviderError,
+    BidiResumptionRejectedError,
+    BidiUsageError,
+    redact,
+)
+from ports.events import (
+    BidiAudioInputEvent,
+    BidiAudioStreamEvent,
+    BidiConnectionExpiringEvent,
+    BidiErrorEvent,
+    BidiImageInputEvent,
+    BidiResponseCompleteEvent,
+    BidiResponseStartEvent,
+    BidiResumptionUpdateEvent,
+    BidiSpeechStartedEvent,
+    BidiTextInputEvent,
+    BidiToolCancelEvent,
+    BidiToolResultEvent,
+    BidiToolUseEvent,
+    BidiTranscriptStreamEvent,
+    BidiUsageEvent,
+    ModalityUsage,
+    ModelEvent,
+    StopReason,
+)
+from ports.messages import Message, TextMessage, ToolCallMessage, ToolResultMessage
+from ports.model import CancelResponse, ConnectRequest, ModelCapabilities, ModelInput, ToolSpec, TruncateResponse
+
+__all__ = ["GeminiLiveSession", "build_setup", "close_error", "history_turns", "tool_response_body"]
+
+logger = logging.getLogger("bidi_core.adapters.gemini")
+
+
+# --------------------------------------------------------------------------- building client messages
+
+
+def build_setup(model: str, config: GeminiConfig, request: ConnectRequest, resume_handle: str | None) -> wire.Setup:
+    """The ``setup`` message (PROTOCOLS.md section 2.2) for this agent and connection."""
+    generation: dict[str, Any] = {"responseModalities": list(config.response_modalities), **config.generation}
+    speech: dict[str, Any] = {}
+    if config.voice:
+        speech["voiceConfig"] = {"prebuiltVoiceConfig": {"voiceName": config.voice}}
+    if config.language:
+        speech["languageCode"] = config.language
+    if speech:
+        generation["speechConfig"] = speech
+    resumption: dict[str, Any] | None = None
+    if config.resumption:
+        resumption = {}
+        if resume_handle:
+            resumption["handle"] = resume_handle
+        if config.transparent:
+            resumption["transparent"] = True
+    audio_out = config.response_modalities == ("AUDIO",)
+    return wire.Setup(
+        model=model,
+        generation_config=generation,
+        system_instruction={"parts": [{"text": request.system_prompt}]} if request.system_prompt else None,
+        tools=[{"functionDeclarations": [_declaration(spec) for spec in request.tools]}] if request.tools else None,
+        realtime_input_config=dict(config.realtime_input_config) if config.realtime_input_config else None,
+        session_resumption=resumption,
+        context_window_compression=_deep_dict(config.compression) if config.compression is not None else None,
+        input_audio_transcription={} if config.input_transcription else None,
+        output_audio_transcription={} if config.output_transcription and audio_out else None,
+    )
+
+
+def _deep_dict(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_dict(v) for k, v in value.items()}
+    return value
+
+
+def _declaration(spec: ToolSpec) -> dict[str, Any]:
+    return {"name": spec.name, "description": spec.description, "parametersJsonSchema": dict(spec.input_schema)}
+
+
+def tool_response_body(status: str, content: Any) -> dict[str, Any]:
+    """``FunctionResponse.response`` is a JSON object: the proto documents ``output`` for the
+    result and ``error`` for a failure."""
+    if status == "success":
+        return {"output": content}
+    if status == "cancelled":
+        return {"error": f"the call was cancelled{': ' + content if isinstance(content, str) and content else ''}"}
+    return {"error": content}
+
+
+def history_turns(history: Iterable[Message]) -> list[dict[str, Any]]:
+    """``clientContent.turns`` seeding a fresh session. Tool results whose call is not in the
+    history are skipped (a response must answer a call the session knows)."""
+    messages = list(history)
+    calls = {m.tool_use_id for m in messages if isinstance(m, ToolCallMessage)}
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if isinstance(message, TextMessage):
+            role = "user" if message.role == "user" else "model"
+            turns.append({"role": role, "parts": [{"text": message.text}]})
+        elif isinstance(message, ToolCallMessage):
+            call = {"id": message.tool_use_id, "name": message.name, "args": dict(message.input)}
+            turns.append({"role": "model", "parts": [{"functionCall": call}]})
+        elif isinstance(message, ToolResultMessage) and message.tool_use_id in calls:
+            response = {
+                "id": message.tool_use_id,
+                "name": message.name,
+                "response": tool_response_body(message.status, message.content),
+            }
+            turns.append({"role": "user", "parts": [{"functionResponse": response}]})
+    return turns
+
+
+def close_error(exc: WebSocketClosed, secrets: tuple[str, ...], *, resuming_before_setup: bool = False) -> BidiError:
+    """The typed error for a close frame (PROTOCOLS.md section 2.3: Gemini's errors are close frames)."""
+    reason = redact(exc.reason or "no reason given", *secrets)
+    code = exc.code
+    if code == 1007 and resuming_before_setup:
+        return BidiResumptionRejectedError(f"Gemini refused the session resumption handle (1007): {reason}")
+    if code == 1007:
+        return BidiProviderError(
+            f"Gemini rejected the request (1007 invalid argument): {reason}", code="invalid_argument"
+        )
+    if code == 1008:
+        return BidiProviderError(f"Gemini refused by policy (1008): {reason}", code="policy_violation")
+    if code == 1011:
+        return BidiProviderError(f"Gemini internal error (1011): {reason}", code="internal_error", retryable=True)
+    if code == 1006:
+        return BidiConnectionError(redact(str(exc), *secrets))
+    return BidiConnectionError(f"Gemini closed the connection ({code}): {reason}")
+
+
+# --------------------------------------------------------------------------- the session
+
+
+class GeminiLiveSession:
+    """A :class:`ports.model.BidiModelSession` over one ``BidiGenerateContent`` WebSocket."""
+
+    def __init__(
+        self,
+        ws: LeanWebSocket,
+        connection_id: str,
+        capabilities: ModelCapabilities,
+        config: GeminiConfig,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self._ws = ws
+        self._connection_id = connection_id
+        self._capabilities = capabilities
+        self._config = config
+        self._secrets = secrets
+        self._text_out = config.response_modalities == ("TEXT",)
+        self._early: list[wire.ServerMessage] = []  # arrived with or before setupComplete
+        # Wire bookkeeping for transparent resumption (see the module docstring).
+        self._next_index = 0
+        self._item_last_index: list[int] = []
+        # Translation state.
+        self._responses = 0
+        self._response_id: str | None = None
+        self._assistant_text = ""
+        self._assistant_final_sent = False
+        self._user_text = ""
+        self._synthetic_calls: set[str] = set()
+        self._rate_of_mime: dict[str, int] = {}
+        self.session_id: str | None = None
+
+    @property
+    def connection_id(self) -> str:
+        return self._connection_id
+
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        return self._capabilities
+
+    # ------------------------------------------------------------------ opening
+
+    async def open(self, setup: wire.Setup, history: list[dict[str, Any]], *, timeout_s: float) -> None:
+        """Send ``setup``, wait for ``setupComplete``, then seed ``history`` (if any).
+
+        Raises :class:`BidiResumptionRejectedError` when ``setup`` carried a
+        handle and the service closed with 1007 before accepting it.
+        """
+        wire.warm_up()
+        resuming = bool(setup.session_resumption and setup.session_resumption.get("handle"))
+        await self._write(wire.encode_client_message(setup), resuming_before_setup=resuming)
+        try:
+            with anyio.fail_after(timeout_s):
+                while True:
+                    message = self._decode(await self._receive_frame(resuming_before_setup=resuming))
+                    if isinstance(message, wire.ServerMessage) and message.setup_complete is not None:
+                        self.session_id = message.setup_complete.session_id
+                        self._early.append(attrs.evolve(message, setup_complete=None))
+                        break
+                    if isinstance(message, wire.ServerMessage):
+                        self._early.append(message)
+        except TimeoutError:
+            raise BidiConnectionError(f"Gemini did not complete the setup within {timeout_s:g} s") from None
+        except WebSocketClosed as exc:
+            if exc.code == 1000:
+                raise BidiConnectionError("Gemini closed the connection before completing the setup") from None
+            raise close_error(exc, self._secrets, resuming_before_setup=resuming) from None
+        if history:
+            await self._write(wire.encode_client_message(wire.ClientContent(turns=history)))
+        logger.debug(
+            "%s set up (%s)",
+            self._connection_id,
+            "resumed" if resuming else f"{len(history)} history turns",
+        )
+
+    async def _receive_frame(self, *, resuming_before_setup: bool = False) -> str | bytes:
+        try:
+            return await self._ws.receive()
+        except WebSocketClosed as exc:
+            if exc.code == 1000:
+                raise
+            raise close_error(exc, self._secrets, resuming_before_setup=resuming_before_setup) from None
+
+    # ------------------------------------------------------------------ out
+
+    async def _write(self, text: str, *, resuming_before_setup: bool = False) -> int:
+        index = self._next_index
+        self._next_index += 1
+        try:
+            await self._ws.send_text(text)
+        except WebSocketClosed as exc:
+            raise close_error(exc, self._secrets, resuming_before_setup=resuming_before_setup) from None
+        return index
+
+    async def send(self, item: ModelInput) -> None:
+        # Remember the item's last wire index *before* writing: a resumption update that
+        # names the message may be read by the receiving task before this one resumes.
+        if isinstance(item, BidiAudioInputEvent):
+            if item.channels != 1 or item.format != "pcm":
+                raise BidiUsageError(
+                    f"Gemini Live takes mono 16-bit PCM; got {item.format} x {item.channels} channels "
+                    "(open the microphone at the model's capabilities.input_audio, as BidiAudioIO does)"
+                )
+            text = wire.audio_input(base64.b64encode(item.audio).decode("ascii"), item.sample_rate)
+        elif isinstance(item, BidiTextInputEvent):
+            text = wire.encode_client_message(wire.RealtimeInput(text=item.text))
+        elif isinstance(item, BidiImageInputEvent):
+            blob = {"mimeType": item.mime_type, "data": base64.b64encode(item.image).decode("ascii")}
+            text = wire.encode_client_message(wire.RealtimeInput(video=blob))
+        elif isinstance(item, BidiToolResultEvent):
+            call_id = None if item.tool_use_id in self._synthetic_calls else item.tool_use_id
+            response = wire.FunctionResponse(call_id, item.name, tool_response_body(item.status, item.content))
+            text = wire.encode_client_message(wire.ToolResponse([response]))
+        elif isinstance(item, CancelResponse | TruncateResponse):
+            # Gemini has neither message: it stops by itself on speech and cannot forget audio.
+            self._item_last_index.append(self._next_index - 1)
+            return
+        else:
+            raise BidiUsageError(f"Gemini Live cannot send {type(item).__name__}")
+        self._item_last_index.append(self._next_index)
+        await self._write(text)
+
+    def items_included(self, last_consumed_index: int) -> int:
+        """How many ``send()`` items had every wire message consumed by ``last_consumed_index``."""
+        return bisect.bisect_right(self._item_last_index, last_consumed_index)
+
+    # ------------------------------------------------------------------ in
+
+    async def receive(self) -> AsyncIterator[ModelEvent]:
+        early, self._early = self._early, []
+        for message in early:
+            for event in self._translate(message):
+                yield event
+        while True:
+            try:
+                frame = await self._receive_frame()
+            except WebSocketClosed:  # 1000: a normal end (after goAway, or the service's own)
+                logger.debug("%s closed normally by the service", self._connection_id)
+                return
+            try:
+                decoded = self._decode(frame)
+            except wire.MalformedServerMessage as exc:
+                logger.warning("malformed Gemini message: %s", exc)
+                yield BidiErrorEvent(message=f"malformed server message: {exc}", code="protocol_error")
+                continue
+            if isinstance(decoded, wire.AudioChunks):
+                for event in self._audio(decoded.chunks):
+                    yield event
+            else:
+                for event in self._translate(decoded):
+                    yield event
+
+    def _decode(self, frame: str | bytes) -> wire.ServerMessage | wire.AudioChunks:
+        try:
+            return wire.decode_server_message(frame)
+        except wire.NotJSON as exc:
+            raise BidiProtocolError(f"Gemini sent a frame that is not a JSON object ({exc})", raw=frame) from None
+
+    def _start(self, out: list[ModelEvent]) -> str:
+        if self._response_id is None:
+            self._responses += 1
+            self._response_id = f"{self._connection_id}-r{self._responses}"
+            self._assistant_text = ""
+            self._assistant_final_sent = False
+            out.append(BidiResponseStartEvent(self._response_id))
+        return self._response_id
+
+    def _finish(self, out: list[ModelEvent], stop_reason: StopReason) -> None:
+        if self._response_id is None:
+            return
+        self._final_assistant_transcript(out)
+        out.append(BidiResponseCompleteEvent(self._response_id, stop_reason))
+        self._response_id = None
+
+    def _final_assistant_transcript(self, out: list[ModelEvent]) -> None:
+        if self._response_id is not None and self._assistant_text and not self._assistant_final_sent:
+            out.append(BidiTranscriptStreamEvent("", self._assistant_text, "assistant", True, self._response_id))
+            self._assistant_final_sent = True
+
+    def _audio(self, chunks: Iterable[wire.Blob], out: list[ModelEvent] | None = None) -> list[ModelEvent]:
+        out = [] if out is None else out
+        for blob in chunks:
+            rate = self._rate_of_mime.get(blob.mime_type)
+            if rate is None:
+                rate = _pcm_rate(blob.mime_type)
+                if rate is None:
+                    logger.info("ignoring inline data of type %r", blob.mime_type[:100])
+                    continue
+                self._rate_of_mime[blob.mime_type] = rate
+            try:
+                pcm = base64.b64decode(blob.data, validate=True)
+            except (binascii.Error, ValueError):
+                out.append(BidiErrorEvent(message="audio data is not valid base64", code="protocol_error"))
+                continue
+            if not pcm:
+                continue
+            rid = self._start(out)
+            out.append(BidiAudioStreamEvent(audio=pcm, sample_rate=rate, response_id=rid))
+        return out
+
+    def _translate(self, message: wire.ServerMessage) -> list[ModelEvent]:
+        out: list[ModelEvent] = []
+        if message.unknown:
+            logger.info("ignoring unknown Gemini message field(s) %s", ", ".join(k[:50] for k in message.unknown))
+        if message.server_content is not None:
+            self._server_content(message.server_content, out)
+        if message.tool_call is not None:
+            self._tool_call(message.tool_call, out)
+        if message.tool_call_cancellation is not None and message.tool_call_cancellation.ids:
+            out.append(BidiToolCancelEvent(tuple(message.tool_call_cancellation.ids)))
+        if message.go_away is not None:
+            left = wire.parse_duration(message.go_away.time_left)
+            if left is None:
+                logger.warning("goAway with an unreadable timeLeft %r; assuming 0 s", message.go_away.time_left)
+            logger.debug("%s: goAway, %s s left", self._connection_id, left)
+            out.append(BidiConnectionExpiringEvent(time_left_s=max(0.0, left or 0.0)))
+        if message.session_resumption_update is not None:
+            update = message.session_resumption_update
+            if update.new_handle:
+                included = None
+                if self._config.transparent and update.last_consumed_client_message_index is not None:
+                    included = self.items_included(update.last_consumed_client_message_index)
+                out.append(BidiResumptionUpdateEvent(handle=update.new_handle, inputs_included=included))
+        if message.usage_metadata is not None:
+            usage = _usage(message.usage_metadata)
+            if out and isinstance(out[-1], BidiResponseCompleteEvent):
+                out.insert(len(out) - 1, usage)  # as on OpenAI: usage, then the response's end
+            else:
+                out.append(usage)
+        return out
+
+    def _server_content(self, content: wire.ServerContent, out: list[ModelEvent]) -> None:
+        if content.input_transcription is not None and content.input_transcription.text:
+            delta = content.input_transcription.text
+            self._user_text += delta
+            out.append(BidiTranscriptStreamEvent(delta, self._user_text, "user", False))
+        if content.model_turn is not None:
+            for part in content.model_turn.parts:
+                if part.inline_data is not None:
+                    self._audio((part.inline_data,), out)
+                elif part.text and not part.thought and self._text_out:
+                    self._assistant_delta(part.text, out)
+        if content.output_transcription is not None and content.output_transcription.text:
+            self._assistant_delta(content.output_transcription.text, out)
+        if content.interrupted:
+            out.append(BidiSpeechStartedEvent())
+            self._finish(out, "interrupted")
+        if content.generation_complete:
+            self._final_assistant_transcript(out)
+        if content.turn_complete:
+            if self._user_text:
+                out.append(BidiTranscriptStreamEvent("", self._user_text, "user", True))
+                self._user_text = ""
+            self._finish(out, "complete")
+
+    def _assistant_delta(self, delta: str, out: list[ModelEvent]) -> None:
+        rid = self._start(out)
+        if self._assistant_final_sent:
+            # Text after generationComplete (late transcription): a new transcript segment.
+            self._assistant_text, self._assistant_final_sent = "", False
+        self._assistant_text += delta
+        out.append(BidiTranscriptStreamEvent(delta, self._assistant_text, "assistant", False, rid))
+
+    def _tool_call(self, call: wire.ToolCall, out: list[ModelEvent]) -> None:
+        if not call.function_calls:
+            return
+        self._start(out)
+        for fc in call.function_calls:
+            call_id = fc.id
+            if not call_id:
+                call_id = f"{self._connection_id}-call-{len(self._synthetic_calls) + 1}"
+                self._synthetic_calls.add(call_id)
+            out.append(BidiToolUseEvent(call_id, fc.name, dict(fc.args or {})))
+        self._finish(out, "tool_use")
+
+
+def _pcm_rate(mime: str) -> int | None:
+    """``audio/pcm;rate=24000`` -> 24000; ``audio/pcm`` -> 24000 (the documented output rate)."""
+    kind, _, params = mime.partition(";")
+    if kind.strip().lower() not in ("audio/pcm", "audio/l16"):
+        return None
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "rate":
+            try:
+                rate = int(value.strip())
+            except ValueError:
+                return None
+            return rate if 1000 <= rate <= 192000 else None
+    return OUTPUT_RATE
+
+
+def _usage(usage: wire.UsageMetadata) -> BidiUsageEvent:
+    details: dict[str, list[int]] = {}
+    for entry in usage.prompt_tokens_details:
+        details.setdefault(entry.modality.lower(), [0, 0])[0] += entry.token_count
+    for entry in usage.response_tokens_details:
+        details.setdefault(entry.modality.lower(), [0, 0])[1] += entry.token_count
+    total = usage.total_token_count or usage.prompt_token_count + usage.response_token_count
+    return BidiUsageEvent(
+        input_tokens=usage.prompt_token_count,
+        output_tokens=usage.response_token_count,
+        total_tokens=total,
+        modality_details=tuple(ModalityUsage(m, i, o) for m, (i, o) in details.items()),
+        cache_read_input_tokens=usage.cached_content_token_count or None,
+    )
+
+
+def describe_setup(setup: wire.Setup) -> str:
+    """A one-line summary of ``setup`` for debug logs (never the handle)."""
+    data = json.loads(wire.encode_client_message(setup))["setup"]
+    if "sessionResumption" in data and "handle" in data["sessionResumption"]:
+        data["sessionResumption"]["handle"] = "***"
+    return json.dumps({k: data[k] for k in data if k not in ("systemInstruction", "tools")})[:500]
