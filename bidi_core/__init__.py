@@ -12,6 +12,7 @@ from ports.errors import (
     BidiError,
     BidiProtocolError,
     BidiProviderError,
+    BidiResumptionRejectedError,
     BidiToolError,
     BidiUsageError,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "BidiOutputEvent",
     "BidiProtocolError",
     "BidiProviderError",
+    "BidiResumptionRejectedError",
     "BidiResponseCompleteEvent",
     "BidiResponseStartEvent",
     "BidiTextInputEvent",

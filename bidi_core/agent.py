@@ -45,6 +45,7 @@ from bidi_core.conversation import (
     CancelTool,
     ClearPlayback,
     Close,
+    ConfirmDelivery,
     Connected,
     ConnectionLost,
     Conversation,
@@ -55,6 +56,7 @@ from bidi_core.conversation import (
     PlaybackProgress,
     Reconnect,
     Record,
+    ResumptionRejected,
     RunTool,
     SendToModel,
     StartTimer,
@@ -68,7 +70,14 @@ from bidi_core.conversation import (
 from bidi_core.history import coerce_messages
 from bidi_core.queues import OutputQueue, SendQueue
 from bidi_core.tools import BidiTool, ToolRegistry
-from ports.errors import BidiConnectionError, BidiError, BidiProtocolError, BidiProviderError, BidiUsageError
+from ports.errors import (
+    BidiConnectionError,
+    BidiError,
+    BidiProtocolError,
+    BidiProviderError,
+    BidiResumptionRejectedError,
+    BidiUsageError,
+)
 from ports.events import (
     BidiErrorEvent,
     BidiInputEvent,
@@ -469,6 +478,8 @@ class BidiAgent:
             self._connection_done.set()
         elif isinstance(effect, Record):
             self.messages.append(effect.message)
+        elif isinstance(effect, ConfirmDelivery):
+            self._send_queue.confirm(effect.inputs_included)
         elif isinstance(effect, Close):
             self._close(effect)
         else:  # pragma: no cover - the effect union is closed
@@ -553,8 +564,14 @@ class BidiAgent:
         try:
             while not self._closed.is_set():
                 self._connection_done = anyio.Event()
+                request = self._connect_request()
+                replayed = self._send_queue.begin_connection(
+                    resuming=request.resume_handle is not None, keep_ledger=self.model.capabilities.resumable
+                )
+                if replayed:
+                    logger.debug("resuming: sending again %d item(s) the provider had not confirmed", replayed)
                 try:
-                    async with self.model.connect(self._connect_request()) as session:
+                    async with self.model.connect(request) as session:
                         logger.debug("connected: %s", session.connection_id)
                         self._events_on_connection = 0
                         self._dispatch(Connected(session.connection_id, self.model.model_id, session.capabilities))
@@ -570,6 +587,13 @@ class BidiAgent:
                             self._dispatch(ConnectionLost(reason=str(error), retryable=False, error=error))
                             break
                         await anyio.sleep(self.reconnect_policy.delay(failures))
+                except BidiResumptionRejectedError as exc:
+                    if self._closed.is_set():
+                        break
+                    # Not a failure: the provider is there, it only forgot the session. The
+                    # next attempt (at once) opens a fresh one seeded with the history.
+                    logger.debug("resumption refused (%s); starting a fresh session", exc)
+                    self._dispatch(ResumptionRejected(str(exc)))
                 except Exception as exc:
                     if self._closed.is_set():
                         logger.debug("error while closing the connection", exc_info=True)
@@ -645,6 +669,8 @@ class BidiAgent:
     def _remember_sent(self, item: ModelInput) -> Message | None:
         """User text and tool results join the history as they are written to a connection."""
         message: Message
+        if self._send_queue.is_replay(item):
+            return None  # the history got it when it was first written
         if isinstance(item, BidiTextInputEvent):
             message = TextMessage(role="user", text=item.text)
         elif isinstance(item, BidiToolResultEvent):

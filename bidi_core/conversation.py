@@ -51,6 +51,7 @@ from bidi_core.machine_io import (
     CancelTool,
     ClearPlayback,
     Close,
+    ConfirmDelivery,
     Connected,
     ConnectionLost,
     Effect,
@@ -59,6 +60,7 @@ from bidi_core.machine_io import (
     PlaybackProgress,
     Reconnect,
     Record,
+    ResumptionRejected,
     RunTool,
     SendToModel,
     StartTimer,
@@ -100,6 +102,7 @@ __all__ = [
     "CancelTool",
     "ClearPlayback",
     "Close",
+    "ConfirmDelivery",
     "Connected",
     "ConnectionLost",
     "Conversation",
@@ -111,6 +114,7 @@ __all__ = [
     "PlaybackProgress",
     "Reconnect",
     "Record",
+    "ResumptionRejected",
     "RunTool",
     "SendToModel",
     "StartTimer",
@@ -468,7 +472,15 @@ def _playback(conv: Conversation, ev: PlaybackProgress) -> Transition:
 
 
 def _resume_handle(conv: Conversation, ev: BidiResumptionUpdateEvent) -> Transition:
-    return attrs.evolve(conv, resume_handle=ev.handle), ()
+    return attrs.evolve(conv, resume_handle=ev.handle), (ConfirmDelivery(ev.inputs_included),)
+
+
+def _resumption_rejected(conv: Conversation, ev: ResumptionRejected) -> Transition:
+    """The handle is stale: forget it, so the next attempt opens a fresh
+    session seeded with the history, and tell the application."""
+    details = f"{ev.reason}; starting a fresh session seeded with the history"
+    restart = Emit(BidiConnectionRestartEvent(reason="resumption_rejected", details=details))
+    return attrs.evolve(conv, resume_handle=None), (restart,)
 
 
 def _expiring(conv: Conversation, ev: BidiConnectionExpiringEvent) -> Transition:
@@ -598,6 +610,7 @@ def _build_table() -> dict[tuple[Phase, type], Handler]:
 
     add(offline, Connected, _connected)
     add(offline, ConnectionLost, _connect_failed)
+    add(offline, ResumptionRejected, _resumption_rejected)
     add(offline, UserInput, _buffer_input)
     add(live, UserInput, _send_input)
 

@@ -24,6 +24,7 @@ __all__ = [
     "CancelTool",
     "ClearPlayback",
     "Close",
+    "ConfirmDelivery",
     "Connected",
     "ConnectionLost",
     "Effect",
@@ -32,6 +33,7 @@ __all__ = [
     "PlaybackProgress",
     "Reconnect",
     "Record",
+    "ResumptionRejected",
     "RunTool",
     "SendToModel",
     "StartTimer",
@@ -67,6 +69,14 @@ class ConnectionLost:
     reason: str
     retryable: bool = True
     error: BaseException | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
+class ResumptionRejected:
+    """The provider refused the resumption handle while connecting; the next
+    attempt must start a fresh session seeded with the history."""
+
+    reason: str
 
 
 @attrs.frozen
@@ -171,6 +181,15 @@ class Reconnect:
 
 
 @attrs.frozen
+class ConfirmDelivery:
+    """The provider's session holds the first ``inputs_included`` items sent on
+    this connection (None: all sent so far); forget them from the ledger of
+    items to send again on a resumed connection."""
+
+    inputs_included: int | None
+
+
+@attrs.frozen
 class Record:
     """Append ``message`` to the history a new connection is seeded with."""
 
@@ -186,5 +205,15 @@ class Close:
 
 
 Effect: TypeAlias = (
-    Emit | SendToModel | RunTool | CancelTool | ClearPlayback | StartTimer | CancelTimer | Reconnect | Record | Close
+    Emit
+    | SendToModel
+    | RunTool
+    | CancelTool
+    | ClearPlayback
+    | StartTimer
+    | CancelTimer
+    | Reconnect
+    | Record
+    | ConfirmDelivery
+    | Close
 )

@@ -28,6 +28,9 @@ logger = logging.getLogger("bidi_core.queues")
 
 T = TypeVar("T")
 
+_LEDGER_SLACK = 256
+"""Room in the delivery ledger for items other than audio (text, tool results)."""
+
 
 class _Queue(Generic[T]):
     def __init__(self) -> None:
@@ -118,6 +121,13 @@ class SendQueue(_Queue[ModelInput]):
     It outlives connections: what the old connection did not write goes to the
     next one first. Audio beyond ``max_audio`` blocks is dropped oldest-first
     and counted (``dropped_audio``); nothing else is ever dropped.
+
+    For providers that resume sessions it also keeps a **delivery ledger**:
+    the items written since the provider last confirmed what its session
+    state holds (:meth:`confirm`, driven by resumption updates). A provider
+    drops what it had not yet taken in when a connection breaks, so a resumed
+    session gets those items again, first, in order (:meth:`begin_connection`);
+    a fresh session gets the history instead and the ledger is forgotten.
     """
 
     def __init__(self, max_audio: int) -> None:
@@ -125,6 +135,10 @@ class SendQueue(_Queue[ModelInput]):
         self.max_audio = max_audio
         self.dropped_audio = 0
         self._audio = 0
+        self._ledger: deque[ModelInput] | None = None  # None: this connection keeps no ledger
+        self._confirmed = 0  # items of this connection the provider confirmed or we stopped tracking
+        self._written = 0  # items written on this connection
+        self._replays: set[int] = set()  # ids of re-queued items (written once already)
 
     def put(self, item: ModelInput) -> None:
         if isinstance(item, BidiAudioInputEvent):
@@ -138,6 +152,7 @@ class SendQueue(_Queue[ModelInput]):
         for i, queued in enumerate(self._items):
             if isinstance(queued, BidiAudioInputEvent):
                 del self._items[i]
+                self._replays.discard(id(queued))
                 self._audio -= 1
                 self.dropped_audio += 1
                 if self.dropped_audio in (1, 10, 100) or self.dropped_audio % 1000 == 0:
@@ -154,5 +169,60 @@ class SendQueue(_Queue[ModelInput]):
         """Remove ``item`` after it was written (unless already dropped)."""
         if self._items and self._items[0] is item:
             self._items.popleft()
+            self._replays.discard(id(item))
             if isinstance(item, BidiAudioInputEvent):
                 self._audio -= 1
+            self._written += 1
+            if self._ledger is not None:
+                self._ledger.append(item)
+                if len(self._ledger) > self.max_audio + _LEDGER_SLACK:
+                    # A provider that stops confirming must not make us hold the whole conversation.
+                    self._ledger.popleft()
+                    self._confirmed += 1
+
+    def is_replay(self, item: ModelInput) -> bool:
+        """Whether ``item`` was written on an earlier connection and is being sent again."""
+        return id(item) in self._replays
+
+    # ------------------------------------------------------------------ the delivery ledger
+
+    def begin_connection(self, *, resuming: bool, keep_ledger: bool) -> int:
+        """Start counting for a new connection; return how many items are replayed.
+
+        ``resuming``: the new connection continues the provider's session, so
+        the items it never confirmed go first. ``keep_ledger``: the provider
+        confirms deliveries (it issues resumption handles), so keep one.
+        """
+        replayed = 0
+        if not resuming and self._replays:
+            # Replays queued for a resumption that the provider refused: a fresh
+            # session gets the history instead (text and tool results are in it).
+            stale = self._replays
+            self._remove_where(lambda item: id(item) in stale)
+            self._audio = sum(isinstance(item, BidiAudioInputEvent) for item in self._items)
+            self._replays = set()
+        if resuming and self._ledger:
+            replay = list(self._ledger)
+            replayed = len(replay)
+            for item in reversed(replay):
+                self._items.appendleft(item)
+                self._replays.add(id(item))
+                if isinstance(item, BidiAudioInputEvent):
+                    self._audio += 1
+            while self._audio > self.max_audio:
+                self._drop_oldest_audio()
+            self._wake()
+        self._ledger = deque() if keep_ledger else None
+        self._confirmed = 0
+        self._written = 0
+        return replayed
+
+    def confirm(self, inputs_included: int | None) -> None:
+        """The provider's session now holds the first ``inputs_included`` items
+        written on this connection (None: everything written so far)."""
+        if self._ledger is None:
+            return
+        target = self._written if inputs_included is None else min(inputs_included, self._written)
+        while self._confirmed < target and self._ledger:
+            self._ledger.popleft()
+            self._confirmed += 1

@@ -7,6 +7,7 @@ from ports.errors import (
     BidiError,
     BidiProtocolError,
     BidiProviderError,
+    BidiResumptionRejectedError,
     BidiToolError,
     BidiUsageError,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "BidiOutput",
     "BidiProtocolError",
     "BidiProviderError",
+    "BidiResumptionRejectedError",
     "BidiToolError",
     "BidiUsageError",
     "CancelResponse",

@@ -15,6 +15,7 @@ __all__ = [
     "BidiError",
     "BidiProtocolError",
     "BidiProviderError",
+    "BidiResumptionRejectedError",
     "BidiToolError",
     "BidiUsageError",
     "redact",
@@ -48,6 +49,19 @@ class BidiProviderError(BidiError):
 
     def __str__(self) -> str:
         return f"[{self.code}] {self.message}" if self.code else self.message
+
+
+class BidiResumptionRejectedError(BidiProviderError):
+    """The provider refused to resume a session from its handle (expired, unknown).
+
+    Raised when entering :meth:`~ports.model.BidiModel.connect`. The core
+    answers by opening a fresh session seeded with the history, at once, and
+    says so in a ``BidiConnectionRestartEvent`` with reason
+    ``"resumption_rejected"``.
+    """
+
+    def __init__(self, message: str, *, code: str | None = "resumption_rejected") -> None:
+        super().__init__(message, code=code, retryable=True)
 
 
 class BidiProtocolError(BidiError):

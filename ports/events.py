@@ -462,10 +462,19 @@ class BidiConnectionExpiringEvent(BidiEvent):
 
 @attrs.frozen
 class BidiResumptionUpdateEvent(BidiEvent):
-    """The provider issued a handle that resumes this session on a new connection."""
+    """The provider issued a handle that resumes this session on a new connection.
+
+    ``inputs_included`` says how many of the items passed to
+    :meth:`~ports.model.BidiModelSession.send` on this connection the session
+    state behind ``handle`` holds; the core sends the rest again when it
+    resumes with the handle. ``None`` when the provider does not say: then
+    everything sent before this event arrived counts as held (what Gemini's
+    documentation prescribes: keep what was sent since the last update).
+    """
 
     type: ClassVar[str] = "bidi_resumption_update"
     handle: str = attrs.field(repr=False)
+    inputs_included: int | None = None
 
 
 ModelEvent: TypeAlias = (

@@ -26,6 +26,7 @@ from bidi_core.conversation import (
     Conversation,
     Phase,
     PlaybackProgress,
+    ResumptionRejected,
     StopRequested,
     TimerFired,
     ToolCancelled,
@@ -73,6 +74,7 @@ __all__ = [
 SHELL_EVENT_TYPES: tuple[type, ...] = (
     Connected,
     ConnectionLost,
+    ResumptionRejected,
     UserInput,
     ToolFinished,
     ToolCancelled,
@@ -245,6 +247,8 @@ def _samples_for(event_type: type, conv: Conversation) -> list[tuple[str, object
         return [("rotate", TimerFired(ROTATION_TIMER)), ("connection age", TimerFired(CONNECTION_AGE_TIMER))]
     if event_type is StopRequested:
         return [("", StopRequested())]
+    if event_type is ResumptionRejected:
+        return [("", ResumptionRejected("handle expired"))]
     return [("", _model_or_port_event(event_type, conv, rid, tid))]
 
 
@@ -258,7 +262,7 @@ def _model_or_port_event(event_type: type, conv: Conversation, rid: str, tid: st
         BidiErrorEvent: lambda: BidiErrorEvent("provider hiccup", code="x"),
         BidiToolUseEvent: lambda: BidiToolUseEvent("t-new", "lookup", {"q": "y"}),
         BidiToolCancelEvent: lambda: BidiToolCancelEvent(tuple(_pending_ids(conv))),
-        BidiResumptionUpdateEvent: lambda: BidiResumptionUpdateEvent("handle-2"),
+        BidiResumptionUpdateEvent: lambda: BidiResumptionUpdateEvent("handle-2", inputs_included=3),
         BidiConnectionExpiringEvent: lambda: BidiConnectionExpiringEvent(20.0),
         BidiSpeechStartedEvent: BidiSpeechStartedEvent,
         # Never legal input to the machine: raw input events (the shell wraps

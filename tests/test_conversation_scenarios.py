@@ -18,6 +18,7 @@ from bidi_core.conversation import (
     CancelTool,
     ClearPlayback,
     Close,
+    ConfirmDelivery,
     Connected,
     ConnectionLost,
     Conversation,
@@ -28,6 +29,7 @@ from bidi_core.conversation import (
     PlaybackProgress,
     Reconnect,
     Record,
+    ResumptionRejected,
     RunTool,
     SendToModel,
     StartTimer,
@@ -900,6 +902,7 @@ def test_reconnect_with_a_tool_still_running_resumes_tool_calling() -> None:
         conv,
         BidiResumptionUpdateEvent("h1"),
         evolve(conv, resume_handle="h1"),
+        (ConfirmDelivery(None),),
     )
     conv = expect(
         conv,
@@ -1345,3 +1348,41 @@ def test_connection_age_limit_longer_than_ten_margins_keeps_the_margin() -> None
         Conversation(phase=Phase.LISTENING, capabilities=caps, connection_id="c1"),
         (Emit(BidiConnectionStartEvent("c1", "m")), StartTimer(CONNECTION_AGE_TIMER, 270.0)),
     )
+
+
+def test_a_resumption_update_keeps_the_handle_and_confirms_delivery() -> None:
+    """The provider's count of what its session holds reaches the shell's ledger unchanged."""
+    conv = connected()
+    conv = expect(
+        conv,
+        BidiResumptionUpdateEvent("h7", inputs_included=4),
+        evolve(conv, resume_handle="h7"),
+        (ConfirmDelivery(4),),
+    )
+
+
+def test_a_rejected_resumption_forgets_the_handle_and_says_so() -> None:
+    """A stale handle: the next connection is a fresh session seeded with the
+    history, and the application learns why its session was not resumed."""
+    conv = connected()
+    conv = expect(conv, BidiResumptionUpdateEvent("h1"), evolve(conv, resume_handle="h1"), (ConfirmDelivery(None),))
+    conv = expect(
+        conv,
+        ConnectionLost("reset"),
+        evolve(conv, phase=Phase.RESTARTING, connection_id=None),
+        (*TIMERS_OFF, Emit(BidiConnectionRestartEvent("connection_lost", "reset")), Reconnect("connection_lost")),
+    )
+    conv = expect(
+        conv,
+        ResumptionRejected("[resumption_rejected] handle expired"),
+        evolve(conv, resume_handle=None),
+        (
+            Emit(
+                BidiConnectionRestartEvent(
+                    "resumption_rejected",
+                    "[resumption_rejected] handle expired; starting a fresh session seeded with the history",
+                )
+            ),
+        ),
+    )
+    assert conv.phase is Phase.RESTARTING
