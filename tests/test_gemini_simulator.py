@@ -1,0 +1,490 @@
+"""The Gemini Live simulator, over real sockets (TLS and plain), on asyncio and Trio.
+
+Driven by a minimal wsproto client written here (not our adapter), and once by
+the official ``google-genai`` client (PROTOCOLS.md §5), so nothing in it can be
+tailored to our code. Each test names the protocol rule it checks (a section of
+PROTOCOLS.md, or the proto). Every test that uses the ``sim`` fixture ends by
+asserting that every message the simulator sent passes the server oracle.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+from anyio.streams.tls import TLSStream
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+from adapters.testing.gemini_simulator import (
+    GeminiLiveSimulator,
+    Reply,
+    Rule,
+    Scenario,
+    ToolCall,
+    check_client_message,
+    check_server_message,
+    loud,
+    silence,
+)
+
+BOUND = 5  # seconds: a generous upper bound for any single wait on loopback
+MODEL = "models/gemini-2.5-flash-native-audio-preview-09-2025"
+KEY = "test-key"
+
+
+# ---------------------------------------------------------------------- a minimal raw client
+
+
+class Closed(Exception):
+    """The server closed: ``code`` is None when the connection ended without a close frame."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(f"closed: {code} {reason!r}")
+        self.code = code
+        self.reason = reason
+
+
+class Refused(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"refused: HTTP {status}")
+        self.status = status
+        self.body = body
+
+
+class RawClient:
+    """Just enough WebSocket client (wsproto over an AnyIO stream, TLS or not) to talk to the simulator."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, ws: WSConnection) -> None:
+        self.stream = stream
+        self.ws = ws
+        self.inbox: list[dict[str, Any]] = []
+        self.seen: list[dict[str, Any]] = []
+        self.frame_types: list[str] = []
+        self._parts: list[bytes] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        sim: GeminiLiveSimulator,
+        *,
+        key: str | None = KEY,
+        version: str = "v1beta",
+        target: str | None = None,
+        query_key: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> RawClient:
+        tcp = await anyio.connect_tcp("127.0.0.1", sim.port)
+        stream: anyio.abc.ByteStream = tcp
+        if sim.tls:
+            ctx = ssl_context or sim.client_ssl_context()
+            try:
+                stream = await TLSStream.wrap(tcp, hostname="127.0.0.1", ssl_context=ctx, standard_compatible=False)
+            except BaseException:
+                await tcp.aclose()
+                raise
+        ws = WSConnection(ConnectionType.CLIENT)
+        path = target or sim.url(version).split(str(sim.port), 1)[1]
+        headers: list[tuple[bytes, bytes]] = []
+        if key is not None and not query_key:
+            headers.append((b"x-goog-api-key", key.encode()))
+        if key is not None and query_key:
+            path += f"?key={key}"
+        await stream.send(ws.send(Request(host=f"127.0.0.1:{sim.port}", target=path, extra_headers=headers)))
+        status = 0
+        body = b""
+        while True:
+            ws.receive_data(await stream.receive())
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    return cls(stream, ws)
+                if isinstance(event, RejectConnection):
+                    status = event.status_code
+                elif isinstance(event, RejectData):
+                    body += event.data
+                    if event.body_finished:
+                        await stream.aclose()
+                        raise Refused(status, json.loads(body))
+
+    async def send(self, message: dict[str, Any] | str) -> None:
+        text = message if isinstance(message, str) else json.dumps(message)
+        await self.stream.send(self.ws.send(TextMessage(data=text)))
+
+    async def setup(self, **fields: Any) -> dict[str, Any]:
+        """Send a setup and return setupComplete."""
+        await self.send({"setup": {"model": MODEL, **fields}})
+        first = await self.recv()
+        assert "setupComplete" in first, first
+        return first
+
+    async def audio(self, pcm: bytes, chunk_ms: int = 100, rate: int = 16000) -> None:
+        step = chunk_ms * rate // 1000 * 2
+        for i in range(0, len(pcm), step):
+            data = base64.b64encode(pcm[i : i + step]).decode()
+            await self.send({"realtimeInput": {"audio": {"data": data, "mimeType": f"audio/pcm;rate={rate}"}}})
+
+    async def recv(self) -> dict[str, Any]:
+        """The next server message; :class:`Closed` when the connection ends."""
+        while not self.inbox:
+            try:
+                data: bytes | None = await self.stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ssl.SSLError, OSError):
+                data = None
+            self.ws.receive_data(data)
+            for event in self.ws.events():
+                if isinstance(event, Message):
+                    self.frame_types.append("binary" if isinstance(event, BytesMessage) else "text")
+                    data_bytes = event.data if isinstance(event, BytesMessage) else event.data.encode()
+                    self._parts.append(bytes(data_bytes))
+                    if event.message_finished:
+                        self.inbox.append(json.loads(b"".join(self._parts)))
+                        self._parts.clear()
+                elif isinstance(event, Ping):
+                    await self.stream.send(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    if data is None:  # wsproto's stand-in (1006) for a connection that ended without a frame
+                        raise Closed(None)
+                    with contextlib.suppress(Exception):
+                        await self.stream.send(self.ws.send(event.response()))
+                    raise Closed(event.code, event.reason or "")
+            if data is None and not self.inbox:
+                raise Closed(None)
+        received = self.inbox.pop(0)
+        self.seen.append(received)
+        return received
+
+    async def until(self, predicate: Any) -> list[dict[str, Any]]:
+        """Messages up to and including the first for which ``predicate(message)`` holds."""
+        out = []
+        with anyio.fail_after(BOUND):
+            while True:
+                out.append(await self.recv())
+                if predicate(out[-1]):
+                    return out
+
+    async def until_turn_complete(self) -> list[dict[str, Any]]:
+        return await self.until(lambda m: m.get("serverContent", {}).get("turnComplete"))
+
+    async def expect_closed(self) -> Closed:
+        with anyio.fail_after(BOUND), pytest.raises(Closed) as info:
+            while True:
+                await self.recv()
+        return info.value
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(Exception):  # already closed by the server: fine
+                await self.stream.send(self.ws.send(CloseConnection(code=1000)))
+            await self.stream.aclose()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[RawClient]]:
+    opened: list[RawClient] = []
+    yield opened
+    for c in opened:
+        await c.aclose()
+
+
+async def connect(sim: GeminiLiveSimulator, opened: list[RawClient], **kwargs: Any) -> RawClient:
+    client = await RawClient.connect(sim, **kwargs)
+    opened.append(client)
+    return client
+
+
+def kinds(messages: Sequence[dict[str, Any]]) -> list[str]:
+    """Each message's oneof member, with serverContent's fields spelled out; runs of one kind collapsed."""
+    out: list[str] = []
+    for m in messages:
+        for key, value in m.items():
+            if key == "usageMetadata":
+                continue
+            names = [f"serverContent.{k}" for k in value] if key == "serverContent" else [key]
+            for name in names:
+                if not (
+                    out and out[-1] == name and name in ("serverContent.modelTurn", "serverContent.outputTranscription")
+                ):
+                    out.append(name)
+    return out
+
+
+def assert_oracle_clean(sim: GeminiLiveSimulator) -> None:
+    assert sim.oracle_failures == []
+    for conn in sim.connections:
+        for message in conn.sent:
+            assert check_server_message(message) is None, message
+
+
+WEATHER_TOOL = {
+    "functionDeclarations": [
+        {
+            "name": "get_weather",
+            "description": "Weather for a city.",
+            "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+        {"name": "get_time", "description": "Time in a city.", "parameters": {"type": "OBJECT"}},
+    ]
+}
+
+SCENARIO = Scenario(
+    rules=[
+        Rule(
+            text_contains="weather and time",
+            reply=Reply(
+                tool_calls=[ToolCall("get_weather", {"city": "Paris"}), ToolCall("get_time", {"city": "Paris"})]
+            ),
+        ),
+        Rule(tool_response_for="get_weather", reply=Reply(say="It is sunny in Paris at noon.")),
+        Rule(text_equals="long", reply=Reply(say="A long story that goes on and on.", audio_ms=3000)),
+        Rule(text_equals="crash", reply=Reply(close=(1011, "Internal error occurred."))),
+        Rule(text_equals="vanish", reply=Reply(drop=True)),
+        Rule(spoken_turn=0, reply=Reply(say="I heard you.")),
+    ],
+    transcripts=["hello there"],
+)
+
+
+@pytest.fixture(params=[True, False], ids=["tls", "plain"])
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[GeminiLiveSimulator]:
+    async with GeminiLiveSimulator(api_key=KEY, scenario=SCENARIO, tls=request.param) as s:
+        yield s
+        assert_oracle_clean(s)
+
+
+def pcm_of(messages: Sequence[dict[str, Any]]) -> bytes:
+    return b"".join(
+        base64.b64decode(part["inlineData"]["data"])
+        for m in messages
+        for part in m.get("serverContent", {}).get("modelTurn", {}).get("parts", [])
+        if "inlineData" in part
+    )
+
+
+def transcript_of(messages: Sequence[dict[str, Any]]) -> str:
+    return "".join(m.get("serverContent", {}).get("outputTranscription", {}).get("text", "") for m in messages)
+
+
+# ---------------------------------------------------------------------- handshake and auth (PROTOCOLS.md §2.1)
+
+
+@pytest.mark.parametrize("version", ["v1", "v1beta", "v1alpha"])
+async def test_versioned_paths_are_served_over_tls_with_binary_frames(version: str, clients: list[RawClient]) -> None:
+    """google-genai defaults to v1, the docs say v1beta: all three versions answer; server frames are binary."""
+    async with GeminiLiveSimulator(api_key=KEY, tls=True) as sim:
+        client = await connect(sim, clients, version=version)
+        assert await client.setup() == {"setupComplete": {}}
+        assert client.frame_types == ["binary"]
+        assert sim.connections[0].api_version == version
+        assert sim.connections[0].headers["x-goog-api-key"] == "<redacted>"
+        assert_oracle_clean(sim)
+
+
+async def test_tls_needs_the_simulator_ca() -> None:
+    """The certificate is issued by the simulator's own CA for 127.0.0.1: a default context refuses it."""
+    async with GeminiLiveSimulator(tls=True) as sim:
+        assert "BEGIN CERTIFICATE" in await anyio.Path(sim.ca_cert_pem_path).read_text()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await RawClient.connect(sim, ssl_context=ssl.create_default_context())
+        client = await RawClient.connect(sim, ssl_context=ssl.create_default_context(cafile=sim.ca_cert_pem_path))
+        await client.setup()
+        await client.aclose()
+
+
+async def test_unknown_path_is_404() -> None:
+    async with GeminiLiveSimulator(tls=False) as sim:
+        with pytest.raises(Refused) as info:
+            await RawClient.connect(sim, target="/ws/google.ai.generativelanguage.v2.GenerativeService.Nope")
+        assert info.value.status == 404
+        assert info.value.body["error"]["status"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("key", "code", "words"),
+    [(None, 1008, "unregistered callers"), ("wrong-key", 1007, "API key not valid")],
+    ids=["missing", "wrong"],
+)
+async def test_bad_key_closes_after_the_first_message(
+    key: str | None, code: int, words: str, clients: list[RawClient]
+) -> None:
+    """The service reports auth failures as close frames (PROTOCOLS.md §2.3): 1007 for a bad key."""
+    async with GeminiLiveSimulator(api_key=KEY, tls=False) as sim:
+        client = await connect(sim, clients, key=key)
+        await client.send({"setup": {"model": MODEL}})
+        closed = await client.expect_closed()
+        assert (closed.code, words in closed.reason) == (code, True)
+        assert len(closed.reason.encode()) <= 123
+        assert sim.sessions == []
+
+
+async def test_key_in_the_query_is_accepted_and_redacted(clients: list[RawClient]) -> None:
+    async with GeminiLiveSimulator(api_key=KEY, tls=False) as sim:
+        client = await connect(sim, clients, query_key=True)
+        await client.setup()
+        assert sim.connections[0].query == {"key": "<redacted>"}
+
+
+# ---------------------------------------------------------------------- the oracle (PROTOCOLS.md §4.2)
+
+GOOD_MESSAGES = [
+    {"setup": {"model": MODEL, "generationConfig": {"responseModalities": ["AUDIO"]}}},
+    {
+        "setup": {
+            "model": MODEL,
+            "generation_config": {"speech_config": {"voice_config": {"prebuilt_voice_config": {"voice_name": "Puck"}}}},
+        }
+    },
+    {"realtimeInput": {"audio": {"data": "AAAA", "mimeType": "audio/pcm;rate=16000"}}},
+    {"realtime_input": {"audio_stream_end": True}},
+    {"realtimeInput": {"text": "hello"}},
+    {"clientContent": {"turns": [{"role": "user", "parts": [{"text": "hi"}]}], "turnComplete": True}},
+    {"tool_response": {"function_responses": [{"id": "fc_1", "name": "f", "response": {"ok": 1}}]}},
+]
+
+BAD_MESSAGES = {
+    "mediaChunks": {"realtimeInput": {"mediaChunks": [{"mimeType": "audio/pcm;rate=16000", "data": "AAAA"}]}},
+    "unknown field": {"setup": {"model": MODEL, "turn_detecton": {}}},
+    "wrong enum": {"setup": {"model": MODEL, "realtimeInputConfig": {"activityHandling": "SPEECH"}}},
+    "two oneof members": {"setup": {"model": MODEL}, "clientContent": {"turnComplete": True}},
+    "no member": {},
+    "bad base64": {"realtimeInput": {"audio": {"data": "!!!", "mimeType": "audio/pcm"}}},
+    "not json": "{setup",
+}
+
+
+@pytest.mark.parametrize("message", GOOD_MESSAGES, ids=range(len(GOOD_MESSAGES)))
+def test_oracle_accepts_good_messages_in_either_case(message: dict[str, Any]) -> None:
+    assert check_client_message(json.dumps(message)) == (message, None)
+
+
+@pytest.mark.parametrize("name", list(BAD_MESSAGES))
+async def test_oracle_violation_closes_1007(name: str, clients: list[RawClient]) -> None:
+    """Bad input gets close 1007 (invalid argument) with a readable reason, like the service; mediaChunks too."""
+    bad = BAD_MESSAGES[name]
+    async with GeminiLiveSimulator(api_key=KEY, tls=False) as sim:
+        client = await connect(sim, clients)
+        if name in ("mediaChunks", "bad base64"):
+            await client.setup()
+        await client.send(bad if isinstance(bad, str) else json.dumps(bad))
+        closed = await client.expect_closed()
+        assert closed.code == 1007
+        assert closed.reason
+        assert [f.direction for f in sim.oracle_failures] == ["client"]
+        assert sim.connections[0].oracle_errors == [sim.oracle_failures[0].detail]
+        assert sim.connections[0].close_code == 1007
+
+
+# ---------------------------------------------------------------------- turns (PROTOCOLS.md §2.3)
+
+
+@pytest.mark.parametrize("how", ["realtime_text", "client_content"])
+async def test_text_turn_message_order(how: str, sim: GeminiLiveSimulator, clients: list[RawClient]) -> None:
+    """A completed turn: modelTurn audio (24 kHz) with outputTranscription → generationComplete → turnComplete
+    carrying usageMetadata; the last outputTranscription precedes generationComplete."""
+    client = await connect(sim, clients)
+    await client.setup(outputAudioTranscription={}, generationConfig={"responseModalities": ["AUDIO"]})
+    if how == "realtime_text":
+        await client.send({"realtimeInput": {"text": "hello"}})
+    else:
+        turns = [{"role": "user", "parts": [{"text": "hello"}]}]
+        await client.send({"client_content": {"turns": turns, "turn_complete": True}})
+    messages = await client.until_turn_complete()
+    assert kinds(messages)[-2:] == ["serverContent.generationComplete", "serverContent.turnComplete"]
+    assert set(kinds(messages)[:-2]) == {"serverContent.modelTurn", "serverContent.outputTranscription"}
+    assert transcript_of(messages) == "You said: hello"
+    parts = [p for m in messages for p in m.get("serverContent", {}).get("modelTurn", {}).get("parts", [])]
+    assert {p["inlineData"]["mimeType"] for p in parts} == {"audio/pcm;rate=24000"}
+    assert len(pcm_of(messages)) > 0 and len(pcm_of(messages)) % 2 == 0
+    usage = messages[-1]["usageMetadata"]
+    assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["responseTokenCount"] > 0
+    expected = ("text", "hello") if how == "realtime_text" else ("history", (("user", "hello"),))
+    assert sim.user_inputs == [expected]
+
+
+async def test_text_modality_answers_in_text_parts(sim: GeminiLiveSimulator, clients: list[RawClient]) -> None:
+    client = await connect(sim, clients)
+    await client.setup(generationConfig={"responseModalities": ["TEXT"]})
+    await client.send({"realtimeInput": {"text": "hi"}})
+    messages = await client.until_turn_complete()
+    texts = [p["text"] for m in messages for p in m.get("serverContent", {}).get("modelTurn", {}).get("parts", [])]
+    assert "".join(texts) == "You said: hi"
+    assert kinds(messages) == [
+        "serverContent.modelTurn",
+        "serverContent.generationComplete",
+        "serverContent.turnComplete",
+    ]
+
+
+async def test_audio_turn_by_server_vad(sim: GeminiLiveSimulator, clients: list[RawClient]) -> None:
+    """16 kHz PCM16 in (rate from the MIME type): speech then ~silence ends the turn; the transcript of spoken
+    turn 0 comes as inputTranscription and the reply follows."""
+    client = await connect(sim, clients)
+    await client.setup(
+        inputAudioTranscription={},
+        outputAudioTranscription={},
+        realtimeInputConfig={"automaticActivityDetection": {"silenceDurationMs": 300}},
+    )
+    pcm = silence(200) + loud(400) + silence(400)
+    await client.audio(pcm)
+    messages = await client.until_turn_complete()
+    assert kinds(messages)[0] == "serverContent.inputTranscription"
+    assert messages[0]["serverContent"]["inputTranscription"]["text"] == "hello there"
+    assert transcript_of(messages) == "I heard you."
+    assert kinds(messages)[-2:] == ["serverContent.generationComplete", "serverContent.turnComplete"]
+    assert b"".join(v for k, v in sim.user_inputs if k == "audio") == pcm
+    assert sim.sessions[0].spoken_turns == 1
+
+
+async def test_audio_at_another_rate_and_quiet_noise(sim: GeminiLiveSimulator, clients: list[RawClient]) -> None:
+    """The rate comes from the MIME type (24 kHz here); silence alone is no turn."""
+    client = await connect(sim, clients)
+    await client.setup(realtimeInputConfig={"automaticActivityDetection": {"silenceDurationMs": 200}})
+    await client.audio(silence(600, rate=24000), rate=24000)
+    await client.send({"realtimeInput": {"text": "ping"}})
+    first = await client.until_turn_complete()
+    assert transcript_of(first) == ""  # no transcription asked
+    assert sim.sessions[0].spoken_turns == 0
+    await client.audio(loud(300, rate=24000) + silence(300, rate=24000), rate=24000)
+    await client.until_turn_complete()
+    assert sim.sessions[0].spoken_turns == 1
+
+
+async def test_audio_stream_end_ends_the_spoken_turn(sim: GeminiLiveSimulator, clients: list[RawClient]) -> None:
+    client = await connect(sim, clients)
+    await client.setup()
+    await client.audio(loud(300))
+    await client.send({"realtimeInput": {"audioStreamEnd": True}})
+    messages = await client.until_turn_complete()
+    assert "serverContent.generationComplete" in kinds(messages)
+    assert sim.sessions[0].spoken_turns == 1
+
+
+async def test_manual_activity_signals(sim: GeminiLiveSimulator, clients: list[RawClient]) -> None:
+    """With automaticActivityDetection disabled, activityStart/activityEnd bound the turn; without, they are 1007."""
+    client = await connect(sim, clients)
+    await client.setup(realtimeInputConfig={"automaticActivityDetection": {"disabled": True}})
+    await client.send({"realtimeInput": {"activityStart": {}}})
+    await client.audio(silence(200))
+    await client.send({"realtimeInput": {"activityEnd": {}}})
+    messages = await client.until_turn_complete()
+    assert "serverContent.generationComplete" in kinds(messages)
+    other = await connect(sim, clients)
+    await other.setup()
+    await other.send({"realtimeInput": {"activityStart": {}}})
+    assert (await other.expect_closed()).code == 1007
