@@ -9,10 +9,11 @@ the session derives the same event sequence an app sees on OpenAI
   id of ours;
 * ``generationComplete`` ends the assistant's transcript (a final transcript
   event); ``turnComplete`` ends the response (usage riding on the same
-  message comes first, then ``BidiResponseCompleteEvent("complete")``), and
-  also ends the user's transcript (Gemini sends input transcription in pieces
-  with no final one and no ordering guarantee, so the turn end is the only
-  safe place to say "final");
+  message comes first, then ``BidiResponseCompleteEvent("complete")``);
+* Gemini sends the user's input transcription in pieces, with no final one
+  and no ordering guarantee: the user's transcript so far is made final when
+  the model starts answering (the user's turn is over) and, for pieces that
+  arrive late, at ``turnComplete``;
 * ``toolCall`` ends the response with ``stop_reason="tool_use"``: the service
   says nothing more until every call is answered, and the answer starts a new
   response;
@@ -349,6 +350,7 @@ class GeminiLiveSession:
 
     def _start(self, out: list[ModelEvent]) -> str:
         if self._response_id is None:
+            self._final_user_transcript(out)
             self._responses += 1
             self._response_id = f"{self._connection_id}-r{self._responses}"
             self._assistant_text = ""
@@ -439,10 +441,13 @@ class GeminiLiveSession:
         if content.generation_complete:
             self._final_assistant_transcript(out)
         if content.turn_complete:
-            if self._user_text:
-                out.append(BidiTranscriptStreamEvent("", self._user_text, "user", True))
-                self._user_text = ""
+            self._final_user_transcript(out)
             self._finish(out, "complete")
+
+    def _final_user_transcript(self, out: list[ModelEvent]) -> None:
+        if self._user_text:
+            out.append(BidiTranscriptStreamEvent("", self._user_text, "user", True))
+            self._user_text = ""
 
     def _assistant_delta(self, delta: str, out: list[ModelEvent]) -> None:
         rid = self._start(out)
