@@ -488,3 +488,137 @@ async def test_manual_activity_signals(sim: GeminiLiveSimulator, clients: list[R
     await other.setup()
     await other.send({"realtimeInput": {"activityStart": {}}})
     assert (await other.expect_closed()).code == 1007
+
+
+# ---------------------------------------------------------------------- tools (PROTOCOLS.md §2.2, §2.3)
+
+
+async def test_several_function_calls_then_responses(sim: GeminiLiveSimulator, clients: list[RawClient]) -> None:
+    """One toolCall carries both functionCalls; the model answers after every response (id and name) arrived,
+    in the same turn (no turnComplete before)."""
+    client = await connect(sim, clients)
+    await client.setup(tools=[WEATHER_TOOL], outputAudioTranscription={})
+    await client.send({"realtimeInput": {"text": "weather and time please"}})
+    messages = await client.until(lambda m: "toolCall" in m)
+    assert "serverContent.turnComplete" not in kinds(messages)
+    calls = messages[-1]["toolCall"]["functionCalls"]
+    assert [(c["name"], c["args"]) for c in calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_time", {"city": "Paris"}),
+    ]
+    assert len({c["id"] for c in calls}) == 2
+    first, second = calls
+    await client.send(
+        {
+            "toolResponse": {
+                "functionResponses": [{"id": first["id"], "name": first["name"], "response": {"sky": "sun"}}]
+            }
+        }
+    )
+    await client.send(
+        {"tool_response": {"function_responses": [{"id": second["id"], "name": second["name"], "response": {"t": 12}}]}}
+    )
+    answer = await client.until_turn_complete()
+    assert transcript_of(answer) == "It is sunny in Paris at noon."
+    assert kinds(answer)[-2:] == ["serverContent.generationComplete", "serverContent.turnComplete"]
+    assert sim.user_inputs == [
+        ("text", "weather and time please"),
+        ("tool_response", first["id"]),
+        ("tool_response", second["id"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {"name": "get_weather", "response": {}},
+        {"id": "CALL", "response": {}},
+        {"id": "function-call-unknown", "name": "get_weather", "response": {}},
+        {"id": "CALL", "name": "get_time", "response": {}},
+    ],
+    ids=["no id", "no name", "unknown id", "wrong name"],
+)
+async def test_bad_tool_responses_close_1007(
+    response: dict[str, Any], sim: GeminiLiveSimulator, clients: list[RawClient]
+) -> None:
+    client = await connect(sim, clients)
+    await client.setup(tools=[WEATHER_TOOL])
+    await client.send({"realtimeInput": {"text": "weather and time"}})
+    (call, _) = (await client.until(lambda m: "toolCall" in m))[-1]["toolCall"]["functionCalls"]
+    if response.get("id") == "CALL":
+        response = {**response, "id": call["id"]}
+    await client.send({"toolResponse": {"functionResponses": [response]}})
+    assert (await client.expect_closed()).code == 1007
+    assert ("tool_response", call["id"]) not in sim.user_inputs
+
+
+async def test_undeclared_tool_is_spoken_about(sim: GeminiLiveSimulator, clients: list[RawClient]) -> None:
+    client = await connect(sim, clients)
+    await client.setup(outputAudioTranscription={})
+    await client.send({"realtimeInput": {"text": "weather and time"}})
+    messages = await client.until_turn_complete()
+    assert "toolCall" not in kinds(messages)
+    assert "no such function is declared" in transcript_of(messages)
+
+
+# ---------------------------------------------------------------------- interruptions (PROTOCOLS.md §2.3)
+
+
+async def test_speech_interrupts_a_reply(clients: list[RawClient]) -> None:
+    """User speech during a reply: interrupted → turnComplete, no generationComplete, no audio after."""
+    async with GeminiLiveSimulator(tls=False, scenario=SCENARIO, speedup=2.0) as sim:
+        client = await connect(sim, clients)
+        await client.setup(realtimeInputConfig={"automaticActivityDetection": {"silenceDurationMs": 200}})
+        await client.send({"realtimeInput": {"text": "long"}})
+        await client.until(lambda m: "modelTurn" in m.get("serverContent", {}))
+        await client.audio(loud(100))
+        messages = await client.until(lambda m: m.get("serverContent", {}).get("interrupted"))
+        after = await client.until_turn_complete()
+        assert kinds(after) == ["serverContent.turnComplete"]
+        assert "serverContent.generationComplete" not in kinds(messages)
+        assert len(pcm_of(client.seen)) < 3000 * 48  # cut short of the 3 s answer
+        await client.audio(silence(300))  # the user's turn ends: a new reply
+        reply = await client.until_turn_complete()
+        assert kinds(reply)[-2:] == ["serverContent.generationComplete", "serverContent.turnComplete"]
+        assert_oracle_clean(sim)
+
+
+async def test_interruption_cancels_pending_tool_calls(sim: GeminiLiveSimulator, clients: list[RawClient]) -> None:
+    """Barge-in while the model waits for tools: interrupted, toolCallCancellation(ids), turnComplete; a late
+    response to a cancelled call is ignored (not in the session state, the connection stays open)."""
+    client = await connect(sim, clients)
+    await client.setup(tools=[WEATHER_TOOL])
+    await client.send({"realtimeInput": {"text": "weather and time"}})
+    calls = (await client.until(lambda m: "toolCall" in m))[-1]["toolCall"]["functionCalls"]
+    await client.audio(loud(100))
+    messages = await client.until_turn_complete()
+    assert kinds(messages) == ["serverContent.interrupted", "toolCallCancellation", "serverContent.turnComplete"]
+    assert messages[1]["toolCallCancellation"]["ids"] == [c["id"] for c in calls]
+    late = {"id": calls[0]["id"], "name": calls[0]["name"], "response": {}}
+    await client.send({"toolResponse": {"functionResponses": [late]}})
+    await client.send({"realtimeInput": {"text": "still there?"}})
+    await client.until_turn_complete()
+    assert not [i for i in sim.user_inputs if i[0] == "tool_response"]
+
+
+async def test_no_interruption_mode_answers_after_the_current_turn(clients: list[RawClient]) -> None:
+    async with GeminiLiveSimulator(tls=False, scenario=SCENARIO, speedup=4.0) as sim:
+        client = await connect(sim, clients)
+        await client.setup(
+            realtimeInputConfig={
+                "activityHandling": "NO_INTERRUPTION",
+                "automaticActivityDetection": {"silenceDurationMs": 100},
+            }
+        )
+        await client.send({"realtimeInput": {"text": "long"}})
+        await client.until(lambda m: "modelTurn" in m.get("serverContent", {}))
+        await client.audio(loud(100) + silence(200))
+        first = await client.until_turn_complete()
+        second = await client.until_turn_complete()
+        assert "serverContent.interrupted" not in kinds(first + second)
+        assert (
+            kinds(first)[-2:]
+            == kinds(second)[-2:]
+            == ["serverContent.generationComplete", "serverContent.turnComplete"]
+        )
+        assert_oracle_clean(sim)
