@@ -16,7 +16,7 @@ import anyio
 
 
 @overload
-def run(main: Callable[[], Awaitable[None]], description: str) -> None: ...
+def run(main: Callable[[], Awaitable[None]], description: str, *, announce_cancel: bool = True) -> None: ...
 
 
 @overload
@@ -24,6 +24,8 @@ def run(
     main: Callable[[argparse.Namespace], Awaitable[None]],
     description: str,
     options: Callable[[argparse.ArgumentParser], None],
+    *,
+    announce_cancel: bool = True,
 ) -> None: ...
 
 
@@ -31,7 +33,10 @@ def run(
     main: Callable[..., Awaitable[None]],
     description: str,
     options: Callable[[argparse.ArgumentParser], None] | None = None,
+    *,
+    announce_cancel: bool = True,
 ) -> None:
+    """``announce_cancel=False``: the example says itself that Ctrl+C ended it."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop to run on")
     parser.add_argument("--debug", action="store_true", help="show bidi_core's debug logs")
@@ -44,4 +49,5 @@ def run(
     try:
         anyio.run(main, *([] if options is None else [args]), backend=args.backend)
     except KeyboardInterrupt:
-        print("\nConversation cancelled by user")
+        if announce_cancel:
+            print("\nConversation cancelled by user")

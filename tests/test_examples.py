@@ -9,6 +9,7 @@ adapter over a real WebSocket, a scripted voice, a tool call, a barge-in and
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import wave
@@ -62,3 +63,43 @@ def test_text_conversation_example(backend: str) -> None:
 def test_manual_start_stop_example(backend: str) -> None:
     out = run_example("manual_start_stop", "--backend", backend)
     assert out.strip() == "assistant: Python is a programming language that is easy to read and write."
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ctrl_c_ends_a_running_conversation_cleanly(backend: str) -> None:
+    """A real SIGINT, as Ctrl+C sends it, while run() is waiting for the user:
+    the except/finally of the reference's snippet run and the process exits 0
+    (no traceback, nothing left running to keep it alive)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["PYTHONPATH"] = str(ROOT)
+    with subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "run_until_ctrl_c.py"), "--backend", backend],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # the answer arrives, then the conversation waits for more
+            lines.append(line.rstrip("\n"))
+            if line.startswith("Assistant:"):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    lines += out.splitlines()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Assistant: Paris is the capital of France." in lines
+    assert lines[-1] == "Conversation cancelled by user"
+    assert lines.count("Conversation cancelled by user") == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_handling_interruptions_example(backend: str) -> None:
+    lines = run_example("handling_interruptions", "--backend", backend).splitlines()
+    cut = next(i for i, line in enumerate(lines) if line.startswith("User interrupted: user_speech (response "))
+    story = lines[cut].split("(response ")[1].split(" ")[0]
+    assert f"[response {story}: interrupted]" in lines[cut:]
+    assert lines[-2:] == ["assistant: Of course, I will stop the story.", lines[-1]]
+    assert lines[-1].endswith(": complete]") and story not in lines[-1]
