@@ -217,17 +217,15 @@ class GeminiLiveSimulator:
             await conn.finished.wait()
 
     async def close_all(self, code: int = 1011, reason: str = "Internal error occurred.") -> None:
-        """Send this close frame on every open connection (a service fault), and wait until they are gone."""
-        live = list(self._live)
-        for conn in live:
+        """Send this close frame on every open connection (a service fault). Each ends when its client answers
+        the close, or a grace period later; :meth:`wait_until` on ``record.closed`` waits for that."""
+        for conn in list(self._live):
             await conn.close(code, reason)
-        for conn in live:
-            await conn.finished.wait()
 
     async def go_away_all(self) -> None:
         """Send ``goAway`` on every open connection now; each ends ``go_away_lead_s`` later."""
         for conn in list(self._live):
-            conn.spawn(conn.session.go_away)
+            await conn.session.go_away()
 
     async def wait_until(self, predicate: Callable[[], bool], limit_s: float = 10.0) -> None:
         """Wait until ``predicate()`` holds (checked whenever a record changes); TimeoutError after ``limit_s``."""

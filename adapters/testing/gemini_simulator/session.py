@@ -144,13 +144,18 @@ class LiveSession:
         if lifetime is None:
             return
         await anyio.sleep(max(0.0, lifetime - self.ctx.go_away_lead_s))
-        await self.go_away(min(self.ctx.go_away_lead_s, lifetime))
-
-    async def go_away(self, lead_s: float | None = None) -> None:
-        """Send ``goAway`` and end the connection ``timeLeft`` later with the lifetime close."""
-        lead = self.ctx.go_away_lead_s if lead_s is None else lead_s
+        lead = min(self.ctx.go_away_lead_s, lifetime)
         await self.link.send({"goAway": {"timeLeft": _duration(lead)}})
-        await anyio.sleep(lead)
+        await self._cut_after(lead)
+
+    async def go_away(self) -> None:
+        """Send ``goAway`` now; the connection ends ``go_away_lead_s`` later with the lifetime close."""
+        lead = self.ctx.go_away_lead_s
+        await self.link.send({"goAway": {"timeLeft": _duration(lead)}})
+        self.link.spawn(lambda: self._cut_after(lead))
+
+    async def _cut_after(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
         await self.link.close(*self.ctx.lifetime_close)
 
     # ------------------------------------------------------------------ setup

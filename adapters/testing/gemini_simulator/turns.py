@@ -144,7 +144,7 @@ class Turns:
             await self.s.link.close(*reply.close)
             return True
         if reply.go_away:
-            self.s.link.spawn(self.s.go_away)
+            await self.s.go_away()
         return False
 
     async def _run(self, gen: _Generation, reply: Reply, turn: TurnInput) -> None:
