@@ -180,12 +180,17 @@ class ScriptedModel:
         capabilities: ModelCapabilities | None = None,
         match: tuple[type, ...] | None = None,
     ) -> None:
+        scripts: list[Connection] = []
         if connections and all(isinstance(c, Step) for c in connections):
-            connections = [list(connections)]  # type: ignore[list-item]
-        for c in connections:
-            if not isinstance(c, BaseException) and not all(isinstance(s, Step) for s in c):  # type: ignore[union-attr]
-                raise BidiUsageError("each connection must be a list of Step or an exception")
-        self._scripts: list[Connection] = list(connections)  # type: ignore[arg-type]
+            scripts = [[c for c in connections if isinstance(c, Step)]]
+        else:
+            for c in connections:
+                if isinstance(c, Step) or (
+                    not isinstance(c, BaseException) and not all(isinstance(s, Step) for s in c)
+                ):
+                    raise BidiUsageError("each connection must be a list of Step or an exception")
+                scripts.append(c)
+        self._scripts = scripts
         self._model_id = model_id
         self._capabilities = capabilities or ModelCapabilities()
         self._match = match
