@@ -1,0 +1,20 @@
+"""Amazon Nova Sonic adapter: ``BidiNovaSonicModel``.
+
+HTTP/2 over TLS with the ``h2`` library on AnyIO (asyncio and Trio, Python
+3.10+, no AWS SDK for Python 3.12+ needed), SigV4 and the credential chain
+from botocore, per-event chunk signatures and event-stream framing of our
+own. Needs the ``nova`` extra (``pip install "bidi-core[nova]"``).
+"""
+
+from adapters.nova_sonic.config import NOVA_2_SONIC, NOVA_SONIC, NovaSonicConfig
+from adapters.nova_sonic.model import STREAM_LIMIT_S, BidiNovaSonicModel
+from adapters.nova_sonic.session import NovaSonicProviderError
+
+__all__ = [
+    "NOVA_2_SONIC",
+    "NOVA_SONIC",
+    "STREAM_LIMIT_S",
+    "BidiNovaSonicModel",
+    "NovaSonicConfig",
+    "NovaSonicProviderError",
+]

@@ -1,0 +1,254 @@
+"""BidiNovaSonicModel: configuration, credentials, TLS, and the connection factory."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import anyio
+from botocore.httpsession import get_cert_path  # type: ignore[import-untyped]
+
+from adapters.nova_sonic.config import MODELS, NOVA_2_SONIC, NovaSonicConfig, parse_provider_config
+from adapters.nova_sonic.h2transport import open_stream
+from adapters.nova_sonic.session import NovaSonicSession, error_for_response
+from adapters.nova_sonic.signing import AwsCredentials, EventSigner, sign_request
+from ports.audio import AudioFormat
+from ports.errors import BidiProviderError, BidiUsageError, redact
+from ports.model import ConnectRequest, ModelCapabilities
+
+__all__ = ["DEFAULT_REGION", "STREAM_LIMIT_S", "BidiNovaSonicModel"]
+
+logger = logging.getLogger("bidi_core.adapters.nova_sonic")
+
+STREAM_LIMIT_S = 8 * 60.0
+"""A bidirectional stream "remains open for 8 minutes" (botocore's bedrock-runtime model)."""
+DEFAULT_REGION = "us-east-1"
+
+_ids = itertools.count(1)
+
+
+def _session_region(session: Any) -> str | None:
+    region = getattr(session, "region_name", None)  # boto3.Session
+    if region:
+        return str(region)
+    get = getattr(session, "get_config_variable", None)  # botocore.session.Session
+    value = get("region") if get is not None else None
+    return str(value) if value else None
+
+
+def _session_ca_bundle(session: Any) -> str | None:
+    core = getattr(session, "_session", session)  # boto3.Session wraps a botocore session
+    get = getattr(core, "get_config_variable", None)
+    value = get("ca_bundle") if get is not None else None
+    return str(value) if value else None
+
+
+class BidiNovaSonicModel:
+    """Amazon Nova Sonic (``InvokeModelWithBidirectionalStream``) as a :class:`ports.model.BidiModel`.
+
+    Credentials come from ``credentials`` (a botocore ``Credentials``, refreshable
+    ones included), else ``boto_session`` (a ``boto3.Session`` or a botocore
+    session), else botocore's default chain (environment, profile, SSO, role,
+    container and instance metadata). They are resolved again for every
+    connection, so rotated or refreshed keys are picked up at the next stream.
+
+    ``region`` defaults to the session's (``AWS_DEFAULT_REGION``, the profile),
+    then ``AWS_REGION``, then ``us-east-1``. ``endpoint_url`` (for VPC endpoints
+    and the simulator) defaults to ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``,
+    ``AWS_ENDPOINT_URL``, then ``https://bedrock-runtime.{region}.amazonaws.com``.
+    TLS trusts ``ssl_context`` if given, else ``verify`` (a CA bundle path, or
+    ``False`` to skip verification, as boto3's ``verify``), else
+    ``AWS_CA_BUNDLE`` / the profile's ``ca_bundle``, else the bundle botocore
+    uses. ``provider_config`` is validated now, before anything connects.
+
+    ``max_stream_s`` is the service's stream limit (8 minutes); the core rotates
+    to a new stream, seeded with the history, at a turn boundary before it.
+    """
+
+    def __init__(
+        self,
+        model_id: str = NOVA_2_SONIC,
+        *,
+        region: str | None = None,
+        boto_session: Any = None,
+        credentials: Any = None,
+        endpoint_url: str | None = None,
+        verify: bool | str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        provider_config: Mapping[str, Any] | None = None,
+        max_stream_s: float = STREAM_LIMIT_S,
+        connect_timeout_s: float = 10.0,
+        response_timeout_s: float = 5.0,
+        close_timeout_s: float = 3.0,
+    ) -> None:
+        if not isinstance(model_id, str) or not model_id:
+            raise BidiUsageError("model_id must be a non-empty string")
+        if model_id not in MODELS:
+            logger.info("model %r is not one of the known Nova Sonic models %s", model_id, list(MODELS))
+        if not isinstance(max_stream_s, int | float) or max_stream_s <= 0:
+            raise BidiUsageError("max_stream_s must be a positive number of seconds")
+        self._model_id = model_id
+        self.config: NovaSonicConfig = parse_provider_config(provider_config, model_id)
+        if credentials is not None and not hasattr(credentials, "get_frozen_credentials"):
+            raise BidiUsageError("credentials must be botocore Credentials (with get_frozen_credentials())")
+        if boto_session is not None and not hasattr(boto_session, "get_credentials"):
+            raise BidiUsageError("boto_session must be a boto3.Session or a botocore session")
+        if boto_session is None and credentials is None:
+            import botocore.session  # type: ignore[import-untyped]
+
+            boto_session = botocore.session.get_session()
+        self._credentials = credentials
+        self._boto_session = boto_session
+        self.region = (
+            region
+            or (_session_region(boto_session) if boto_session is not None else None)
+            or os.environ.get("AWS_REGION")
+            or DEFAULT_REGION
+        )
+        url = (
+            endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or f"https://bedrock-runtime.{self.region}.amazonaws.com"
+        ).rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise BidiUsageError(f"endpoint_url must be an https:// URL (HTTP/2 over TLS), got {url!r}")
+        self.endpoint_url = url
+        self._host = parts.hostname
+        self._port = parts.port or 443
+        self._netloc = parts.netloc
+        self._base_path = parts.path
+        self._ssl_context = self._make_ssl_context(verify, ssl_context, boto_session)
+        self._connect_timeout_s = connect_timeout_s
+        self._response_timeout_s = response_timeout_s
+        self._close_timeout_s = close_timeout_s
+        self._capabilities = ModelCapabilities(
+            input_audio=AudioFormat(self.config.input_rate),
+            output_audio=AudioFormat(self.config.output_rate),
+            can_truncate=False,
+            cancels_on_speech=True,
+            resumable=False,
+            max_connection_s=float(max_stream_s),
+            supports_images=False,
+        )
+
+    @staticmethod
+    def _make_ssl_context(verify: bool | str | None, given: ssl.SSLContext | None, session: Any) -> ssl.SSLContext:
+        if given is not None:
+            context = given
+        elif verify is False:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            bundle = verify if isinstance(verify, str) else None
+            bundle = bundle or os.environ.get("AWS_CA_BUNDLE") or (_session_ca_bundle(session) if session else None)
+            bundle = bundle or get_cert_path(True)
+            try:
+                context = ssl.create_default_context(cafile=bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise BidiUsageError(f"cannot load the CA bundle {bundle!r}: {exc}") from None
+        context.set_alpn_protocols(["h2"])
+        return context
+
+    def __repr__(self) -> str:
+        return (
+            f"BidiNovaSonicModel(model_id={self._model_id!r}, region={self.region!r}, "
+            f"endpoint_url={self.endpoint_url!r})"
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        return self._capabilities
+
+    @property
+    def path(self) -> str:
+        return f"{self._base_path}/model/{quote(self._model_id, safe='')}/invoke-with-bidirectional-stream"
+
+    def _resolve_credentials(self) -> AwsCredentials:
+        """Blocking (the chain may read files or call STS/SSO/IMDS): run in a worker thread."""
+        source = self._credentials
+        if source is None:
+            source = self._boto_session.get_credentials()
+        frozen = source.get_frozen_credentials() if source is not None else None
+        if frozen is None or not frozen.access_key or not frozen.secret_key:
+            raise BidiProviderError(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+                "or pass boto_session= / credentials=",
+                code="NoCredentials",
+            )
+        return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token or None)
+
+    async def _fresh_credentials(self) -> AwsCredentials:
+        try:
+            return await anyio.to_thread.run_sync(self._resolve_credentials)
+        except BidiProviderError:
+            raise
+        except Exception as exc:  # botocore's credential errors (SSO expired, no profile, ...)
+            raise BidiProviderError(
+                f"resolving AWS credentials failed: {type(exc).__name__}: {redact(str(exc))}"[:500],
+                code="CredentialsError",
+            ) from None
+
+    @asynccontextmanager
+    async def connect(self, request: ConnectRequest) -> AsyncIterator[NovaSonicSession]:
+        """Open a stream, start the session (settings, tools, system prompt, history), yield it.
+
+        Leaving closes the input politely (``promptEnd``, ``sessionEnd``, the
+        signed empty frame), drains the output (bounded) and closes the connection.
+        """
+        connection_id = f"nova-{next(_ids)}"
+        credentials = await self._fresh_credentials()
+        secrets = credentials.secrets()
+        signed = sign_request(credentials, self.region, f"https://{self._netloc}{self.path}")
+        headers = [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", self._netloc),
+            (":path", self.path),
+            *[(name, value) for name, value in signed.headers if name != "host"],
+        ]
+        secrets = (*secrets, signed.seed_signature)
+        logger.debug("connecting %s to %s (key %s)", connection_id, self.endpoint_url, credentials.access_key)
+        async with open_stream(
+            self._host,
+            self._port,
+            headers,
+            ssl_context=self._ssl_context,
+            error_for_response=partial(error_for_response, secrets=secrets),
+            connect_timeout_s=self._connect_timeout_s,
+        ) as stream:
+            signer = EventSigner(credentials, self.region, signed.seed_signature)
+            session = NovaSonicSession(
+                stream,
+                signer,
+                connection_id=connection_id,
+                capabilities=self._capabilities,
+                config=self.config,
+                secrets=secrets,
+                close_timeout_s=self._close_timeout_s,
+            )
+            try:
+                await session.setup(request)
+                with anyio.move_on_after(self._response_timeout_s):
+                    # The service answers the request headers once it accepted them; a refusal
+                    # (bad signature, unknown model) raises here. Without an answer in time we go
+                    # on: a later refusal surfaces from receive().
+                    await stream.wait_response()
+                logger.debug("%s open (%d history items)", connection_id, len(request.history))
+                yield session
+            finally:
+                await session.close()
+        logger.debug("%s closed", connection_id)

@@ -1,0 +1,730 @@
+"""One Nova Sonic stream: port items out as signed events, the model's events in.
+
+Translation with only the bookkeeping the wire needs, no policy:
+
+* **Out.** The setup (``sessionStart``, ``promptStart`` with the tools,
+  the SYSTEM text, the history), then one interactive AUDIO content opened
+  at the first audio block and kept open, a TEXT content per typed line, a
+  TOOL content per tool result. Every event is signed in a chain, so events
+  are signed and written one at a time under a lock; an event cut off
+  half-way breaks the chain, and the stream is then only closed, never
+  written again.
+* **In.** Nova wraps everything in content blocks (ASR text, speculative
+  text, audio, final text, tool use). Adapters of other libraries report one
+  response per block; we report one :class:`BidiResponseStartEvent` /
+  :class:`BidiResponseCompleteEvent` per assistant turn: the turn starts at
+  the first ASSISTANT speculative text or audio block and completes at the
+  first ASSISTANT block that ends with ``END_TURN`` (``complete``), at a
+  TOOL block (``tool_use``), at an ``INTERRUPTED`` block (``interrupted``,
+  after a :class:`BidiSpeechStartedEvent`), or at ``completionEnd``. The
+  FINAL assistant text, which Nova sends after the audio it transcribes
+  (sometimes after the block that ended the turn), is reported as a final
+  transcript of the turn it belongs to.
+* **Close.** ``contentEnd`` of the open audio, ``promptEnd``, ``sessionEnd``,
+  the signed empty frame, END_STREAM, then the rest of the server's events
+  are read and dropped until it ends the stream (bounded in time).
+
+``CancelResponse`` and ``TruncateResponse`` are no-ops: Nova stops speaking
+by itself on barge-in and has no way to forget unplayed audio.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import anyio
+import attrs
+
+from adapters.nova_sonic import wire
+from adapters.nova_sonic.config import NovaSonicConfig
+from adapters.nova_sonic.eventstream import EventStreamDecoder, Message
+from adapters.nova_sonic.h2transport import H2Stream
+from adapters.nova_sonic.signing import EventSigner
+from ports.errors import BidiConnectionError, BidiError, BidiProtocolError, BidiProviderError, BidiUsageError, redact
+from ports.events import (
+    BidiAudioInputEvent,
+    BidiAudioStreamEvent,
+    BidiErrorEvent,
+    BidiResponseCompleteEvent,
+    BidiResponseStartEvent,
+    BidiSpeechStartedEvent,
+    BidiTextInputEvent,
+    BidiToolResultEvent,
+    BidiToolUseEvent,
+    BidiTranscriptStreamEvent,
+    BidiUsageEvent,
+    ModalityUsage,
+    ModelEvent,
+    StopReason,
+)
+from ports.messages import Message as HistoryMessage
+from ports.messages import TextMessage, ToolCallMessage, ToolResultMessage
+from ports.model import CancelResponse, ConnectRequest, ModelCapabilities, ModelInput, ToolSpec, TruncateResponse
+
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "NovaSonicProviderError",
+    "NovaSonicSession",
+    "error_for_response",
+    "error_for_exception",
+    "history_turns",
+]
+
+logger = logging.getLogger("bidi_core.adapters.nova_sonic")
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful voice assistant. Keep your answers short."
+"""Nova wants a SYSTEM text block; this one is used when the agent has no system prompt."""
+
+FRAME_MS = 32
+"""AWS recommends audio frames of about 32 ms, streamed in real time."""
+HISTORY_MAX_BYTES = 40 * 1024
+"""The whole history must stay under 40 KB (Nova 2 Sonic user guide, "Managing chat history")."""
+TEXT_INPUT_MAX_BYTES = 1024
+"""One history ``textInput`` may carry at most 1 KB; longer messages take several."""
+
+RETRYABLE_EXCEPTIONS = frozenset(
+    {
+        "modelTimeoutException",
+        "throttlingException",
+        "serviceUnavailableException",
+        "internalServerException",
+        "modelStreamErrorException",
+    }
+)
+SILENCE_TIMEOUT_CODE = "InternalErrorCode=531"
+"""In a ValidationException's message: no input for about 175 s. A new stream, seeded with the history, continues."""
+
+
+class NovaSonicProviderError(BidiProviderError):
+    """Bedrock refused or failed, with AWS's exception name as ``code``, its
+    message, and the request id (``x-amzn-requestid``) to quote to AWS support."""
+
+    def __init__(self, message: str, *, code: str | None, retryable: bool, request_id: str | None) -> None:
+        text = f"{message} (request id {request_id})" if request_id else message
+        super().__init__(text, code=code, retryable=retryable)
+        self.request_id = request_id
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _exception_name(kind: str) -> str:
+    """``validationException`` / ``ValidationException:http://...`` -> ``ValidationException``."""
+    name = kind.split(":", 1)[0].strip()
+    return name[:1].upper() + name[1:]
+
+
+def error_for_exception(
+    kind: str, message: str, request_id: str | None, secrets: tuple[str, ...] = ()
+) -> NovaSonicProviderError:
+    """The error for a modeled exception the service sent inside the stream."""
+    name = _exception_name(kind)
+    lowered = name[:1].lower() + name[1:]
+    message = redact(message or name, *secrets)
+    retryable = lowered in RETRYABLE_EXCEPTIONS or (
+        lowered == "validationException" and SILENCE_TIMEOUT_CODE in message
+    )
+    return NovaSonicProviderError(message, code=name, retryable=retryable, request_id=request_id)
+
+
+def error_for_response(
+    status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()
+) -> NovaSonicProviderError:
+    """The error for a request refused before the stream started (403 bad signature, 400, 429, 5xx)."""
+    request_id = headers.get("x-amzn-requestid")
+    kind = headers.get("x-amzn-errortype", "")
+    message = ""
+    try:
+        parsed = json.loads(body) if body else {}
+        if isinstance(parsed, dict):
+            message = str(parsed.get("message") or parsed.get("Message") or "")
+            kind = kind or str(parsed.get("__type") or "")
+    except ValueError:
+        message = body.decode("utf-8", "replace")[:300]
+    name = _exception_name(kind) if kind else f"HTTP{status}"
+    message = redact(f"HTTP {status}: {message or 'the request was refused'}", *secrets)
+    retryable = status == 429 or status >= 500 or name in ("ExpiredTokenException", "ThrottlingException")
+    return NovaSonicProviderError(message, code=name, retryable=retryable, request_id=request_id)
+
+
+# --------------------------------------------------------------------------- history
+
+
+def _summarize_call(message: ToolCallMessage) -> str:
+    return f"(I called the tool {message.name} with {json.dumps(dict(message.input), ensure_ascii=False)})"
+
+
+def _summarize_result(message: ToolResultMessage) -> str:
+    return f"(The tool {message.name or message.tool_use_id} returned {message.status}: {message.content_text()})"
+
+
+def history_turns(history: tuple[HistoryMessage, ...], max_bytes: int = HISTORY_MAX_BYTES) -> list[tuple[str, str]]:
+    """The history as Nova takes it: ``(role, text)`` turns, USER first, roles alternating.
+
+    Nova's history is text only, in USER and ASSISTANT roles. Tool calls and
+    results become short ASSISTANT notes (the assistant did this and learned
+    that), so the model knows what it already looked up without a replayed
+    TOOL block, which a new stream cannot take because it never issued that
+    call. Consecutive messages of one role are joined; the oldest turns are
+    dropped until the whole fits ``max_bytes``; leading ASSISTANT turns are
+    dropped (the first must be USER).
+    """
+    turns: list[list[str]] = []
+    for message in history:
+        if isinstance(message, TextMessage):
+            role, text = message.role.upper(), message.text
+        elif isinstance(message, ToolCallMessage):
+            role, text = "ASSISTANT", _summarize_call(message)
+        else:
+            role, text = "ASSISTANT", _summarize_result(message)
+        if not text.strip():
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1][1] += "\n" + text
+        else:
+            turns.append([role, text])
+    result = [(role, text) for role, text in turns]
+    while result and sum(len(text.encode("utf-8")) for _, text in result) > max_bytes:
+        result.pop(0)
+    while result and result[0][0] != "USER":
+        result.pop(0)
+    if result and len(result[0][1].encode("utf-8")) > max_bytes:
+        # One enormous first message: keep its end, which is what the model needs most.
+        text = result[0][1].encode("utf-8")[-max_bytes:].decode("utf-8", "ignore")
+        result[0] = (result[0][0], text)
+    return result
+
+
+def split_utf8(text: str, limit: int = TEXT_INPUT_MAX_BYTES) -> list[str]:
+    """``text`` in pieces of at most ``limit`` UTF-8 bytes, never splitting a character."""
+    raw = text.encode("utf-8")
+    pieces: list[str] = []
+    start = 0
+    while start < len(raw):
+        end = min(start + limit, len(raw))
+        while end < len(raw) and (raw[end] & 0xC0) == 0x80:  # inside a multi-byte character
+            end -= 1
+        pieces.append(raw[start:end].decode("utf-8"))
+        start = end
+    return pieces or [""]
+
+
+def tool_configuration(tools: tuple[ToolSpec, ...]) -> dict[str, Any]:
+    """``toolConfiguration``; Nova wants each input schema as a JSON *string*."""
+    return {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": spec.name,
+                    "description": spec.description or spec.name,
+                    "inputSchema": {"json": json.dumps(dict(spec.input_schema), ensure_ascii=False)},
+                }
+            }
+            for spec in tools
+        ]
+    }
+
+
+def tool_result_content(result: BidiToolResultEvent) -> str:
+    """A tool's outcome as the JSON object string ``toolResult`` carries."""
+    content = result.content
+    if result.status == "error":
+        return json.dumps({"error": content if isinstance(content, str) else json.dumps(content)})
+    if result.status == "cancelled":
+        return json.dumps({"cancelled": True, "message": content if isinstance(content, str) else "cancelled"})
+    if isinstance(content, dict):
+        return json.dumps(content, ensure_ascii=False)
+    return json.dumps({"result": content}, ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- the session
+
+
+@attrs.define
+class _Content:
+    """An output content block between its contentStart and contentEnd."""
+
+    type: str
+    role: str
+    stage: str | None
+    response_id: str | None
+    text: list[str] = attrs.field(factory=list)
+    tool: wire.ToolUse | None = None
+
+
+class NovaSonicSession:
+    """A :class:`ports.model.BidiModelSession` over one bidirectional stream."""
+
+    def __init__(
+        self,
+        stream: H2Stream,
+        signer: EventSigner,
+        *,
+        connection_id: str,
+        capabilities: ModelCapabilities,
+        config: NovaSonicConfig,
+        secrets: tuple[str, ...] = (),
+        close_timeout_s: float = 3.0,
+    ) -> None:
+        self._stream = stream
+        self._signer = signer
+        self._connection_id = connection_id
+        self._capabilities = capabilities
+        self._config = config
+        self._secrets = secrets
+        self._close_timeout_s = close_timeout_s
+        self._prompt = str(uuid.uuid4())
+        self._audio_content: str | None = None
+        self._frame_bytes = config.input_rate * 2 * FRAME_MS // 1000
+        self._send_lock = anyio.Lock()
+        self._chain_broken = False
+        self._closed = False
+        self.events_sent = 0
+        # receiving
+        self._decoder = EventStreamDecoder()
+        self._contents: dict[str, _Content] = {}
+        self._last_content: _Content | None = None
+        self._response_id: str | None = None
+        self._last_response_id: str | None = None
+        self._responses = 0
+        self._speculative = ""
+        self._speech_reported = False
+        self._usage_seen = (0, 0, 0)
+
+    @property
+    def connection_id(self) -> str:
+        return self._connection_id
+
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        return self._capabilities
+
+    @property
+    def request_id(self) -> str | None:
+        return self._stream.response_headers.get("x-amzn-requestid")
+
+    # ------------------------------------------------------------------ out
+
+    async def _send_event(self, event_json: bytes) -> None:
+        """Sign and write one event; the chain's order is the wire's order."""
+        async with self._send_lock:
+            if self._chain_broken:
+                raise BidiConnectionError("an earlier event was cut off; this stream cannot be written to")
+            message = self._signer.sign(wire.encode_chunk(event_json))
+            try:
+                await self._stream.send(message)
+            except BaseException:
+                self._chain_broken = True
+                raise
+            self.events_sent += 1
+
+    async def _send(self, event: wire.InputEvent) -> None:
+        await self._send_event(wire.encode_event(event))
+
+    async def _text_content(self, role: str, text: str, *, interactive: bool, split: bool = False) -> None:
+        name = str(uuid.uuid4())
+        await self._send(
+            wire.ContentStart(
+                prompt_name=self._prompt,
+                content_name=name,
+                type="TEXT",
+                interactive=interactive,
+                role=role,
+                text_input_configuration={"mediaType": "text/plain"},
+            )
+        )
+        for piece in split_utf8(text) if split else [text]:
+            await self._send(wire.TextInput(prompt_name=self._prompt, content_name=name, content=piece))
+        await self._send(wire.ContentEnd(prompt_name=self._prompt, content_name=name))
+
+    async def setup(self, request: ConnectRequest) -> None:
+        """Start the session: settings, voice, tools, system prompt, history."""
+        config = self._config
+        turn = {"endpointingSensitivity": config.endpointing_sensitivity} if config.endpointing_sensitivity else None
+        await self._send(
+            wire.SessionStart(
+                inference_configuration=config.inference_configuration(), turn_detection_configuration=turn
+            )
+        )
+        await self._send(
+            wire.PromptStart(
+                prompt_name=self._prompt,
+                text_output_configuration={"mediaType": "text/plain"},
+                audio_output_configuration={
+                    "mediaType": "audio/lpcm",
+                    "sampleRateHertz": config.output_rate,
+                    "sampleSizeBits": 16,
+                    "channelCount": 1,
+                    "voiceId": config.voice,
+                    "encoding": "base64",
+                    "audioType": "SPEECH",
+                },
+                tool_use_output_configuration={"mediaType": "application/json"} if request.tools else None,
+                tool_configuration=tool_configuration(request.tools) if request.tools else None,
+            )
+        )
+        await self._text_content("SYSTEM", request.system_prompt or DEFAULT_SYSTEM_PROMPT, interactive=False)
+        turns = history_turns(request.history)
+        for role, text in turns:
+            await self._text_content(role, text, interactive=False, split=True)
+        logger.debug(
+            "%s: session started (%d history turns, %d tools)", self._connection_id, len(turns), len(request.tools)
+        )
+
+    async def send(self, item: ModelInput) -> None:
+        if self._closed:
+            raise BidiConnectionError("the Nova Sonic stream is closed")
+        if isinstance(item, BidiAudioInputEvent):
+            await self._send_audio(item)
+        elif isinstance(item, BidiTextInputEvent):
+            await self._text_content("USER", item.text, interactive=True)
+        elif isinstance(item, BidiToolResultEvent):
+            await self._send_tool_result(item)
+        elif isinstance(item, CancelResponse | TruncateResponse):
+            # Nova stops generating by itself on barge-in and cannot forget unplayed audio.
+            logger.debug("%s: %s is a no-op on Nova Sonic", self._connection_id, type(item).__name__)
+        else:
+            raise BidiUsageError(f"Nova Sonic cannot take {type(item).__name__} (it has no image input)")
+
+    async def _send_audio(self, item: BidiAudioInputEvent) -> None:
+        rate = self._config.input_rate
+        if item.sample_rate != rate or item.channels != 1 or item.format != "pcm":
+            raise BidiUsageError(
+                f"Nova Sonic is configured for {rate} Hz mono PCM input; got {item.sample_rate} Hz x "
+                f"{item.channels} ({item.format}) (open the microphone at the model's capabilities.input_audio, "
+                "as BidiAudioIO does, or set provider_config['audio']['input_rate'])"
+            )
+        if self._audio_content is None:
+            name = str(uuid.uuid4())
+            await self._send(
+                wire.ContentStart(
+                    prompt_name=self._prompt,
+                    content_name=name,
+                    type="AUDIO",
+                    interactive=True,
+                    role="USER",
+                    audio_input_configuration={
+                        "mediaType": "audio/lpcm",
+                        "sampleRateHertz": rate,
+                        "sampleSizeBits": 16,
+                        "channelCount": 1,
+                        "audioType": "SPEECH",
+                        "encoding": "base64",
+                    },
+                )
+            )
+            self._audio_content = name
+        audio = item.audio
+        step = self._frame_bytes
+        for start in range(0, len(audio), step):
+            await self._send_event(
+                wire.audio_input_json(self._prompt, self._audio_content, audio[start : start + step])
+            )
+
+    async def _send_tool_result(self, result: BidiToolResultEvent) -> None:
+        name = str(uuid.uuid4())
+        await self._send(
+            wire.ContentStart(
+                prompt_name=self._prompt,
+                content_name=name,
+                type="TOOL",
+                interactive=False,
+                role="TOOL",
+                tool_result_input_configuration={
+                    "toolUseId": result.tool_use_id,
+                    "type": "TEXT",
+                    "textInputConfiguration": {"mediaType": "text/plain"},
+                },
+            )
+        )
+        await self._send(
+            wire.ToolResult(prompt_name=self._prompt, content_name=name, content=tool_result_content(result))
+        )
+        await self._send(wire.ContentEnd(prompt_name=self._prompt, content_name=name))
+
+    async def close(self) -> None:
+        """End the input politely and drain the output (bounded; shielded)."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._close_timeout_s) as scope:
+            if not self._stream.usable or self._chain_broken:
+                return
+            try:
+                if self._audio_content is not None:
+                    await self._send(wire.ContentEnd(prompt_name=self._prompt, content_name=self._audio_content))
+                await self._send(wire.PromptEnd(prompt_name=self._prompt))
+                await self._send(wire.SessionEnd())
+                async with self._send_lock:
+                    await self._stream.send(self._signer.sign(b""))  # the signed end of input
+                await self._stream.end()
+                while (data := await self._stream.receive()) is not None:
+                    self._drain(data)
+            except BidiError as exc:
+                logger.debug("%s: closing: %s", self._connection_id, exc)
+        if scope.cancelled_caught:
+            logger.debug(
+                "%s: the server did not end the stream within %g s", self._connection_id, self._close_timeout_s
+            )
+
+    def _drain(self, data: bytes) -> None:
+        try:
+            for message in self._decoder.feed(data):
+                kind = message.headers.get(":message-type")
+                if kind != "event":
+                    logger.debug(
+                        "%s: while closing: %s %s", self._connection_id, kind, message.headers.get(":exception-type")
+                    )
+        except BidiProtocolError:
+            pass
+
+    # ------------------------------------------------------------------ in
+
+    async def receive(self) -> AsyncIterator[ModelEvent]:
+        while True:
+            data = await self._stream.receive()
+            if data is None:
+                if self._decoder.pending_bytes:
+                    raise BidiProtocolError("the server ended the stream in the middle of a message")
+                logger.debug("%s: the server ended the stream", self._connection_id)
+                return
+            for message in self._decoder.feed(data):
+                for event in self._on_message(message):
+                    yield event
+
+    def _on_message(self, message: Message) -> list[ModelEvent]:
+        headers = message.headers
+        kind = headers.get(":message-type")
+        if kind == "event":
+            if headers.get(":event-type") != "chunk":
+                logger.info("ignoring event-stream event %r", headers.get(":event-type"))
+                return []
+            try:
+                data = wire.decode_chunk(message.payload)
+                event = wire.parse_output_event(data)
+            except (ValueError, UnicodeDecodeError) as exc:
+                logger.warning("%s: malformed server event: %s", self._connection_id, exc)
+                return [BidiErrorEvent(message=f"malformed server event: {exc}"[:300], code="protocol_error")]
+            return self._translate(event)
+        if kind == "exception":
+            text = ""
+            try:
+                body = json.loads(message.payload) if message.payload else {}
+                if isinstance(body, dict):
+                    text = str(body.get("message") or body.get("Message") or "")
+            except ValueError:
+                text = message.payload.decode("utf-8", "replace")[:300]
+            raise error_for_exception(
+                str(headers.get(":exception-type", "exception")), text, self.request_id, self._secrets
+            )
+        if kind == "error":
+            code = str(headers.get(":error-code", "error"))
+            text = redact(str(headers.get(":error-message", "")), *self._secrets)
+            raise NovaSonicProviderError(text or code, code=code, retryable=False, request_id=self.request_id)
+        raise BidiProtocolError(f"unknown event-stream message type {kind!r}", raw=message.payload[:200])
+
+    # ------------------------------------------------------------------ translation
+
+    def _start_response(self) -> list[ModelEvent]:
+        if self._response_id is not None:
+            return []
+        self._responses += 1
+        rid = f"{self._connection_id}-r{self._responses}"
+        self._response_id = self._last_response_id = rid
+        self._speculative = ""
+        self._speech_reported = False
+        return [BidiResponseStartEvent(rid)]
+
+    def _complete(self, reason: StopReason) -> list[ModelEvent]:
+        rid, self._response_id = self._response_id, None
+        if rid is None:
+            return []
+        return [BidiResponseCompleteEvent(rid, reason)]
+
+    def _speech_started(self) -> list[ModelEvent]:
+        if self._speech_reported:
+            return []
+        self._speech_reported = True
+        return [BidiSpeechStartedEvent()]
+
+    def _content(self, content_id: str | None) -> _Content | None:
+        if content_id is not None and content_id in self._contents:
+            return self._contents[content_id]
+        return self._last_content
+
+    def _translate(self, event: wire.OutputEvent) -> list[ModelEvent]:
+        if isinstance(event, wire.AudioOutput):
+            return self._audio(event)
+        if isinstance(event, wire.OutputContentStart):
+            return self._content_start(event)
+        if isinstance(event, wire.TextOutput):
+            return self._text(event)
+        if isinstance(event, wire.OutputContentEnd):
+            return self._content_end(event)
+        if isinstance(event, wire.ToolUse):
+            content = self._content(event.content_id)
+            if content is None:
+                return [
+                    BidiErrorEvent(
+                        message=f"toolUse {event.tool_use_id!r} outside a content block", code="protocol_error"
+                    )
+                ]
+            content.tool = event
+            return []
+        if isinstance(event, wire.UsageEvent):
+            return self._usage(event)
+        if isinstance(event, wire.CompletionEnd):
+            return self._complete("complete")
+        if isinstance(event, wire.CompletionStart):
+            logger.debug("%s: completion %s started", self._connection_id, event.completion_id)
+            return []
+        logger.info("ignoring unknown Nova Sonic event %r", getattr(event, "event_name", event))
+        return []
+
+    def _content_start(self, event: wire.OutputContentStart) -> list[ModelEvent]:
+        out: list[ModelEvent] = []
+        stage = event.generation_stage
+        role = event.role.upper()
+        kind = event.type.upper()
+        if role == "ASSISTANT" and (kind == "AUDIO" or (kind == "TEXT" and stage != "FINAL")):
+            out += self._start_response()
+            rid = self._response_id
+        elif role == "ASSISTANT":
+            rid = self._response_id or self._last_response_id  # FINAL text trails the turn it transcribes
+        else:
+            rid = self._response_id
+        content = _Content(type=kind, role=role, stage=stage, response_id=rid)
+        self._contents[event.content_id] = content
+        self._last_content = content
+        return out
+
+    def _text(self, event: wire.TextOutput) -> list[ModelEvent]:
+        content = self._content(event.content_id)
+        if wire.is_interruption(event.content):
+            return self._speech_started()
+        if content is None:
+            return [BidiErrorEvent(message="textOutput outside a content block", code="protocol_error")]
+        if content.stage == "FINAL":
+            content.text.append(event.content)  # reported whole at its contentEnd
+            return []
+        if content.role == "ASSISTANT":
+            self._speculative += event.content
+            return [
+                BidiTranscriptStreamEvent(event.content, self._speculative, "assistant", False, content.response_id)
+            ]
+        if content.role == "USER":
+            content.text.append(event.content)
+            return [BidiTranscriptStreamEvent(event.content, "".join(content.text), "user", False)]
+        return []
+
+    def _content_end(self, event: wire.OutputContentEnd) -> list[ModelEvent]:
+        content = self._contents.pop(event.content_id, None)
+        if content is None:
+            return [
+                BidiErrorEvent(message=f"contentEnd for unknown content {event.content_id!r}", code="protocol_error")
+            ]
+        if self._last_content is content:
+            self._last_content = None
+        stop = (event.stop_reason or "").upper()
+        out: list[ModelEvent] = []
+        current = content.response_id is not None and content.response_id == self._response_id
+        if content.tool is not None or content.type == "TOOL":
+            out += self._tool_use(content)
+            if stop == "INTERRUPTED":
+                out += self._speech_started() + self._complete("interrupted")
+            else:
+                out += self._complete("tool_use")
+            return out
+        if content.type == "TEXT" and content.stage == "FINAL" and stop != "INTERRUPTED":
+            text = "".join(content.text).strip()
+            if text:
+                role = "assistant" if content.role == "ASSISTANT" else "user"
+                rid = content.response_id if role == "assistant" else None
+                out.append(BidiTranscriptStreamEvent("", text, role, True, rid))  # type: ignore[arg-type]
+        if stop == "INTERRUPTED":
+            out += self._speech_started()
+            if current:
+                out += self._complete("interrupted")
+        elif stop == "END_TURN" and content.role == "ASSISTANT" and current:
+            out += self._complete("complete")
+        return out
+
+    def _tool_use(self, content: _Content) -> list[ModelEvent]:
+        use = content.tool
+        if use is None:
+            return [BidiErrorEvent(message="a TOOL content block ended without a toolUse", code="protocol_error")]
+        out: list[ModelEvent] = []
+        try:
+            arguments: Any = json.loads(use.content) if use.content.strip() else {}
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            # The tool then reports its missing arguments to the model, which usually retries.
+            arguments = {}
+            out.append(
+                BidiErrorEvent(message=f"{use.tool_name}: arguments are not a JSON object", code="protocol_error")
+            )
+        out.append(BidiToolUseEvent(use.tool_use_id, use.tool_name, arguments))
+        return out
+
+    def _audio(self, event: wire.AudioOutput) -> list[ModelEvent]:
+        try:
+            pcm = base64.b64decode(event.content, validate=True)
+        except (binascii.Error, ValueError):
+            return [BidiErrorEvent(message="audioOutput is not valid base64", code="protocol_error")]
+        content = self._content(event.content_id)
+        out: list[ModelEvent] = []
+        if content is not None:
+            rid = content.response_id
+        else:
+            out += self._start_response()
+            rid = self._response_id
+        if rid is None:
+            out += self._start_response()
+            rid = self._response_id
+            if content is not None:
+                content.response_id = rid
+        out.append(BidiAudioStreamEvent(audio=pcm, sample_rate=self._config.output_rate, response_id=rid))
+        return out
+
+    def _usage(self, event: wire.UsageEvent) -> list[ModelEvent]:
+        """Nova reports running totals; we report what each usage event adds, so the
+        sum of our usage events is the stream's total (as for the other providers)."""
+        seen = self._usage_seen
+        totals = (event.total_input_tokens, event.total_output_tokens, event.total_tokens)
+        delta = tuple(max(0, now - before) for now, before in zip(totals, seen, strict=True))
+        self._usage_seen = tuple(max(a, b) for a, b in zip(totals, seen, strict=True))  # type: ignore[assignment]
+        if not any(delta):
+            return []
+        return [
+            BidiUsageEvent(
+                input_tokens=delta[0],
+                output_tokens=delta[1],
+                total_tokens=delta[2],
+                modality_details=_modalities(event.details),
+            )
+        ]
+
+
+def _modalities(details: Mapping[str, Any] | None) -> tuple[ModalityUsage, ...]:
+    delta = (details or {}).get("delta") if isinstance(details, Mapping) else None
+    if not isinstance(delta, Mapping):
+        return ()
+
+    def count(direction: str, key: str) -> int:
+        side = delta.get(direction)
+        value = side.get(key) if isinstance(side, Mapping) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    out = []
+    for modality, key in (("audio", "speechTokens"), ("text", "textTokens")):
+        i, o = count("input", key), count("output", key)
+        if i or o:
+            out.append(ModalityUsage(modality, i, o))
+    return tuple(out)
