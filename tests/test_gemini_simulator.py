@@ -805,3 +805,123 @@ async def test_leaving_the_context_closes_everything() -> None:
         with anyio.fail_after(BOUND):
             await client.recv()
     await client.aclose()
+
+
+# ---------------------------------------------------------------------- the official client (PROTOCOLS.md §5)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_official_google_genai_client_talks_to_the_simulator(anyio_backend: str) -> None:
+    """Not tailored to our client: google-genai (asyncio-only) connects over TLS with its own setup (mixed case),
+    sends text, runs a tool round trip and resumes with a handle; its typed models parse everything we send."""
+    genai = pytest.importorskip("google.genai", reason="the cross-check needs google-genai")
+    from google.genai import types
+
+    async with GeminiLiveSimulator(api_key=KEY, scenario=SCENARIO, tls=True) as sim:
+        client = genai.Client(
+            api_key=KEY,
+            http_options={"base_url": sim.https_base_url, "async_client_args": {"ssl": sim.client_ssl_context()}},
+        )
+        tool = types.Tool(
+            function_declarations=[
+                types.FunctionDeclaration(
+                    name="get_weather", description="Weather.", parameters_json_schema={"type": "object"}
+                ),
+                types.FunctionDeclaration(
+                    name="get_time", description="Time.", parameters_json_schema={"type": "object"}
+                ),
+            ]
+        )
+        config = types.LiveConnectConfig(
+            response_modalities=[types.Modality.AUDIO],
+            output_audio_transcription=types.AudioTranscriptionConfig(),
+            input_audio_transcription=types.AudioTranscriptionConfig(),
+            tools=[tool],
+            session_resumption=types.SessionResumptionConfig(),
+            speech_config=types.SpeechConfig(
+                voice_config=types.VoiceConfig(prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name="Puck"))
+            ),
+        )
+        handle: str | None = None
+        with anyio.fail_after(BOUND * 2):
+            async with client.aio.live.connect(
+                model="gemini-2.5-flash-native-audio-preview-09-2025", config=config
+            ) as session:
+                await session.send_realtime_input(text="hello")
+                heard: list[str] = []
+                audio = b""
+                async for message in session.receive():  # ends at turnComplete
+                    content = message.server_content
+                    if content and content.output_transcription and content.output_transcription.text:
+                        heard.append(content.output_transcription.text)
+                    if message.data:
+                        audio += message.data
+                    if message.session_resumption_update and message.session_resumption_update.new_handle:
+                        handle = message.session_resumption_update.new_handle
+                    if message.usage_metadata:
+                        assert message.usage_metadata.total_token_count
+                assert "".join(heard) == "You said: hello"
+                assert audio and len(audio) % 2 == 0
+
+                await session.send_realtime_input(text="weather and time")
+                answered = False
+                async for message in session.receive():
+                    if message.tool_call and message.tool_call.function_calls:
+                        await session.send_tool_response(
+                            function_responses=[
+                                types.FunctionResponse(id=call.id, name=call.name, response={"ok": True})
+                                for call in message.tool_call.function_calls
+                            ]
+                        )
+                    content = message.server_content
+                    if content and content.output_transcription and content.output_transcription.text:
+                        answered = answered or "sunny" in content.output_transcription.text
+                    if message.session_resumption_update and message.session_resumption_update.new_handle:
+                        handle = message.session_resumption_update.new_handle
+                assert answered
+                await session.send_realtime_input(
+                    audio=types.Blob(data=loud(300) + silence(600), mime_type="audio/pcm;rate=16000")
+                )
+                said = ""
+                async for message in session.receive():  # starts with the update that followed the tool turn
+                    content = message.server_content
+                    if content and content.input_transcription and content.input_transcription.text:
+                        said += content.input_transcription.text
+                    if message.session_resumption_update and message.session_resumption_update.new_handle:
+                        handle = message.session_resumption_update.new_handle
+                assert said == "hello there"
+
+            assert handle is not None
+            resumed = config.model_copy(update={"session_resumption": types.SessionResumptionConfig(handle=handle)})
+            async with client.aio.live.connect(
+                model="gemini-2.5-flash-native-audio-preview-09-2025", config=resumed
+            ) as session:
+                await session.send_client_content(
+                    turns=types.Content(role="user", parts=[types.Part(text="again")]), turn_complete=True
+                )
+                async for _ in session.receive():
+                    pass
+        await client.aio.aclose()
+
+        first, second = sim.connections
+        assert first.api_version == "v1"  # google-genai's default
+        assert first.setup is not None and first.setup["model"].startswith("models/")
+        assert second.resumed_handle == handle and second.session_id == first.session_id
+        # The handle was issued after the tool turn: the spoken turn after it is not in the resumed state.
+        kinds_in_state = [kind for kind, _ in sim.user_inputs]
+        assert kinds_in_state == ["text", "text", "tool_response", "tool_response", "history"]
+        assert sim.user_inputs[0] == ("text", "hello")
+        assert sim.user_inputs[-1] == ("history", (("user", "again"),))
+        assert_oracle_clean(sim)
+
+
+async def test_setup_must_come_first_and_once(sim: GeminiLiveSimulator, clients: list[RawClient]) -> None:
+    """PROTOCOLS.md §2.1: ``setup`` comes first; the simulator refuses anything else (and a second setup) with 1007."""
+    client = await connect(sim, clients)
+    await client.send({"realtimeInput": {"text": "too early"}})
+    assert (await client.expect_closed()).code == 1007
+    other = await connect(sim, clients)
+    await other.setup()
+    await other.send({"setup": {"model": MODEL}})
+    assert (await other.expect_closed()).code == 1007
+    assert sim.oracle_failures == []  # valid messages, wrong order: not a schema violation
