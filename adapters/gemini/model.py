@@ -216,6 +216,13 @@ class BidiGeminiLiveModel:
             headers["x-goog-api-key"] = self._api_key
         return headers, secrets
 
+    def _verify(self) -> Any:
+        """The TLS trust for this connection: ``ssl_context``, else ``SSL_CERT_FILE``/``SSL_CERT_DIR`` as they
+        are now (read per connection, so a process that sets them late still gets them), else the system's."""
+        if self._ssl_context is not None:
+            return self._ssl_context
+        return os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR") or None
+
     @asynccontextmanager
     async def connect(self, request: ConnectRequest) -> AsyncIterator[GeminiLiveSession]:
         """Open a ``BidiGenerateContent`` WebSocket, set it up, and resume or seed the session.
@@ -237,7 +244,7 @@ class BidiGeminiLiveModel:
             self.url,
             headers,
             secrets=secrets,
-            verify=self._ssl_context,
+            verify=self._verify(),
             connect_timeout_s=self._connect_timeout_s,
         ) as ws:
             session = GeminiLiveSession(ws, connection_id, self._capabilities, self.config, secrets)

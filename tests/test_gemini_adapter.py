@@ -1,0 +1,730 @@
+"""The Gemini Live adapter end to end: BidiAgent -> adapter -> a real WebSocket
+on 127.0.0.1 -> the Gemini simulator, on asyncio and Trio.
+
+The simulator checks every client message against the provider's published
+protobuf messages; the ``simulator`` fixture fails a test whose client sent
+anything the oracle rejected. Plain ``ws://`` for speed; TLS where TLS is what
+is tested.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import wave
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.gemini import BidiGeminiLiveModel
+from adapters.openai import BidiOpenAIRealtimeModel
+from adapters.testing.gemini_simulator import GeminiLiveSimulator, Reply, Rule, Scenario, ToolCall, loud, silence
+from adapters.testing.openai_simulator import OpenAIRealtimeSimulator
+from bidi_core import (
+    BidiAgent,
+    BidiAudioStreamEvent,
+    BidiConnectionCloseEvent,
+    BidiConnectionError,
+    BidiConnectionRestartEvent,
+    BidiConnectionStartEvent,
+    BidiInterruptionEvent,
+    BidiProviderError,
+    BidiResponseCompleteEvent,
+    BidiResponseStartEvent,
+    BidiToolResultEvent,
+    BidiToolUseEvent,
+    BidiTranscriptStreamEvent,
+    BidiUsageEvent,
+    ReconnectPolicy,
+    tool,
+)
+from ports.events import BidiAudioInputEvent, BidiOutputEvent
+from tests.support import RecordingOutput, our_tasks
+
+KEY = "AIza-test-not-a-real-key-0123456789"
+FAST_RETRY = ReconnectPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GOOGLE_API_KEY", "GEMINI_API_KEY", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[GeminiLiveSimulator]:
+    marker = request.node.get_closest_marker("scenario")
+    kwargs: dict[str, Any] = {"tls": False, **(marker.kwargs if marker else {})}
+    async with GeminiLiveSimulator(api_key=KEY, **kwargs) as sim:
+        yield sim
+        assert_oracle_clean(sim)
+
+
+def assert_oracle_clean(sim: GeminiLiveSimulator) -> None:
+    assert [f for f in sim.oracle_failures if f.direction == "client"] == [], "we sent what the service rejects"
+    assert sim.oracle_failures == []
+
+
+def model_for(sim: GeminiLiveSimulator, **kwargs: Any) -> BidiGeminiLiveModel:
+    if sim.tls and "ssl_context" not in kwargs:
+        kwargs["ssl_context"] = sim.client_ssl_context()
+    return BidiGeminiLiveModel(api_key=KEY, base_url=sim.ws_base_url, **kwargs)
+
+
+def kinds(sim: GeminiLiveSimulator, connection: int) -> list[str]:
+    """The oneof member of each client message on one connection."""
+    return [next(iter(m)) for m in sim.connections[connection].received if isinstance(m, dict)]
+
+
+def texts_in_state(sim: GeminiLiveSimulator) -> list[str]:
+    return [value for kind, value in sim.user_inputs if kind == "text"]
+
+
+class Texts:
+    """Types lines, each after the previous answer completed (a polite user)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = list(lines)
+        self.ready = anyio.Event()
+        self.ready.set()
+
+    async def __call__(self) -> str:
+        if not self.lines:
+            await anyio.sleep_forever()
+        await self.ready.wait()
+        self.ready = anyio.Event()
+        return self.lines.pop(0)
+
+    async def observe(self, event: BidiOutputEvent) -> None:
+        if isinstance(event, BidiResponseCompleteEvent) and event.stop_reason == "complete":
+            self.ready.set()
+
+
+class Mic:
+    """Says ``audio`` once (when ``when`` is set, if given), then stays quiet."""
+
+    def __init__(self, audio: bytes, when: anyio.Event | None = None, rate: int = 16000) -> None:
+        self.audio, self.when, self.rate, self.said = audio, when, rate, False
+
+    async def __call__(self) -> BidiAudioInputEvent:
+        if self.said:
+            await anyio.sleep_forever()
+        if self.when is not None:
+            await self.when.wait()
+        self.said = True
+        return BidiAudioInputEvent(self.audio, sample_rate=self.rate)
+
+
+async def run_until(agent: BidiAgent, inputs: list[Any], outputs: list[Any], done: Callable[[], bool]) -> None:
+    """Run the agent until ``done()`` holds for the events seen, then stop it."""
+    changed = anyio.Event()
+
+    async def watch(event: BidiOutputEvent) -> None:
+        nonlocal changed
+        changed.set()
+        changed = anyio.Event()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run, inputs, [*outputs, watch])
+        with anyio.fail_after(15):
+            while not done():
+                await changed.wait()
+        agent.request_stop()
+
+
+def finals(out: RecordingOutput, role: str | None = None) -> list[str]:
+    return [t.text for t in out.of(BidiTranscriptStreamEvent) if t.is_final and role in (None, t.role)]
+
+
+# ---------------------------------------------------------------- turns
+
+
+async def test_text_turn(simulator: GeminiLiveSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator), system_prompt="Be brief.")
+    out = RecordingOutput()
+    texts = Texts(["hello there"])
+    await run_until(agent, [texts], [out, texts.observe], lambda: bool(out.of(BidiResponseCompleteEvent)))
+    assert isinstance(out.events[0], BidiConnectionStartEvent)
+    assert len(out.of(BidiResponseStartEvent)) == 1
+    audio = out.of(BidiAudioStreamEvent)
+    assert audio
+    assert {a.sample_rate for a in audio} == {24000}
+    assert {a.response_id for a in audio} == {out.of(BidiResponseStartEvent)[0].response_id}
+    assert finals(out) == ["You said: hello there"]
+    usage = out.of(BidiUsageEvent)
+    assert usage
+    assert usage[0].total_tokens == usage[0].input_tokens + usage[0].output_tokens > 0
+    assert out.of(BidiResponseCompleteEvent)[0].stop_reason == "complete"
+    record = simulator.connections[0]
+    assert record.setup is not None
+    assert record.setup["model"] == "models/gemini-2.5-flash-native-audio-preview-09-2025"
+    assert record.setup["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert record.setup["contextWindowCompression"] == {"slidingWindow": {}}
+    assert kinds(simulator, 0) == ["setup", "realtimeInput"]
+    assert record.received[1] == {"realtimeInput": {"text": "hello there"}}
+    assert record.headers["x-goog-api-key"] == "<redacted>"  # sent, in the header
+    assert our_tasks() == set()
+
+
+@pytest.mark.scenario(
+    scenario=Scenario(transcripts=["what time is it"], rules=[Rule(spoken_turn=0, reply=Reply(say="Noon."))])
+)
+async def test_audio_turn_through_server_vad(simulator: GeminiLiveSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator))
+    out = RecordingOutput()
+    await run_until(agent, [Mic(loud(600) + silence(900))], [out], lambda: bool(out.of(BidiResponseCompleteEvent)))
+    assert finals(out, "user") == ["what time is it"]
+    assert finals(out, "assistant") == ["Noon."]
+    # The user's turn is final before the answer starts, as on OpenAI.
+    user_final = next(e for e in out.events if isinstance(e, BidiTranscriptStreamEvent) and e.role == "user")
+    assert out.events.index(user_final) < out.events.index(out.of(BidiResponseStartEvent)[0])
+    assert out.of(BidiInterruptionEvent) == []  # speech while nothing played is no interruption
+    audio_in = [m["realtimeInput"]["audio"] for m in simulator.connections[0].received if "realtimeInput" in m]
+    assert {a["mimeType"] for a in audio_in} == {"audio/pcm;rate=16000"}
+
+
+@pytest.mark.scenario(scenario=Scenario(rules=[Rule(spoken_turn=0, reply=Reply(say="Heard you."))]))
+async def test_48k_input_is_sent_as_is_with_its_rate(simulator: GeminiLiveSimulator) -> None:
+    model = model_for(simulator, provider_config={"audio": {"input_rate": 48000}})
+    assert model.capabilities.input_audio.sample_rate == 48000
+    agent = BidiAgent(model=model)
+    out = RecordingOutput()
+    mic = Mic(loud(600, rate=48000) + silence(900, rate=48000), rate=48000)
+    await run_until(agent, [mic], [out], lambda: bool(out.of(BidiResponseCompleteEvent)))
+    assert finals(out, "assistant") == ["Heard you."]
+    audio_in = [m["realtimeInput"]["audio"] for m in simulator.connections[0].received if "realtimeInput" in m]
+    assert {a["mimeType"] for a in audio_in} == {"audio/pcm;rate=48000"}
+
+
+async def test_text_modality(simulator: GeminiLiveSimulator) -> None:
+    model = model_for(simulator, provider_config={"response_modalities": ["TEXT"]})
+    agent = BidiAgent(model=model)
+    out = RecordingOutput()
+    texts = Texts(["hi"])
+    await run_until(agent, [texts], [out, texts.observe], lambda: bool(out.of(BidiResponseCompleteEvent)))
+    assert out.of(BidiAudioStreamEvent) == []
+    assert finals(out, "assistant") == ["You said: hi"]
+
+
+@pytest.mark.scenario(tls=True)
+async def test_tls_with_a_custom_ca(simulator: GeminiLiveSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator))
+    out = RecordingOutput()
+    texts = Texts(["over TLS"])
+    await run_until(agent, [texts], [out, texts.observe], lambda: bool(out.of(BidiResponseCompleteEvent)))
+    assert finals(out) == ["You said: over TLS"]
+
+
+@pytest.mark.scenario(tls=True)
+async def test_ssl_cert_file_is_honoured(simulator: GeminiLiveSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", simulator.ca_cert_pem_path)
+    model = BidiGeminiLiveModel(api_key=KEY, base_url=simulator.ws_base_url)
+    out = RecordingOutput()
+    texts = Texts(["trusted by SSL_CERT_FILE"])
+    await run_until(BidiAgent(model=model), [texts], [out, texts.observe], lambda: bool(finals(out)))
+    assert finals(out) == ["You said: trusted by SSL_CERT_FILE"]
+
+
+@pytest.mark.scenario(transparent_resumption=True)
+async def test_vertex_configuration_speaks_the_same_protocol(simulator: GeminiLiveSimulator) -> None:
+    """A Vertex-configured model (express mode: an API key) against the simulator's endpoint given in
+    full: the model path, transparent resumption and the handle's message index are Vertex's."""
+    model = BidiGeminiLiveModel(
+        "gemini-live-2.5-flash",
+        vertexai=True,
+        project="proj",
+        location="us-east1",
+        api_key=KEY,
+        base_url=simulator.url(),
+    )
+    out = RecordingOutput()
+    texts = Texts(["from vertex"])
+    await run_until(BidiAgent(model=model), [texts], [out, texts.observe], lambda: bool(finals(out)))
+    setup = simulator.connections[0].setup
+    assert setup is not None
+    assert setup["model"] == "projects/proj/locations/us-east1/publishers/google/models/gemini-live-2.5-flash"
+    assert setup["sessionResumption"] == {"transparent": True}
+
+
+# ---------------------------------------------------------------- same events as OpenAI
+
+
+def shape(events: list[BidiOutputEvent]) -> list[str]:
+    """The response-level event sequence, with runs of audio/transcript deltas collapsed into one token
+    (chunk sizes and interleaving differ between providers; their order relative to the rest must not)."""
+    tokens: list[str] = []
+    for event in events:
+        if isinstance(event, BidiResponseStartEvent):
+            token = "start"
+        elif isinstance(event, BidiAudioStreamEvent):
+            token = "content"
+        elif isinstance(event, BidiTranscriptStreamEvent):
+            token = "content" if not event.is_final else f"final:{event.role}"
+        elif isinstance(event, BidiUsageEvent):
+            token = "usage"
+        elif isinstance(event, BidiResponseCompleteEvent):
+            token = f"complete:{event.stop_reason}"
+        elif isinstance(event, BidiToolUseEvent):
+            token = f"tool_use:{event.name}"
+        elif isinstance(event, BidiToolResultEvent):
+            token = f"tool_result:{event.name}"
+        else:
+            continue
+        if not (tokens and tokens[-1] == token == "content"):
+            tokens.append(token)
+    return tokens
+
+
+@tool
+async def get_weather(location: str) -> str:
+    """Weather for a place.
+
+    Args:
+        location: A city.
+    """
+    return f"sunny in {location}"
+
+
+async def run_text_scenario(model: Any, lines: list[str], responses: int) -> list[BidiOutputEvent]:
+    agent = BidiAgent(model=model, tools=[get_weather])
+    out = RecordingOutput()
+    texts = Texts(lines)
+    await run_until(agent, [texts], [out, texts.observe], lambda: len(out.of(BidiResponseCompleteEvent)) >= responses)
+    return out.events
+
+
+async def test_the_event_sequence_equals_openais_for_the_same_scenario() -> None:
+    """A plain turn, then a turn with two parallel tool calls: the app sees the same events on both.
+
+    Two differences are the providers' and are compared apart: when our own tools report their results
+    (timing: OpenAI announces each call separately, so a fast tool may finish before the next call is
+    announced), and usage, which Gemini reports once per turn at ``turnComplete`` and OpenAI once per
+    response (so a tool-calling response has usage on OpenAI only). On both, usage comes right before
+    the completion of the turn's last response.
+    """
+    from adapters.testing import openai_simulator as osim
+
+    lines = ["hello", "weather in two cities"]
+    calls = [ToolCall("get_weather", {"location": "Paris"}), ToolCall("get_weather", {"location": "Oslo"})]
+    gemini_rules = [Rule(text_contains="weather", reply=Reply(tool_calls=calls))]
+    openai_rules = [
+        osim.Rule(
+            text_contains="weather",
+            reply=osim.Reply(tool_calls=[osim.ToolCall(c.name, dict(c.args)) for c in calls]),
+        )
+    ]
+    async with GeminiLiveSimulator(api_key=KEY, tls=False, scenario=Scenario(rules=gemini_rules)) as sim:
+        gemini = shape(await run_text_scenario(model_for(sim), lines, 3))
+        assert_oracle_clean(sim)
+    async with OpenAIRealtimeSimulator(api_key="sk-test-key", scenario=osim.Scenario(rules=openai_rules)) as osimu:
+        openai_model = BidiOpenAIRealtimeModel(api_key="sk-test-key", base_url=osimu.base_url)
+        openai = shape(await run_text_scenario(openai_model, lines, 3))
+
+    def core(tokens: list[str]) -> list[str]:
+        return [t for t in tokens if t != "usage" and not t.startswith("tool_result")]
+
+    assert core(gemini) == core(openai)
+    assert core(gemini) == [
+        "start",
+        "content",
+        "final:assistant",
+        "complete:complete",
+        "start",
+        "tool_use:get_weather",
+        "tool_use:get_weather",
+        "complete:tool_use",
+        "start",
+        "content",
+        "final:assistant",
+        "complete:complete",
+    ]
+    for tokens in (gemini, openai):
+        ends = [i for i, t in enumerate(tokens) if t == "complete:complete"]
+        assert [tokens[i - 1] for i in ends] == ["usage", "usage"]
+        assert tokens.count("tool_result:get_weather") == 2
+
+
+# ---------------------------------------------------------------- tools
+
+
+@pytest.mark.scenario(
+    scenario=Scenario(
+        rules=[
+            Rule(
+                text_contains="weather",
+                reply=Reply(
+                    tool_calls=[
+                        ToolCall("get_weather", {"location": "Paris"}),
+                        ToolCall("get_weather", {"location": "Oslo"}),
+                    ]
+                ),
+            )
+        ]
+    )
+)
+async def test_parallel_tool_calls_are_answered_by_id_and_name(simulator: GeminiLiveSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator), tools=[get_weather])
+    out = RecordingOutput()
+    texts = Texts(["weather please"])
+    await run_until(agent, [texts], [out, texts.observe], lambda: len(out.of(BidiResponseCompleteEvent)) >= 2)
+    uses = out.of(BidiToolUseEvent)
+    assert sorted(u.input["location"] for u in uses) == ["Oslo", "Paris"]
+    responses = [
+        r
+        for m in simulator.connections[0].received
+        if "toolResponse" in m
+        for r in m["toolResponse"]["functionResponses"]
+    ]
+    assert sorted((r["id"], r["name"]) for r in responses) == sorted((u.tool_use_id, "get_weather") for u in uses)
+    assert sorted(r["response"]["output"] for r in responses) == ["sunny in Oslo", "sunny in Paris"]
+    final = finals(out, "assistant")[-1]
+    assert "sunny in Paris" in final and "sunny in Oslo" in final
+    assert [c.stop_reason for c in out.of(BidiResponseCompleteEvent)] == ["tool_use", "complete"]
+
+
+@pytest.mark.scenario(
+    scenario=Scenario(rules=[Rule(text_contains="slow", reply=Reply(tool_calls=[ToolCall("slow_lookup", {"q": "x"})]))])
+)
+async def test_tool_call_cancellation_cancels_the_tool_and_sends_nothing(simulator: GeminiLiveSimulator) -> None:
+    started, cancelled = anyio.Event(), anyio.Event()
+
+    @tool
+    async def slow_lookup(q: str) -> str:
+        """A lookup that takes forever.
+
+        Args:
+            q: What to look up.
+        """
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+        return q
+
+    agent = BidiAgent(model=model_for(simulator), tools=[slow_lookup])
+    out = RecordingOutput()
+    texts = Texts(["something slow"])
+    mic = Mic(loud(400) + silence(700), when=started)  # the user speaks while the tool runs
+    await run_until(agent, [texts, mic], [out, texts.observe], cancelled.is_set)
+    sent = [m for m in simulator.connections[0].sent if "toolCallCancellation" in m]
+    assert sent and sent[0]["toolCallCancellation"]["ids"] == [out.of(BidiToolUseEvent)[0].tool_use_id]
+    await simulator.wait_until(lambda: len(simulator.connections[0].received) >= 3)
+    assert not [m for m in simulator.connections[0].received if "toolResponse" in m]
+
+
+# ---------------------------------------------------------------- barge-in
+
+
+@pytest.mark.scenario(
+    speedup=4.0,
+    scenario=Scenario(rules=[Rule(text_contains="story", reply=Reply(say="Once upon a time", audio_ms=8000))]),
+)
+async def test_barge_in_interrupts_and_drops_late_audio(simulator: GeminiLiveSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator))
+    audio_started = anyio.Event()
+
+    class Speaker(RecordingOutput):
+        async def __call__(self, event: BidiOutputEvent) -> None:
+            await super().__call__(event)
+            if sum(a.duration_ms for a in self.of(BidiAudioStreamEvent)) >= 400:
+                audio_started.set()
+
+    speaker = Speaker()
+    texts = Texts(["tell me a story"])
+    mic = Mic(loud(400) + silence(700), when=audio_started)
+    await run_until(agent, [texts, mic], [speaker], lambda: bool(speaker.of(BidiInterruptionEvent)))
+    interruption = speaker.of(BidiInterruptionEvent)[0]
+    assert interruption.reason == "user_speech"
+    complete = speaker.of(BidiResponseCompleteEvent)
+    assert complete[0].response_id == interruption.response_id
+    assert complete[0].stop_reason == "interrupted"
+    after = speaker.events[speaker.events.index(interruption) :]
+    assert not [e for e in after if isinstance(e, BidiAudioStreamEvent) and e.response_id == interruption.response_id]
+    played_ms = sum(a.duration_ms for a in speaker.of(BidiAudioStreamEvent))
+    assert played_ms < 8000
+    assert "serverContent.interrupted" in simulator.connections[0].sent_kinds()
+
+
+# ---------------------------------------------------------------- sessions without loss
+
+
+@pytest.mark.scenario(
+    go_away_lead_s=3.0,
+    scenario=Scenario(
+        rules=[Rule(text_contains="two", times=1, reply=Reply(say="Two, and goodbye soon.", go_away=True))]
+    ),
+)
+async def test_go_away_rotates_at_the_turn_boundary_and_resumes(simulator: GeminiLiveSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator), reconnect=FAST_RETRY)
+    out = RecordingOutput()
+    lines = ["one", "two", "three", "four"]
+    texts = Texts(lines)
+    await run_until(agent, [texts], [out, texts.observe], lambda: len(finals(out, "assistant")) >= 4)
+    assert out.of(BidiConnectionRestartEvent)[0].reason == "expiring"
+    assert len(simulator.connections) == 2
+    second = simulator.connections[1]
+    assert second.resumed_handle  # resumed, not re-seeded
+    assert "clientContent" not in kinds(simulator, 1)
+    assert second.closed_by != "server"  # rotated before the service cut it
+    assert texts_in_state(simulator) == lines  # every input exactly once, in order
+
+
+@pytest.mark.scenario(
+    scenario=Scenario(rules=[Rule(text_contains="drop", times=1, reply=Reply(drop=True))]),
+)
+async def test_abrupt_close_resumes_with_the_handle(simulator: GeminiLiveSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator), reconnect=FAST_RETRY)
+    out = RecordingOutput()
+    lines = ["first", "please drop", "after the drop"]
+    texts = Texts(lines)
+
+    async def release_after_restart(event: BidiOutputEvent) -> None:
+        if isinstance(event, BidiConnectionRestartEvent):
+            texts.ready.set()  # the dropped turn never completes; the user goes on
+
+    await run_until(
+        agent,
+        [texts],
+        [out, texts.observe, release_after_restart],
+        lambda: any("after the drop" in f for f in finals(out, "assistant")),
+    )
+    assert out.of(BidiConnectionRestartEvent)[0].reason == "connection_lost"
+    assert len(simulator.connections) == 2
+    assert simulator.connections[1].resumed_handle
+    assert texts_in_state(simulator) == lines
+
+
+# With transparent resumption each handle says which client message it covers, so an abrupt drop at any
+# moment loses nothing and repeats nothing: hypothesis picks the moment (after how many inputs arrived)
+# and whether the user waits for each answer. A last line, typed once the new connection is up, proves
+# every replay was sent before it (the send queue is in order), so the state's list is complete.
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drop_after=st.integers(min_value=0, max_value=5), pace=st.booleans())
+async def test_abrupt_drop_at_any_moment_loses_and_repeats_nothing(drop_after: int, pace: bool) -> None:
+    lines = [f"line {i}" for i in range(6)]
+    async with GeminiLiveSimulator(api_key=KEY, tls=False, transparent_resumption=True) as sim:
+        model = model_for(sim, provider_config={"session_resumption": {"transparent": True}})
+        agent = BidiAgent(model=model, reconnect=FAST_RETRY)
+        user = PacedUser(lines, pace=pace)
+
+        async def drop_once() -> None:
+            await sim.wait_until(lambda: bool(sim.connections) and len(texts_in_state(sim)) >= drop_after)
+            await sim.drop_all()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(agent.run, [user], [user.observe])
+            tg.start_soon(drop_once)
+            await sim.wait_until(lambda: PacedUser.LAST in texts_in_state(sim), limit_s=15)
+            agent.request_stop()
+        assert texts_in_state(sim) == [*lines, PacedUser.LAST]
+        assert len(sim.connections) >= 2  # resumed, or fresh when the drop came before the first handle
+        assert_oracle_clean(sim)
+
+
+class PacedUser:
+    """Types ``lines`` (each after the previous answer, or all at once), then one last line once a
+    second connection is up."""
+
+    LAST = "the last line"
+
+    def __init__(self, lines: list[str], *, pace: bool) -> None:
+        self.lines = list(lines)
+        self.pace = pace
+        self.answered = anyio.Event()
+        self.answered.set()
+        self.reconnected = anyio.Event()
+        self.done = False
+
+    async def __call__(self) -> str:
+        if self.lines:
+            if self.pace:
+                await self.answered.wait()
+                self.answered = anyio.Event()
+            return self.lines.pop(0)
+        await self.reconnected.wait()
+        if self.done:
+            await anyio.sleep_forever()
+        self.done = True
+        return self.LAST
+
+    async def observe(self, event: BidiOutputEvent) -> None:
+        if isinstance(event, BidiResponseCompleteEvent | BidiConnectionRestartEvent):
+            self.answered.set()  # an answer, or a drop that took the answer with it
+        if isinstance(event, BidiConnectionStartEvent) and event.connection_id != self.first_connection:
+            self.reconnected.set()
+        if isinstance(event, BidiConnectionStartEvent) and not self.first_connection:
+            self.first_connection = event.connection_id
+
+    first_connection = ""
+
+
+@pytest.mark.scenario(
+    handle_ttl_s=0.0, scenario=Scenario(rules=[Rule(text_contains="drop", times=1, reply=Reply(drop=True))])
+)
+async def test_a_stale_handle_falls_back_to_a_fresh_session_with_the_history(simulator: GeminiLiveSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator), reconnect=FAST_RETRY)
+    out = RecordingOutput()
+    texts = Texts(["remember me", "now drop", "still there?"])
+
+    async def release_after_restart(event: BidiOutputEvent) -> None:
+        if isinstance(event, BidiConnectionRestartEvent):
+            texts.ready.set()
+
+    await run_until(
+        agent,
+        [texts],
+        [out, texts.observe, release_after_restart],
+        lambda: any("still there?" in f for f in finals(out, "assistant")),
+    )
+    reasons = [r.reason for r in out.of(BidiConnectionRestartEvent)]
+    assert "resumption_rejected" in reasons
+    rejected = [c for c in simulator.connections if c.close_code == 1007]
+    assert rejected and rejected[0].resumed_handle
+    fresh = simulator.connections[-1]
+    assert fresh.resumed_handle is None
+    seeded = [m["clientContent"] for m in fresh.received if "clientContent" in m]
+    assert seeded and seeded[0]["turns"][0] == {"role": "user", "parts": [{"text": "remember me"}]}
+    assert "turnComplete" not in seeded[0]  # seeding the history must not make the model answer it
+
+
+# ---------------------------------------------------------------- close codes, errors, secrets
+
+
+@pytest.mark.parametrize(
+    ("code", "error_code"), [(1007, "invalid_argument"), (1008, "policy_violation")], ids=["1007", "1008"]
+)
+async def test_fatal_close_codes_end_the_conversation_with_the_reason(code: int, error_code: str) -> None:
+    scenario = Scenario(rules=[Rule(text_contains="fail", reply=Reply(close=(code, "Request contains an invalid x.")))])
+    async with GeminiLiveSimulator(api_key=KEY, tls=False, scenario=scenario) as sim:
+        out = RecordingOutput()
+        agent = BidiAgent(model=model_for(sim), reconnect=FAST_RETRY)
+        with pytest.raises(BidiProviderError) as caught, anyio.fail_after(10):
+            await agent.run([Texts(["please fail"])], [out])
+        assert_oracle_clean(sim)
+    assert caught.value.code == error_code
+    assert caught.value.retryable is False
+    assert "Request contains an invalid x." in str(caught.value)
+    assert len(sim.connections) == 1  # not retried
+    assert isinstance(out.events[-1], BidiConnectionCloseEvent)
+
+
+@pytest.mark.parametrize("fault", ["1011", "drop"])
+async def test_retryable_faults_reconnect(fault: str) -> None:
+    reply = Reply(close=(1011, "Internal error occurred.")) if fault == "1011" else Reply(drop=True)
+    scenario = Scenario(rules=[Rule(text_contains="fault", times=1, reply=reply)])
+    async with GeminiLiveSimulator(api_key=KEY, tls=False, scenario=scenario) as sim:
+        agent = BidiAgent(model=model_for(sim), reconnect=FAST_RETRY)
+        out = RecordingOutput()
+        texts = Texts(["a fault now", "and then?"])
+
+        async def release_after_restart(event: BidiOutputEvent) -> None:
+            if isinstance(event, BidiConnectionRestartEvent):
+                texts.ready.set()
+
+        await run_until(agent, [texts], [out, texts.observe, release_after_restart], lambda: bool(finals(out)))
+        assert finals(out) == ["You said: and then?"]
+        assert len(sim.connections) == 2
+        assert sim.connections[1].resumed_handle
+        assert_oracle_clean(sim)
+
+
+async def test_normal_close_after_go_away_ends_receive_and_the_core_reconnects() -> None:
+    """goAway, then the service's close 1000 before the turn ends: a clean end of the connection."""
+    async with GeminiLiveSimulator(api_key=KEY, tls=False, go_away_lead_s=0.05, lifetime_close=(1000, "")) as sim:
+        agent = BidiAgent(model=model_for(sim), reconnect=FAST_RETRY)
+        out = RecordingOutput()
+
+        async def go_away_when_connected(event: BidiOutputEvent) -> None:
+            if isinstance(event, BidiConnectionStartEvent) and len(sim.connections) == 1:
+                await sim.go_away_all()
+
+        await run_until(agent, [], [out, go_away_when_connected], lambda: len(out.of(BidiConnectionStartEvent)) >= 2)
+        assert sim.connections[0].close_code in (1000, None)
+        assert sim.connections[1].resumed_handle
+        assert_oracle_clean(sim)
+
+
+async def test_wrong_key_is_a_provider_error_without_the_key(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "AIza-wrong-key-abcdefghijklmnop"
+    async with GeminiLiveSimulator(api_key=KEY, tls=False) as sim:
+        model = BidiGeminiLiveModel(api_key=wrong, base_url=sim.ws_base_url)
+        out = RecordingOutput()
+        with pytest.raises(BidiProviderError) as caught, anyio.fail_after(10):
+            await BidiAgent(model=model, reconnect=FAST_RETRY).run(outputs=[out])
+    assert len(sim.connections) == 1  # not retried
+    assert caught.value.retryable is False
+    assert "API key not valid" in str(caught.value)
+    assert wrong not in str(caught.value)
+    assert_no_secret(caplog, wrong)
+
+
+async def test_key_never_logged_during_a_conversation(
+    simulator: GeminiLiveSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    agent = BidiAgent(model=model_for(simulator), reconnect=FAST_RETRY)
+    out = RecordingOutput()
+    texts = Texts(["hello"])
+    await run_until(agent, [texts], [out, texts.observe], lambda: bool(out.of(BidiResponseCompleteEvent)))
+    await simulator.drop_all()  # and a reconnect, whose logs must not hold it either
+    assert any(r.name.startswith("bidi_core.adapters.gemini") for r in caplog.records)
+    assert_no_secret(caplog, KEY)
+    assert KEY not in repr(agent.model)
+
+
+def assert_no_secret(caplog: pytest.LogCaptureFixture, secret: str) -> None:
+    for record in caplog.records:
+        assert secret not in record.getMessage()
+        assert secret not in str(record.args)
+        if record.exc_info and record.exc_info[1] is not None:
+            assert secret not in str(record.exc_info[1])
+
+
+async def test_unreachable_endpoint_retries_then_fails_with_a_connection_error() -> None:
+    with anyio.fail_after(10):
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        await listener.aclose()
+    model = BidiGeminiLiveModel(api_key=KEY, base_url=f"ws://127.0.0.1:{port}")
+    with pytest.raises(BidiConnectionError), anyio.fail_after(10):
+        await BidiAgent(model=model, reconnect=FAST_RETRY).run(outputs=[RecordingOutput()])
+
+
+# ---------------------------------------------------------------- the example
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_gemini_quickstart_runs_offline(backend: str, tmp_path: Path) -> None:
+    wav = tmp_path / "reply.wav"
+    env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_API_KEY", "GEMINI_API_KEY")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "gemini_quickstart.py"), "--backend", backend, "--wav", str(wav)],
+        capture_output=True,
+        text=True,
+        timeout=45,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("No GOOGLE_API_KEY") for line in lines)
+    assert "You: What's the weather like in Paris?" in lines
+    assert '[tool] get_weather({"location": "Paris"})' in lines
+    interrupted = lines.index("[interrupted]")
+    assert lines.index("You: Sorry, that's all I needed. Please stop the conversation.") > interrupted
+    assert lines[-2:] == ["[conversation ended: user_request]", f"The assistant's audio is in {wav}"]
+    with wave.open(str(wav), "rb") as reply:
+        assert reply.getframerate() == 24000
+        seconds = reply.getnframes() / 24000
+    assert 1.0 < seconds < 9.0
