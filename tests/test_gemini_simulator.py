@@ -20,6 +20,8 @@ import anyio
 import anyio.abc
 import pytest
 from anyio.streams.tls import TLSStream
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -925,3 +927,73 @@ async def test_setup_must_come_first_and_once(sim: GeminiLiveSimulator, clients:
     await other.send({"setup": {"model": MODEL}})
     assert (await other.expect_closed()).code == 1007
     assert sim.oracle_failures == []  # valid messages, wrong order: not a schema violation
+
+
+ODD_BUT_VALID = [
+    {"toolResponse": {}},
+    {"clientContent": {}},
+    {"realtimeInput": {}},
+    {"realtimeInput": {"video": {"data": "AAAA", "mimeType": "image/jpeg"}}},
+    {"realtimeInput": {"audioStreamEnd": True}},
+    {"clientContent": {"turns": [{"role": "model", "parts": [{"text": "earlier answer"}]}], "turnComplete": False}},
+]
+
+
+@pytest.mark.parametrize("message", ODD_BUT_VALID, ids=range(len(ODD_BUT_VALID)))
+async def test_odd_but_valid_messages_keep_the_session_going(message: dict[str, Any], clients: list[RawClient]) -> None:
+    """Schema-valid edge cases are consumed quietly; the next text turn still completes."""
+    async with GeminiLiveSimulator(tls=False) as sim:
+        client = await connect(sim, clients)
+        await client.setup(
+            tools=[{"googleSearch": {}}],
+            generationConfig={"responseModalities": [3]},  # enums may be numbers in proto3 JSON: 3 is AUDIO
+            realtimeInputConfig={"activityHandling": 1, "automaticActivityDetection": {"silenceDurationMs": "300"}},
+            sessionResumption={"handle": ""},
+        )
+        await client.send(message)
+        await client.send({"realtimeInput": {"text": "still here"}})
+        messages = await client.until_turn_complete()
+        assert transcript_of(messages) == ""  # no transcription asked
+        assert pcm_of(messages)
+        assert sim.user_inputs[-1] == ("text", "still here")
+        assert_oracle_clean(sim)
+
+
+# ---------------------------------------------------------------------- audio helpers
+
+
+def test_vad_at_16_and_24_khz() -> None:
+    from adapters.testing.gemini_simulator.audio import EnergyVAD
+
+    for rate in (16000, 24000):
+        vad = EnergyVAD(silence_duration_ms=200)
+        pcm = silence(500, rate=rate) + loud(300, rate=rate) + silence(300, rate=rate)
+        assert [(e.kind, e.at_ms) for e in vad.feed(pcm, rate)] == [("started", 500), ("stopped", 1000)]
+
+
+@given(st.integers(min_value=1, max_value=20_000))
+@settings(max_examples=30, deadline=None)
+def test_chunk_plan_covers_the_total_in_20_to_200_ms_chunks(total: int) -> None:
+    from adapters.testing.gemini_simulator.audio import chunk_plan
+
+    plan = chunk_plan(total)
+    assert sum(plan) == total
+    assert all(20 <= size <= 200 for size in plan[:-1]) and 0 < plan[-1] <= 200
+
+
+@given(st.text(alphabet=st.sampled_from("ab \n"), max_size=40), st.integers(min_value=1, max_value=12))
+@settings(max_examples=30, deadline=None)
+def test_split_words_joins_back(text: str, parts: int) -> None:
+    from adapters.testing.gemini_simulator.audio import split_words
+
+    pieces = split_words(text, parts)
+    assert len(pieces) == parts and "".join(pieces) == text
+
+
+def test_pcm_rate_from_the_mime_type() -> None:
+    from adapters.testing.gemini_simulator.audio import pcm_rate
+
+    assert pcm_rate("audio/pcm;rate=16000") == 16000
+    assert pcm_rate("audio/pcm; rate=24000") == 24000
+    assert pcm_rate("audio/pcm") == 16000
+    assert pcm_rate("audio/opus") is None
