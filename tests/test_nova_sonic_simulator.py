@@ -1,0 +1,875 @@
+"""The Nova Sonic simulator over real TLS/HTTP/2 sockets, driven by a tiny client written here.
+
+The client below (h2 + botocore's SigV4Auth + a 30-line encoder and chunk signer)
+is written from PROTOCOLS.md §3 for these tests only, independently of both the
+simulator and our adapter, so the simulator is checked against the protocol and
+not against itself. Each behaviour test names the source it follows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import hashlib
+import hmac
+import json
+import struct
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.eventstream import EventStreamBuffer
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+)
+from h2.settings import SettingCodes, Settings
+
+from adapters.testing.nova_sonic_simulator import (
+    Fault,
+    NovaSonicSimulator,
+    Reply,
+    Rule,
+    Scenario,
+    SchemaError,
+    ToolUse,
+    loud,
+    parse_event,
+    silence,
+)
+
+AKID = "AKIDTEST"
+SECRET = "secret-key"
+MODEL = "amazon.nova-2-sonic-v1:0"
+PROMPT = "prompt-1"
+TIMEOUT = 15
+
+
+# ---------------------------------------------------------------------------- a minimal independent client
+
+
+def _header(name: str, type_code: int, value: bytes) -> bytes:
+    raw = name.encode()
+    return struct.pack("!B", len(raw)) + raw + struct.pack("!B", type_code) + value
+
+
+def _str_header(name: str, value: str) -> bytes:
+    raw = value.encode()
+    return _header(name, 7, struct.pack("!H", len(raw)) + raw)
+
+
+def _frame(headers: bytes, payload: bytes) -> bytes:
+    prelude = struct.pack("!II", 16 + len(headers) + len(payload), len(headers))
+    prelude += struct.pack("!I", binascii.crc32(prelude))
+    body = prelude + headers + payload
+    return body + struct.pack("!I", binascii.crc32(body))
+
+
+def _key(secret: str, date: str, region: str) -> bytes:
+    k = hmac.new(f"AWS4{secret}".encode(), date.encode(), hashlib.sha256).digest()
+    for part in (region, "bedrock", "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    return k
+
+
+class MiniClient:
+    """Just enough of a Nova Sonic client to exercise the simulator; one stream at a time."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, h2: H2Connection, sim: NovaSonicSimulator) -> None:
+        self.stream = stream
+        self.h2 = h2
+        self.sim = sim
+        self.sid = 0
+        self.prior = ""
+        self.chunk_secret = SECRET
+        self.status: int | None = None
+        self.response_headers: dict[str, str] = {}
+        self.body = b""
+        self.received: list[dict[str, Any]] = []
+        self.exceptions: list[tuple[str, str]] = []
+        self.ended = False
+        self.reset_code: int | None = None
+        self.goaway_code: int | None = None
+        self.data_frames = 0
+        self.window_waits = 0
+        self._buffer = EventStreamBuffer()
+        self._lock = anyio.Lock()
+        self._changed = anyio.Event()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            data = self.h2.data_to_send()
+            if data:
+                await self.stream.send(data)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        with anyio.fail_after(TIMEOUT):
+            while not predicate():
+                await self._changed.wait()
+
+    async def read_loop(self) -> None:
+        while True:
+            try:
+                data = await self.stream.receive(65536)
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                self.ended = True
+                self._notify()
+                return
+            for event in self.h2.receive_data(data):
+                if isinstance(event, ResponseReceived):
+                    headers = {
+                        k if isinstance(k, str) else k.decode(): v if isinstance(v, str) else v.decode()
+                        for k, v in event.headers or []
+                    }
+                    self.status = int(headers[":status"])
+                    self.response_headers = headers
+                elif isinstance(event, DataReceived):
+                    assert event.data is not None and event.stream_id is not None
+                    self.data_frames += 1
+                    if self.status == 200:
+                        self._buffer.add_data(event.data)
+                        for message in self._buffer:
+                            self._on_message(message.headers, message.payload)
+                    else:
+                        self.body += event.data
+                    self.h2.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
+                elif isinstance(event, StreamEnded):
+                    self.ended = True
+                elif isinstance(event, StreamReset):
+                    self.reset_code = int(event.error_code or 0)
+                elif isinstance(event, ConnectionTerminated):
+                    self.goaway_code = int(event.error_code or 0)
+            await self.flush()
+            self._notify()
+
+    def _on_message(self, headers: dict[str, Any], payload: bytes) -> None:
+        if headers[":message-type"] == "exception":
+            self.exceptions.append((headers[":exception-type"], json.loads(payload)["message"]))
+            return
+        assert headers[":message-type"] == "event" and headers[":event-type"] == "chunk"
+        self.received.append(json.loads(base64.b64decode(json.loads(payload)["bytes"])))
+
+    # ---------------------------------------------------------------- sending
+
+    async def open(
+        self, *, model: str = MODEL, secret: str = SECRET, access_key: str = AKID, token: str | None = None
+    ) -> None:
+        self.sid = self.h2.get_next_available_stream_id()
+        authority = f"127.0.0.1:{self.sim.port}"
+        path = f"/model/{model.replace(':', '%3A')}/invoke-with-bidirectional-stream"
+        request = AWSRequest(
+            method="POST",
+            url=f"https://{authority}{path}",
+            headers={
+                "Content-Type": "application/vnd.amazon.eventstream",
+                "X-Amz-Content-SHA256": "STREAMING-AWS4-HMAC-SHA256-EVENTS",
+            },
+        )
+        SigV4Auth(Credentials(access_key, secret, token), "bedrock", "us-east-1").add_auth(request)
+        self.prior = request.headers["Authorization"].rsplit("Signature=", 1)[1]
+        headers = [(":method", "POST"), (":scheme", "https"), (":authority", authority), (":path", path)]
+        headers += [(k.lower(), str(v)) for k, v in request.headers.items()]
+        self.h2.send_headers(self.sid, headers)
+        await self.flush()
+
+    def sign(self, inner: bytes, *, tamper: bool = False) -> bytes:
+        now = datetime.datetime.now(datetime.UTC)
+        ms = int(now.timestamp() * 1000)
+        amz = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        date_header = _header(":date", 8, struct.pack("!q", ms))
+        sts = "\n".join(
+            [
+                "AWS4-HMAC-SHA256-PAYLOAD",
+                amz,
+                f"{amz[:8]}/us-east-1/bedrock/aws4_request",
+                self.prior,
+                hashlib.sha256(date_header).hexdigest(),
+                hashlib.sha256(inner).hexdigest(),
+            ]
+        )
+        signature = hmac.new(_key(self.chunk_secret, amz[:8], "us-east-1"), sts.encode(), hashlib.sha256).digest()
+        self.prior = signature.hex()
+        if tamper:
+            signature = bytes([signature[0] ^ 1]) + signature[1:]
+        return _frame(date_header + _header(":chunk-signature", 6, struct.pack("!H", 32) + signature), inner)
+
+    async def send_raw_event(self, event_json: bytes, *, tamper: bool = False) -> None:
+        inner_headers = (
+            _str_header(":message-type", "event")
+            + _str_header(":event-type", "chunk")
+            + _str_header(":content-type", "application/json")
+        )
+        inner = _frame(inner_headers, json.dumps({"bytes": base64.b64encode(event_json).decode()}).encode())
+        await self.send_data(self.sign(inner, tamper=tamper))
+
+    async def send(self, name: str, body: dict[str, Any], *, tamper: bool = False) -> None:
+        await self.send_raw_event(json.dumps({"event": {name: body}}).encode(), tamper=tamper)
+
+    async def send_data(self, data: bytes, *, end_stream: bool = False) -> None:
+        view = memoryview(data)
+        while view:
+            size = min(self.h2.local_flow_control_window(self.sid), self.h2.max_outbound_frame_size, len(view))
+            if size <= 0:
+                self.window_waits += 1
+                await self._changed.wait()
+                continue
+            self.h2.send_data(self.sid, bytes(view[:size]))
+            view = view[size:]
+            await self.flush()
+        if end_stream:
+            self.h2.end_stream(self.sid)
+            await self.flush()
+
+    async def finish(self) -> None:
+        """The signed empty frame, then END_STREAM (PROTOCOLS.md §3.3)."""
+        await self.send_data(self.sign(b""), end_stream=True)
+
+    # ---------------------------------------------------------------- conversation helpers
+
+    async def start(self, *, tools: list[str] = (), system: str = "You are a test.", **prompt: Any) -> None:  # type: ignore[assignment]
+        await self.send(
+            "sessionStart", {"inferenceConfiguration": {"maxTokens": 1024, "topP": 0.9, "temperature": 0.7}}
+        )
+        body: dict[str, Any] = {
+            "promptName": PROMPT,
+            "textOutputConfiguration": {"mediaType": "text/plain"},
+            "audioOutputConfiguration": {
+                "mediaType": "audio/lpcm",
+                "sampleRateHertz": 24000,
+                "sampleSizeBits": 16,
+                "channelCount": 1,
+                "voiceId": "matthew",
+                "encoding": "base64",
+                "audioType": "SPEECH",
+            },
+        }
+        if tools:
+            body["toolUseOutputConfiguration"] = {"mediaType": "application/json"}
+            body["toolConfiguration"] = {
+                "tools": [
+                    {"toolSpec": {"name": t, "description": t, "inputSchema": {"json": json.dumps({"type": "object"})}}}
+                    for t in tools
+                ]
+            }
+        body.update(prompt)
+        await self.send("promptStart", body)
+        await self.text_content("SYSTEM", system, interactive=False)
+
+    async def text_content(self, role: str, text: str, *, interactive: bool = True) -> None:
+        name = str(uuid.uuid4())
+        await self.send(
+            "contentStart",
+            {
+                "promptName": PROMPT,
+                "contentName": name,
+                "type": "TEXT",
+                "interactive": interactive,
+                "role": role,
+                "textInputConfiguration": {"mediaType": "text/plain"},
+            },
+        )
+        await self.send("textInput", {"promptName": PROMPT, "contentName": name, "content": text})
+        await self.send("contentEnd", {"promptName": PROMPT, "contentName": name})
+
+    async def audio_start(self) -> str:
+        name = str(uuid.uuid4())
+        await self.send("contentStart", {**AUDIO_START, "contentName": name})
+        return name
+
+    async def audio(self, name: str, pcm: bytes, frame_ms: int = 32) -> None:
+        step = frame_ms * 32
+        for i in range(0, len(pcm), step):
+            content = base64.b64encode(pcm[i : i + step]).decode()
+            await self.send("audioInput", {"promptName": PROMPT, "contentName": name, "content": content})
+
+    async def tool_result(self, tool_use_id: str, content: str) -> None:
+        name = str(uuid.uuid4())
+        await self.send(
+            "contentStart",
+            {
+                "promptName": PROMPT,
+                "contentName": name,
+                "interactive": False,
+                "type": "TOOL",
+                "role": "TOOL",
+                "toolResultInputConfiguration": {
+                    "toolUseId": tool_use_id,
+                    "type": "TEXT",
+                    "textInputConfiguration": {"mediaType": "text/plain"},
+                },
+            },
+        )
+        await self.send("toolResult", {"promptName": PROMPT, "contentName": name, "content": content})
+        await self.send("contentEnd", {"promptName": PROMPT, "contentName": name})
+
+    async def close(self, *, audio: str | None = None) -> None:
+        if audio is not None:
+            await self.send("contentEnd", {"promptName": PROMPT, "contentName": audio})
+        await self.send("promptEnd", {"promptName": PROMPT})
+        await self.send("sessionEnd", {})
+        await self.finish()
+
+    def names(self) -> list[str]:
+        return [next(iter(e["event"])) for e in self.received]
+
+    def bodies(self, name: str) -> list[dict[str, Any]]:
+        return [e["event"][name] for e in self.received if name in e["event"]]
+
+    def count(self, name: str) -> int:
+        return len(self.bodies(name))
+
+
+AUDIO_START = {
+    "promptName": PROMPT,
+    "type": "AUDIO",
+    "interactive": True,
+    "role": "USER",
+    "audioInputConfiguration": {
+        "mediaType": "audio/lpcm",
+        "sampleRateHertz": 16000,
+        "sampleSizeBits": 16,
+        "channelCount": 1,
+        "audioType": "SPEECH",
+        "encoding": "base64",
+    },
+}
+
+
+@asynccontextmanager
+async def connect(sim: NovaSonicSimulator, *, receive_window: int | None = None) -> AsyncIterator[MiniClient]:
+    stream = await anyio.connect_tcp(
+        "127.0.0.1",
+        sim.port,
+        tls=True,
+        ssl_context=sim.client_ssl_context(),
+        tls_hostname="127.0.0.1",
+        tls_standard_compatible=False,
+    )
+    h2 = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
+    if receive_window is not None:
+        h2.local_settings = Settings(client=True, initial_values={SettingCodes.INITIAL_WINDOW_SIZE: receive_window})
+    h2.initiate_connection()
+    client = MiniClient(stream, h2, sim)
+    async with stream, anyio.create_task_group() as tg:
+        await client.flush()
+        tg.start_soon(client.read_loop)
+        yield client
+        tg.cancel_scope.cancel()
+
+
+def stages(client: MiniClient) -> list[str]:
+    """The output as ``name[/type/role/stage]`` for contentStart and ``name/stopReason`` for contentEnd."""
+    out: list[str] = []
+    for event in client.received:
+        ((name, body),) = event["event"].items()
+        if name == "contentStart":
+            stage = json.loads(body.get("additionalModelFields", "{}")).get("generationStage", "")
+            out.append("/".join(filter(None, [name, body["type"], body["role"], stage])))
+        elif name == "contentEnd":
+            out.append(f"{name}/{body['type']}/{body['stopReason']}")
+        elif name != "audioOutput" or not out or out[-1] != "audioOutput":
+            out.append(name)
+    return out
+
+
+SPOKEN_REPLY = [
+    "contentStart/TEXT/ASSISTANT/SPECULATIVE",
+    "textOutput",
+    "contentEnd/TEXT/PARTIAL_TURN",
+    "contentStart/AUDIO/ASSISTANT",
+    "audioOutput",
+    "contentEnd/AUDIO/END_TURN",
+    "contentStart/TEXT/ASSISTANT/FINAL",
+    "textOutput",
+    "contentEnd/TEXT/END_TURN",
+]
+
+
+# ---------------------------------------------------------------------------- signatures and the request
+
+
+async def test_text_turn_and_clean_close() -> None:
+    """PROTOCOLS.md §3.3-3.5: a signed session, a typed turn answered with text and 24 kHz audio, a clean close."""
+    scenario = Scenario(rules=[Rule(text_contains="hello", reply=Reply(say="Hi there!"))])
+    async with NovaSonicSimulator(scenario=scenario) as sim, connect(sim) as client:
+        await client.open()
+        await client.start()
+        await client.text_content("USER", "hello")
+        await client.wait_for(lambda: client.count("usageEvent") == 1)
+        await client.close()
+        await client.wait_for(lambda: client.ended)
+        assert client.status == 200
+        assert client.response_headers["content-type"] == "application/vnd.amazon.eventstream"
+        assert stages(client) == ["completionStart", *SPOKEN_REPLY, "usageEvent", "completionEnd"]
+        texts = [b["content"] for b in client.bodies("textOutput")]
+        assert texts == ["Hi there!", "Hi there!"]
+        audio_start = client.bodies("contentStart")[1]
+        assert audio_start["audioOutputConfiguration"]["sampleRateHertz"] == 24000
+        assert all(
+            {"sessionId", "promptName", "completionId"} <= set(b) for e in client.received for b in e["event"].values()
+        )
+        pcm = b"".join(base64.b64decode(b["content"]) for b in client.bodies("audioOutput"))
+        assert len(pcm) == 2 * 24 * 60 * len("Hi there!")
+        record = sim.streams[0]
+        assert record.ended_by == "client"
+        assert record.signatures_verified == len(record.events) + 1  # every event and the empty end frame
+        assert record.system_prompt == "You are a test."
+        assert record.model_id == MODEL and record.access_key_id == AKID
+        assert "secret" not in repr(record) and "Signature=<redacted>" in record.headers["authorization"]
+        assert sim.user_inputs == [("text", "hello")]
+        assert not sim.schema_failures and not sim.signature_failures
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "error_type"),
+    [
+        ({"secret": "wrong-secret"}, 403, "InvalidSignatureException"),
+        ({"access_key": "AKIDUNKNOWN"}, 403, "UnrecognizedClientException"),
+        ({"model": "amazon.titan-text-v1"}, 400, "ValidationException"),
+    ],
+)
+async def test_request_refused_before_the_stream(kwargs: dict[str, str], status: int, error_type: str) -> None:
+    """SigV4 (§3.3) and the model id (§3.1) are checked before the stream: an HTTP error with the AWS headers."""
+    async with NovaSonicSimulator() as sim, connect(sim) as client:
+        await client.open(**kwargs)
+        await client.wait_for(lambda: client.ended)
+        assert client.status == status
+        assert client.response_headers["x-amzn-errortype"] == error_type
+        assert client.response_headers["x-amzn-requestid"]
+        assert json.loads(client.body)["message"]
+        assert not sim.streams
+        assert [(r.status, r.error_type) for r in sim.refused] == [(status, error_type)]
+
+
+async def test_session_token_is_required_when_configured() -> None:
+    """Temporary credentials: the signed ``x-amz-security-token`` must match (§3.1)."""
+    async with NovaSonicSimulator(session_tokens={AKID: "tok"}) as sim:
+        async with connect(sim) as client:
+            await client.open()
+            await client.wait_for(lambda: client.ended)
+            assert client.status == 403
+        async with connect(sim) as client:
+            await client.open(token="tok")
+            await client.start()
+            await sim.wait_until(lambda: sim.streams[0].signatures_verified == 5)
+            assert sim.streams[0].headers["x-amz-security-token"] == "<redacted>"
+
+
+@pytest.mark.parametrize("how", ["tampered", "wrong_secret"])
+async def test_bad_chunk_signature_ends_the_stream(how: str) -> None:
+    """Every event's signature must continue the chain seeded by the request signature (§3.3)."""
+    async with NovaSonicSimulator() as sim, connect(sim) as client:
+        await client.open()
+        await client.send("sessionStart", {"inferenceConfiguration": {"maxTokens": 10}})
+        if how == "wrong_secret":
+            client.chunk_secret = "wrong-secret"
+        await client.send("sessionStart", {"inferenceConfiguration": {}}, tamper=how == "tampered")
+        await client.wait_for(lambda: client.ended)
+        assert [t for t, _ in client.exceptions] == ["validationException"]
+        assert "signature" in client.exceptions[0][1]
+        assert [(f.stream, f.event_number) for f in sim.signature_failures] == [(0, 2)]
+        assert sim.streams[0].signatures_verified == 1
+        assert sim.streams[0].ended_by == "exception"
+
+
+# ---------------------------------------------------------------------------- the schema and the order
+
+
+def _event(name: str, body: dict[str, Any]) -> bytes:
+    return json.dumps({"event": {name: body}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "fragment"),
+    [
+        ("connectionEnd", {}, "Unknown input event 'connectionEnd'"),
+        ("sessionStart", {}, "inferenceConfiguration"),
+        ("sessionStart", {"inferenceConfiguration": {"maxTokens": "1024"}}, "expected int"),
+        ("sessionStart", {"inferenceConfiguration": {"topP": 1.5}}, "topP"),
+        ("sessionStart", {"inferenceConfiguration": {}, "turnDetection": {}}, "extra fields"),
+        (
+            "contentStart",
+            {
+                **AUDIO_START,
+                "contentName": "a",
+                "audioInputConfiguration": {**AUDIO_START["audioInputConfiguration"], "sampleRateHertz": 24000},
+            },
+            "sampleRateHertz",
+        ),  # type: ignore[dict-item]
+        ("contentStart", {**AUDIO_START, "contentName": "a", "interactive": 1}, "expected bool"),
+        (
+            "contentStart",
+            {k: v for k, v in AUDIO_START.items() if k != "audioInputConfiguration"} | {"contentName": "a"},
+            "requires audioInputConfiguration",
+        ),
+        ("audioInput", {"promptName": "p", "contentName": "a", "content": "not base64!"}, "base64"),
+        ("toolResult", {"promptName": "p", "contentName": "a"}, "content"),
+    ],
+)
+def test_schema_rejects(name: str, body: dict[str, Any], fragment: str) -> None:
+    """§3.4 and §4.3: unknown events, missing fields, wrong types and undocumented values are refused."""
+    with pytest.raises(SchemaError, match=fragment):
+        parse_event(_event(name, body))
+
+
+async def _open_and_start(client: MiniClient) -> None:
+    await client.open()
+    await client.start()
+
+
+@pytest.mark.parametrize(
+    ("script", "fragment"),
+    [
+        ("connection_end", "connectionEnd"),
+        ("prompt_first", "before sessionStart"),
+        ("audio_before_system", "SYSTEM"),
+        ("unknown_tool_result", "does not match a tool use"),
+        ("prompt_end_with_open_audio", "is open"),
+        ("end_without_session_end", "ended before sessionEnd"),
+        ("wrong_prompt_name", "names prompt"),
+    ],
+)
+async def test_stream_refuses_bad_input_with_a_validation_exception(script: str, fragment: str) -> None:
+    """A schema or order violation is answered with a validationException that ends the stream (§3.2, §3.4)."""
+    async with NovaSonicSimulator() as sim, connect(sim) as client:
+        await client.open()
+        if script == "connection_end":
+            await client.start()
+            await client.send("connectionEnd", {})
+        elif script == "prompt_first":
+            await client.start(system="x")  # sessionStart first, then: promptStart again is fine to test below
+            await client.wait_for(lambda: True)
+        elif script == "audio_before_system":
+            await client.send("sessionStart", {"inferenceConfiguration": {}})
+            await client.send(
+                "promptStart",
+                {
+                    "promptName": PROMPT,
+                    "textOutputConfiguration": {"mediaType": "text/plain"},
+                    "audioOutputConfiguration": {
+                        "mediaType": "audio/lpcm",
+                        "sampleRateHertz": 24000,
+                        "sampleSizeBits": 16,
+                        "channelCount": 1,
+                        "voiceId": "matthew",
+                        "encoding": "base64",
+                        "audioType": "SPEECH",
+                    },
+                },
+            )
+            await client.audio_start()
+        elif script == "unknown_tool_result":
+            await client.start()
+            await client.tool_result("never-issued", "{}")
+        elif script == "prompt_end_with_open_audio":
+            await client.start()
+            await client.audio_start()
+            await client.send("promptEnd", {"promptName": PROMPT})
+        elif script == "end_without_session_end":
+            await client.start()
+            await client.send_data(b"", end_stream=True)
+        elif script == "wrong_prompt_name":
+            await client.start()
+            await client.send("promptEnd", {"promptName": "other"})
+        if script == "prompt_first":
+            # A fresh stream whose first event is promptStart.
+            async with connect(sim) as second:
+                await second.open()
+                await second.send("promptStart", {"promptName": PROMPT})
+                await second.wait_for(lambda: second.ended)
+                assert [t for t, _ in second.exceptions] == ["validationException"]
+            assert any(fragment in f.detail or "promptStart" in f.detail for f in sim.schema_failures)
+            return
+        await client.wait_for(lambda: client.ended)
+        assert [t for t, _ in client.exceptions] == ["validationException"]
+        assert fragment in client.exceptions[0][1]
+        assert len(sim.schema_failures) == 1 and fragment in sim.schema_failures[0].detail
+        assert sim.streams[0].ended_by == "exception"
+
+
+async def test_history_is_recorded_after_the_system_prompt() -> None:
+    """§3.4.4: non-interactive USER/ASSISTANT text after the system prompt is history."""
+    async with NovaSonicSimulator() as sim, connect(sim) as client:
+        await client.open()
+        await client.start()
+        await client.text_content("USER", "earlier question", interactive=False)
+        await client.text_content("ASSISTANT", "earlier answer", interactive=False)
+        await client.text_content("USER", "now")
+        await client.wait_for(lambda: client.count("usageEvent") == 1)
+        assert sim.user_inputs == [
+            ("history", "USER", "earlier question"),
+            ("history", "ASSISTANT", "earlier answer"),
+            ("text", "now"),
+        ]
+        await client.text_content("ASSISTANT", "late history", interactive=False)
+        await client.wait_for(lambda: client.ended)
+        assert "before any interactive content" in client.exceptions[0][1]
+
+
+# ---------------------------------------------------------------------------- turns
+
+
+async def test_audio_turn_gets_a_user_transcript_then_the_reply() -> None:
+    """§3.5: a spoken turn (found by turn detection on 16 kHz input) is echoed as USER TEXT FINAL, then answered."""
+    scenario = Scenario(transcripts=["what time is it"], rules=[Rule(spoken_turn=0, reply=Reply(say="Noon."))])
+    async with NovaSonicSimulator(scenario=scenario) as sim, connect(sim) as client:
+        await client.open()
+        await client.start()
+        audio = await client.audio_start()
+        spoken = loud(400) + silence(800)
+        await client.audio(audio, spoken)
+        await client.wait_for(lambda: client.count("usageEvent") == 1)
+        assert stages(client) == [
+            "completionStart",
+            "contentStart/TEXT/USER/FINAL",
+            "textOutput",
+            "contentEnd/TEXT/END_TURN",
+            *SPOKEN_REPLY,
+            "usageEvent",
+        ]
+        assert [b["content"] for b in client.bodies("textOutput")] == ["what time is it", "Noon.", "Noon."]
+        assert client.bodies("textOutput")[0]["role"] == "USER"
+        assert b"".join(i[1] for i in sim.user_inputs if i[0] == "audio") == spoken
+        usage = client.bodies("usageEvent")[0]
+        assert usage["totalTokens"] == usage["totalInputTokens"] + usage["totalOutputTokens"] > 0
+        await client.close(audio=audio)
+        await client.wait_for(lambda: client.ended)
+        assert sim.streams[0].ended_by == "client"
+
+
+async def test_tool_use_round_trip() -> None:
+    """§3.4.6 and §3.5: toolUse then contentEnd TOOL_USE; the client's TOOL result continues the turn."""
+    scenario = Scenario(
+        rules=[
+            Rule(text_contains="weather", reply=Reply(tool_uses=[ToolUse("get_weather", {"city": "Paris"}, "tu-1")])),
+            Rule(tool_result_for="get_weather", reply=Reply(say="It is {result}.")),
+        ]
+    )
+    async with NovaSonicSimulator(scenario=scenario) as sim, connect(sim) as client:
+        await client.open()
+        await client.start(tools=["get_weather"])
+        await client.text_content("USER", "weather in Paris?")
+        await client.wait_for(lambda: client.count("usageEvent") == 1)
+        assert stages(client) == [
+            "completionStart",
+            "contentStart/TOOL/TOOL",
+            "toolUse",
+            "contentEnd/TOOL/TOOL_USE",
+            "usageEvent",
+        ]
+        use = client.bodies("toolUse")[0]
+        assert (use["toolName"], use["toolUseId"], json.loads(use["content"])) == (
+            "get_weather",
+            "tu-1",
+            {"city": "Paris"},
+        )
+        await client.tool_result("tu-1", '"sunny"')
+        await client.wait_for(lambda: client.count("usageEvent") == 2)
+        assert client.bodies("textOutput")[-1]["content"] == 'It is "sunny".'
+        assert sim.user_inputs[-1] == ("tool_result", "tu-1", '"sunny"')
+        await client.tool_result("tu-1", "again")  # answered already
+        await client.wait_for(lambda: client.ended)
+        assert "does not match a tool use" in client.exceptions[0][1]
+
+
+async def test_barge_in_interrupts_the_audio() -> None:
+    """§3.5: user speech while the assistant's audio goes out => textOutput interrupted and INTERRUPTED."""
+    scenario = Scenario(rules=[Rule(spoken_turn=0, reply=Reply(say="A very long story.", audio_ms=20_000))])
+    async with NovaSonicSimulator(scenario=scenario, speedup=1.0) as sim, connect(sim) as client:
+        await client.open()
+        await client.start()
+        audio = await client.audio_start()
+        await client.audio(audio, loud(300) + silence(600))
+        await client.wait_for(lambda: client.count("audioOutput") >= 1)
+        await client.audio(audio, loud(300) + silence(600))
+        await client.wait_for(lambda: client.count("usageEvent") == 2)
+        interrupted = stages(client)[: stages(client).index("usageEvent")]
+        assert interrupted[-6:] == [
+            "audioOutput",
+            "contentEnd/AUDIO/INTERRUPTED",
+            "contentStart/TEXT/ASSISTANT/FINAL",
+            "textOutput",
+            "contentEnd/TEXT/INTERRUPTED",
+        ][-6:] or interrupted[-5:] == [
+            "audioOutput",
+            "contentEnd/AUDIO/INTERRUPTED",
+            "contentStart/TEXT/ASSISTANT/FINAL",
+            "textOutput",
+            "contentEnd/TEXT/INTERRUPTED",
+        ]
+        assert '{ "interrupted" : true }' in [b["content"] for b in client.bodies("textOutput")]
+        assert client.count("audioOutput") < 200 + 20  # far less than the 20 s reply
+        assert not sim.schema_failures
+
+
+async def test_user_inputs_accumulate_across_streams() -> None:
+    """A rotation replays history on a new stream: ``sim.user_inputs`` keeps everything, in order."""
+    async with NovaSonicSimulator() as sim:
+        async with connect(sim) as client:
+            await _open_and_start(client)
+            await client.text_content("USER", "one")
+            await client.wait_for(lambda: client.count("usageEvent") == 1)
+            await client.close()
+            await client.wait_for(lambda: client.ended)
+        async with connect(sim) as client:
+            await _open_and_start(client)
+            await client.text_content("USER", "one", interactive=False)
+            await client.text_content("ASSISTANT", "You said: one", interactive=False)
+            await client.text_content("USER", "two")
+            await client.wait_for(lambda: client.count("usageEvent") == 1)
+        assert sim.user_inputs == [
+            ("text", "one"),
+            ("history", "USER", "one"),
+            ("history", "ASSISTANT", "You said: one"),
+            ("text", "two"),
+        ]
+        assert [r.index for r in sim.streams] == [0, 1]
+
+
+# ---------------------------------------------------------------------------- limits and faults
+
+
+async def test_stream_limit_ends_the_stream() -> None:
+    """botocore's model: the stream stays open 8 minutes (scaled down here); then the service ends it."""
+    async with NovaSonicSimulator(stream_lifetime_s=0.3) as sim, connect(sim) as client:
+        await _open_and_start(client)
+        await client.wait_for(lambda: client.ended)
+        assert client.exceptions[0][0] == "validationException"
+        assert "maximum duration" in client.exceptions[0][1]
+        assert sim.streams[0].ended_by == "exception"
+
+
+async def test_silence_timeout_mentions_531() -> None:
+    """§3.5: no input for ~175 s (scaled down) => ValidationException with InternalErrorCode=531."""
+    async with NovaSonicSimulator(silence_timeout_s=0.3) as sim, connect(sim) as client:
+        await _open_and_start(client)
+        await client.wait_for(lambda: client.ended)
+        assert client.exceptions[0][0] == "validationException"
+        assert "InternalErrorCode=531" in client.exceptions[0][1]
+        assert sim.streams[0].exception == {"type": "validationException", "message": client.exceptions[0][1]}
+
+
+async def test_throttling_refuses_requests_then_recovers() -> None:
+    """A throttled request gets HTTP 429 ThrottlingException; the next one is served."""
+    async with NovaSonicSimulator(faults=[Fault(kind="throttling", times=1)]) as sim:
+        async with connect(sim) as client:
+            await client.open()
+            await client.wait_for(lambda: client.ended)
+            assert (client.status, client.response_headers["x-amzn-errortype"]) == (429, "ThrottlingException")
+        async with connect(sim) as client:
+            await _open_and_start(client)
+            await client.text_content("USER", "hi")
+            await client.wait_for(lambda: client.count("usageEvent") == 1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "exception_type"),
+    [
+        ("model_timeout", "modelTimeoutException"),
+        ("throttling", "throttlingException"),
+        ("validation", "validationException"),
+        ("internal", "internalServerException"),
+    ],
+)
+async def test_exception_fault_after_events(kind: Any, exception_type: str) -> None:
+    """Modeled exceptions arrive as event-stream exception messages with a message (§3.2)."""
+    async with NovaSonicSimulator(faults=[Fault(kind=kind, after_events=3)]) as sim, connect(sim) as client:
+        await _open_and_start(client)
+        await client.wait_for(lambda: client.ended)
+        assert client.status == 200
+        assert client.exceptions[0][0] == exception_type and client.exceptions[0][1]
+        assert len(sim.streams[0].events) == 3
+
+
+async def test_rst_stream_fault() -> None:
+    """RST_STREAM mid-stream (§3.6 step 6: clients must handle StreamReset)."""
+    async with NovaSonicSimulator(faults=[Fault(kind="rst", after_events=1)]) as sim, connect(sim) as client:
+        await client.open()
+        await client.send("sessionStart", {"inferenceConfiguration": {}})
+        await client.wait_for(lambda: client.reset_code is not None)
+        assert client.reset_code == 2
+        assert sim.streams[0].ended_by == "rst"
+
+
+async def test_goaway_fault() -> None:
+    """GOAWAY then the connection closes (§3.6 step 6: clients must handle ConnectionTerminated)."""
+    async with NovaSonicSimulator(faults=[Fault(kind="goaway", after_events=1, error_code=0)]) as sim:
+        async with connect(sim) as client:
+            await client.open()
+            await client.send("sessionStart", {"inferenceConfiguration": {}})
+            await client.wait_for(lambda: client.goaway_code is not None and client.ended)
+            assert client.goaway_code == 0
+        assert sim.streams[0].ended_by == "goaway"
+
+
+# ---------------------------------------------------------------------------- framing and flow control
+
+
+@pytest.mark.parametrize("data_frame_bytes", [None, 100])
+async def test_output_messages_split_across_data_frames(data_frame_bytes: int | None) -> None:
+    """§3.2: messages straddle DATA frames; a 500 ms audio chunk (~43 KB) exceeds the 16 KiB frame."""
+    scenario = Scenario(default=Reply(say="Long.", audio_ms=1000))
+    sim = NovaSonicSimulator(scenario=scenario, audio_chunk_ms=500, data_frame_bytes=data_frame_bytes)
+    async with sim, connect(sim) as client:
+        await _open_and_start(client)
+        await client.text_content("USER", "hi")
+        await client.wait_for(lambda: client.count("usageEvent") == 1)
+        assert client.count("audioOutput") == 2
+        assert len(base64.b64decode(client.bodies("audioOutput")[0]["content"])) == 24_000
+        assert client.data_frames >= len(client.received) + 4  # each audio message took three or more frames
+        if data_frame_bytes is not None:
+            assert client.data_frames > 43_000 * 2 // 100
+
+
+async def test_small_server_window_makes_the_client_wait() -> None:
+    """The simulator grants a small window and updates it lazily: the client must wait for WINDOW_UPDATE."""
+    big = "x" * 20_000
+    async with NovaSonicSimulator(initial_window_size=4096) as sim, connect(sim) as client:
+        await client.open()
+        await client.wait_for(lambda: client.h2.remote_settings.initial_window_size == 4096)
+        await client.start(system=big)
+        await sim.wait_until(lambda: sim.streams[0].system_prompt is not None)
+        assert sim.streams[0].system_prompt == big
+        assert client.window_waits > 0
+
+
+async def test_simulator_respects_the_client_window() -> None:
+    """A client with a 2 KiB receive window: the simulator waits for its WINDOW_UPDATEs and loses nothing."""
+    scenario = Scenario(default=Reply(say="Some audio.", audio_ms=1000))
+    async with NovaSonicSimulator(scenario=scenario) as sim, connect(sim, receive_window=2048) as client:
+        await _open_and_start(client)
+        await client.text_content("USER", "hi")
+        await client.wait_for(lambda: client.count("usageEvent") == 1)
+        pcm = b"".join(base64.b64decode(b["content"]) for b in client.bodies("audioOutput"))
+        assert len(pcm) == 48_000
+        assert sim.streams[0].window_waits > 0
+
+
+async def test_connection_without_h2_alpn_is_closed() -> None:
+    """The endpoint speaks HTTP/2 only (ALPN ``h2``, §3.1)."""
+    async with NovaSonicSimulator() as sim:
+        ctx = sim.client_ssl_context()
+        ctx.set_alpn_protocols(["http/1.1"])
+        with pytest.raises((anyio.BrokenResourceError, anyio.EndOfStream, OSError)):
+            stream = await anyio.connect_tcp("127.0.0.1", sim.port, tls=True, ssl_context=ctx, tls_hostname="127.0.0.1")
+            async with stream:
+                await stream.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                with anyio.fail_after(TIMEOUT):
+                    await stream.receive()
