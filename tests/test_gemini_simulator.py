@@ -294,6 +294,9 @@ async def test_versioned_paths_are_served_over_tls_with_binary_frames(version: s
         assert await client.setup() == {"setupComplete": {}}
         assert client.frame_types == ["binary"]
         assert sim.connections[0].api_version == version
+        await client.aclose()
+        await sim.wait_until(lambda: sim.connections[0].closed)
+        assert (sim.connections[0].closed_by, sim.connections[0].client_close_code) == ("client", 1000)
         assert sim.connections[0].headers["x-goog-api-key"] == "<redacted>"
         assert_oracle_clean(sim)
 

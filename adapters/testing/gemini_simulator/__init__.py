@@ -15,19 +15,32 @@ it too (PROTOCOLS.md §5).
     async with GeminiLiveSimulator(api_key="test-key", scenario=scenario, tls=False) as sim:
         ...  # connect to sim.url("v1beta") with the header x-goog-api-key: test-key
 
-Choices where the contract (``/tmp/gemini-sim-api.md``) left room, and additions:
+Where this differs from, or fills in, the contract (``/tmp/gemini-sim-api.md``):
 
-* A missing key closes 1008, a wrong key 1007, after the upgrade and the first
-  client message (see ``server.py`` for why); a wrong path is HTTP 404.
-* The lifetime close after ``goAway`` is 1011 "Deadline expired before operation
-  could complete." by default (``lifetime_close`` changes it).
+* Auth: a missing key closes 1008, a wrong key 1007 ("API key not valid. Please
+  pass a valid API key.", the REST INVALID_ARGUMENT text), after the upgrade and
+  the first client message (``server.py`` says why); a wrong path is HTTP 404.
+* The lifetime close after ``goAway`` defaults to 1011 "Deadline expired before
+  operation could complete." (``lifetime_close=(1000, "")`` for a clean one).
 * A non-resumable ``sessionResumptionUpdate`` is ``{}`` (proto3 JSON omits the
-  empty handle and ``resumable: false``).
-* ``sim.user_inputs`` is the state of the session of the latest connection that
-  completed its setup; ``sim.sessions`` lists every state (a resumption forks one).
-* Records add ``ConnectionRecord.closed_by`` and ``.api_version``; ``sim.rejected``
-  (HTTP refusals), ``sim.close_all``, ``sim.go_away_all``; ``OracleFailure.direction``
-  tells a client's invalid message from a simulator bug.
+  empty handle and ``resumable: false``); audio consumed while idle gets a handle
+  at most every ``audio_handle_every_ms`` (1000) of audio, not one per chunk.
+* ``sim.user_inputs`` holds one ``("audio", pcm)`` per ``realtimeInput.audio``
+  message, one ``("tool_response", id)`` per function response, ``("history",
+  ((role, text), ...))`` per ``clientContent``; it is the state of the session of
+  the latest connection that completed its setup (``sim.sessions`` lists every
+  state; a resumption forks one). The spoken-turn count (``transcripts[n]``) is
+  session state too: resuming rolls it back to the handle's.
+* A function response to a call the model is not waiting for closes 1007, except
+  for calls it cancelled (ignored: the client cannot avoid that race).
+* ``check_client_message(raw, transparent=False)`` returns ``(parsed, reason)``:
+  ``reason`` is None when the service would accept the message.
+* ``close_all`` sends the close frames and returns (each connection ends when its
+  client answers); ``wait_until(predicate, limit_s=10.0)`` is bounded itself.
+* Additions: ``sim.https_base_url`` (for ``genai.Client``), ``sim.go_away_all()``,
+  ``sim.rejected``, ``speedup``, ``audio_handle_every_ms``, ``strict``;
+  ``ConnectionRecord.closed_by``, ``.client_close_code``, ``.api_version``,
+  ``.session_id``; ``OracleFailure.direction`` (``"client"`` or ``"server"``).
 """
 
 from adapters.testing.gemini_simulator.audio import loud, silence, tone

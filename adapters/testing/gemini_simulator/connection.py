@@ -183,6 +183,8 @@ class Connection:
                         if not self.closing and self.ws.state is ConnectionState.OPEN:
                             await self._write_locked(self.ws.send(event.response()))
                 elif isinstance(event, CloseConnection):
+                    if data is not None:  # with no data, wsproto stands in 1006 for a connection without a frame
+                        self.record.client_close_code = event.code
                     async with self._write_lock:
                         if self.ws.state is ConnectionState.REMOTE_CLOSING:
                             await self._write_locked(self.ws.send(event.response()))

@@ -27,6 +27,7 @@ class ConnectionRecord:
     ``sent``: every server message, in wire order; ``setup``: the setup message's body;
     ``resumed_handle``: the handle the setup asked to resume; ``close_code``/``close_reason``: the close frame
     the server sent (None: none sent); ``closed_by``: ``"client"``, ``"server"``, ``"dropped"`` or ``"shutdown"``;
+    ``client_close_code``: the code of the client's close frame, if it sent one;
     ``oracle_errors``: why client messages on this connection were refused.
     """
 
@@ -43,6 +44,7 @@ class ConnectionRecord:
     close_code: int | None = None
     close_reason: str | None = None
     closed_by: str | None = None
+    client_close_code: int | None = None
     closed: bool = False
     oracle_errors: list[str] = attrs.field(factory=list)
 
