@@ -208,7 +208,7 @@ class GeminiLiveSession:
         self._config = config
         self._secrets = secrets
         self._text_out = config.response_modalities == ("TEXT",)
-        self._early: list[wire.ServerMessage] = []  # arrived with or before setupComplete
+        self._early: list[ModelEvent] = []  # from messages that arrived with or before setupComplete
         # Wire bookkeeping for transparent resumption (see the module docstring).
         self._next_index = 0
         self._item_last_index: list[int] = []
@@ -244,13 +244,19 @@ class GeminiLiveSession:
         try:
             with anyio.fail_after(timeout_s):
                 while True:
-                    message = self._decode(await self._receive_frame(resuming_before_setup=resuming))
-                    if isinstance(message, wire.ServerMessage) and message.setup_complete is not None:
+                    frame = await self._receive_frame(resuming_before_setup=resuming)
+                    try:
+                        message = self._decode(frame)
+                    except wire.MalformedServerMessage as exc:
+                        self._early.append(self._malformed(exc))
+                        continue
+                    if isinstance(message, wire.AudioChunks):
+                        self._early += self._audio(message.chunks)
+                        continue
+                    self._early += self._translate(attrs.evolve(message, setup_complete=None))
+                    if message.setup_complete is not None:
                         self.session_id = message.setup_complete.session_id
-                        self._early.append(attrs.evolve(message, setup_complete=None))
                         break
-                    if isinstance(message, wire.ServerMessage):
-                        self._early.append(message)
         except TimeoutError:
             raise BidiConnectionError(f"Gemini did not complete the setup within {timeout_s:g} s") from None
         except WebSocketClosed as exc:
@@ -320,9 +326,8 @@ class GeminiLiveSession:
 
     async def receive(self) -> AsyncIterator[ModelEvent]:
         early, self._early = self._early, []
-        for message in early:
-            for event in self._translate(message):
-                yield event
+        for event in early:
+            yield event
         while True:
             try:
                 frame = await self._receive_frame()
@@ -332,8 +337,7 @@ class GeminiLiveSession:
             try:
                 decoded = self._decode(frame)
             except wire.MalformedServerMessage as exc:
-                logger.warning("malformed Gemini message: %s", exc)
-                yield BidiErrorEvent(message=f"malformed server message: {exc}", code="protocol_error")
+                yield self._malformed(exc)
                 continue
             if isinstance(decoded, wire.AudioChunks):
                 for event in self._audio(decoded.chunks):
@@ -341,6 +345,11 @@ class GeminiLiveSession:
             else:
                 for event in self._translate(decoded):
                     yield event
+
+    @staticmethod
+    def _malformed(exc: wire.MalformedServerMessage) -> BidiErrorEvent:
+        logger.warning("malformed Gemini message: %s", exc)
+        return BidiErrorEvent(message=f"malformed server message: {exc}", code="protocol_error")
 
     def _decode(self, frame: str | bytes) -> wire.ServerMessage | wire.AudioChunks:
         try:
