@@ -46,6 +46,7 @@ from adapters.testing.nova_sonic_simulator import (
     Scenario,
     SchemaError,
     ToolUse,
+    check_output_event,
     loud,
     parse_event,
     silence,
@@ -247,19 +248,7 @@ class MiniClient:
         await self.send(
             "sessionStart", {"inferenceConfiguration": {"maxTokens": 1024, "topP": 0.9, "temperature": 0.7}}
         )
-        body: dict[str, Any] = {
-            "promptName": PROMPT,
-            "textOutputConfiguration": {"mediaType": "text/plain"},
-            "audioOutputConfiguration": {
-                "mediaType": "audio/lpcm",
-                "sampleRateHertz": 24000,
-                "sampleSizeBits": 16,
-                "channelCount": 1,
-                "voiceId": "matthew",
-                "encoding": "base64",
-                "audioType": "SPEECH",
-            },
-        }
+        body: dict[str, Any] = dict(PROMPT_START)
         if tools:
             body["toolUseOutputConfiguration"] = {"mediaType": "application/json"}
             body["toolConfiguration"] = {
@@ -335,6 +324,20 @@ class MiniClient:
     def count(self, name: str) -> int:
         return len(self.bodies(name))
 
+
+PROMPT_START = {
+    "promptName": PROMPT,
+    "textOutputConfiguration": {"mediaType": "text/plain"},
+    "audioOutputConfiguration": {
+        "mediaType": "audio/lpcm",
+        "sampleRateHertz": 24000,
+        "sampleSizeBits": 16,
+        "channelCount": 1,
+        "voiceId": "matthew",
+        "encoding": "base64",
+        "audioType": "SPEECH",
+    },
+}
 
 AUDIO_START = {
     "promptName": PROMPT,
@@ -529,74 +532,81 @@ def test_schema_rejects(name: str, body: dict[str, Any], fragment: str) -> None:
         parse_event(_event(name, body))
 
 
-async def _open_and_start(client: MiniClient) -> None:
+async def _open_and_start(client: MiniClient, **start: Any) -> None:
     await client.open()
+    await client.start(**start)
+
+
+async def _connection_end(client: MiniClient) -> None:
     await client.start()
+    await client.send("connectionEnd", {})
+
+
+async def _prompt_first(client: MiniClient) -> None:
+    await client.send("promptStart", PROMPT_START)
+
+
+async def _audio_before_system(client: MiniClient) -> None:
+    await client.send("sessionStart", {"inferenceConfiguration": {}})
+    await client.send("promptStart", PROMPT_START)
+    await client.audio_start()
+
+
+async def _unknown_tool_result(client: MiniClient) -> None:
+    await client.start()
+    await client.tool_result("never-issued", "{}")
+
+
+async def _prompt_end_with_open_audio(client: MiniClient) -> None:
+    await client.start()
+    await client.audio_start()
+    await client.send("promptEnd", {"promptName": PROMPT})
+
+
+async def _end_without_session_end(client: MiniClient) -> None:
+    await client.start()
+    await client.send_data(b"", end_stream=True)
+
+
+async def _wrong_prompt_name(client: MiniClient) -> None:
+    await client.start()
+    await client.send("promptEnd", {"promptName": "other"})
+
+
+async def _v1_turn_detection(client: MiniClient) -> None:
+    await client.send(
+        "sessionStart",
+        {"inferenceConfiguration": {}, "turnDetectionConfiguration": {"endpointingSensitivity": "HIGH"}},
+    )
+
+
+async def _two_audio_contents(client: MiniClient) -> None:
+    await client.start()
+    await client.audio_start()
+    await client.audio_start()
 
 
 @pytest.mark.parametrize(
-    ("script", "fragment"),
+    ("script", "fragment", "model"),
     [
-        ("connection_end", "connectionEnd"),
-        ("prompt_first", "before sessionStart"),
-        ("audio_before_system", "SYSTEM"),
-        ("unknown_tool_result", "does not match a tool use"),
-        ("prompt_end_with_open_audio", "is open"),
-        ("end_without_session_end", "ended before sessionEnd"),
-        ("wrong_prompt_name", "names prompt"),
+        (_connection_end, "connectionEnd", MODEL),
+        (_prompt_first, "before sessionStart", MODEL),
+        (_audio_before_system, "SYSTEM", MODEL),
+        (_unknown_tool_result, "does not match a tool use", MODEL),
+        (_prompt_end_with_open_audio, "is open", MODEL),
+        (_end_without_session_end, "ended before sessionEnd", MODEL),
+        (_wrong_prompt_name, "names prompt", MODEL),
+        (_v1_turn_detection, "not supported by amazon.nova-sonic-v1:0", "amazon.nova-sonic-v1:0"),
+        (_two_audio_contents, "only one at a time", MODEL),
     ],
 )
-async def test_stream_refuses_bad_input_with_a_validation_exception(script: str, fragment: str) -> None:
+async def test_stream_refuses_bad_input_with_a_validation_exception(
+    script: Callable[[MiniClient], Any], fragment: str, model: str
+) -> None:
     """A schema or order violation is answered with a validationException that ends the stream (§3.2, §3.4)."""
     async with NovaSonicSimulator() as sim, connect(sim) as client:
-        await client.open()
-        if script == "connection_end":
-            await client.start()
-            await client.send("connectionEnd", {})
-        elif script == "prompt_first":
-            await client.start(system="x")  # sessionStart first, then: promptStart again is fine to test below
-            await client.wait_for(lambda: True)
-        elif script == "audio_before_system":
-            await client.send("sessionStart", {"inferenceConfiguration": {}})
-            await client.send(
-                "promptStart",
-                {
-                    "promptName": PROMPT,
-                    "textOutputConfiguration": {"mediaType": "text/plain"},
-                    "audioOutputConfiguration": {
-                        "mediaType": "audio/lpcm",
-                        "sampleRateHertz": 24000,
-                        "sampleSizeBits": 16,
-                        "channelCount": 1,
-                        "voiceId": "matthew",
-                        "encoding": "base64",
-                        "audioType": "SPEECH",
-                    },
-                },
-            )
-            await client.audio_start()
-        elif script == "unknown_tool_result":
-            await client.start()
-            await client.tool_result("never-issued", "{}")
-        elif script == "prompt_end_with_open_audio":
-            await client.start()
-            await client.audio_start()
-            await client.send("promptEnd", {"promptName": PROMPT})
-        elif script == "end_without_session_end":
-            await client.start()
-            await client.send_data(b"", end_stream=True)
-        elif script == "wrong_prompt_name":
-            await client.start()
-            await client.send("promptEnd", {"promptName": "other"})
-        if script == "prompt_first":
-            # A fresh stream whose first event is promptStart.
-            async with connect(sim) as second:
-                await second.open()
-                await second.send("promptStart", {"promptName": PROMPT})
-                await second.wait_for(lambda: second.ended)
-                assert [t for t, _ in second.exceptions] == ["validationException"]
-            assert any(fragment in f.detail or "promptStart" in f.detail for f in sim.schema_failures)
-            return
+        await client.open(model=model)
+        await script(client)
         await client.wait_for(lambda: client.ended)
         assert [t for t, _ in client.exceptions] == ["validationException"]
         assert fragment in client.exceptions[0][1]
@@ -691,7 +701,12 @@ async def test_tool_use_round_trip() -> None:
 
 async def test_barge_in_interrupts_the_audio() -> None:
     """§3.5: user speech while the assistant's audio goes out => textOutput interrupted and INTERRUPTED."""
-    scenario = Scenario(rules=[Rule(spoken_turn=0, reply=Reply(say="A very long story.", audio_ms=20_000))])
+    scenario = Scenario(
+        rules=[
+            Rule(spoken_turn=0, reply=Reply(say="A very long story.", audio_ms=20_000)),
+            Rule(spoken_turn=1, reply=Reply(say="Yes?", audio_ms=100)),
+        ]
+    )
     async with NovaSonicSimulator(scenario=scenario, speedup=1.0) as sim, connect(sim) as client:
         await client.open()
         await client.start()
@@ -700,14 +715,8 @@ async def test_barge_in_interrupts_the_audio() -> None:
         await client.wait_for(lambda: client.count("audioOutput") >= 1)
         await client.audio(audio, loud(300) + silence(600))
         await client.wait_for(lambda: client.count("usageEvent") == 2)
-        interrupted = stages(client)[: stages(client).index("usageEvent")]
-        assert interrupted[-6:] == [
-            "audioOutput",
-            "contentEnd/AUDIO/INTERRUPTED",
-            "contentStart/TEXT/ASSISTANT/FINAL",
-            "textOutput",
-            "contentEnd/TEXT/INTERRUPTED",
-        ][-6:] or interrupted[-5:] == [
+        first_turn = stages(client)[: stages(client).index("usageEvent")]
+        assert first_turn[-5:] == [
             "audioOutput",
             "contentEnd/AUDIO/INTERRUPTED",
             "contentStart/TEXT/ASSISTANT/FINAL",
@@ -715,7 +724,7 @@ async def test_barge_in_interrupts_the_audio() -> None:
             "contentEnd/TEXT/INTERRUPTED",
         ]
         assert '{ "interrupted" : true }' in [b["content"] for b in client.bodies("textOutput")]
-        assert client.count("audioOutput") < 200 + 20  # far less than the 20 s reply
+        assert client.count("audioOutput") < 200  # 100 ms each: far less than the 20 s reply
         assert not sim.schema_failures
 
 
@@ -873,3 +882,117 @@ async def test_connection_without_h2_alpn_is_closed() -> None:
                 await stream.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 with anyio.fail_after(TIMEOUT):
                     await stream.receive()
+
+
+# ---------------------------------------------------------------------------- more behaviour
+
+
+def test_output_schema_rejects_what_the_service_never_sends() -> None:
+    """The simulator checks its own output against §3.5; these are the mistakes it must catch."""
+    ids = {"sessionId": "s", "promptName": "p", "completionId": "c", "contentId": "x"}
+    good_text = {**ids, "type": "TEXT", "role": "ASSISTANT", "textOutputConfiguration": {"mediaType": "text/plain"}}
+    assert (
+        check_output_event(
+            {"event": {"contentStart": {**good_text, "additionalModelFields": '{"generationStage":"FINAL"}'}}}
+        )
+        is None
+    )
+    bad = [
+        {"event": {"contentStart": good_text}},  # no generationStage
+        {"event": {"contentStart": {**good_text, "additionalModelFields": '{"generationStage":"DRAFT"}'}}},
+        {"event": {"contentEnd": {**ids, "type": "TEXT", "stopReason": "DONE"}}},
+        {"event": {"audioOutput": {**ids, "content": "not base64!"}}},
+        {"event": {"toolUse": {**ids, "toolName": "t", "toolUseId": "u", "content": "{not json"}}},
+        {"event": {"connectionEnd": {}}},
+        {"event": {"completionStart": {"sessionId": "s"}}},
+    ]
+    for event in bad:
+        assert check_output_event(event) is not None, event
+
+
+async def test_typed_text_while_the_audio_content_is_open() -> None:
+    """Nova 2 cross-modal input: a USER text content while the audio content stays open (§3.4.5)."""
+    async with NovaSonicSimulator() as sim, connect(sim) as client:
+        await _open_and_start(client)
+        audio = await client.audio_start()
+        await client.audio(audio, silence(96))
+        await client.text_content("USER", "typed")
+        await client.wait_for(lambda: client.count("usageEvent") == 1)
+        assert client.bodies("textOutput")[-1]["content"] == "You said: typed"
+        await client.close(audio=audio)
+        await client.wait_for(lambda: client.ended)
+        assert [i[0] for i in sim.user_inputs] == ["audio", "audio", "audio", "text"]
+        assert sim.streams[0].ended_by == "client"
+
+
+async def test_several_tool_uses_wait_for_every_result_and_undeclared_tools_are_not_called() -> None:
+    """A model only calls declared tools; the turn continues once every tool use has its result."""
+    scenario = Scenario(
+        rules=[
+            Rule(
+                text_contains="both",
+                reply=Reply(tool_uses=[ToolUse("a", {}, "id-a"), ToolUse("b", {}, "id-b"), ToolUse("nope")]),
+            ),
+            Rule(tool_result_for="b", reply=Reply(say="Got {result}.")),
+        ]
+    )
+    async with NovaSonicSimulator(scenario=scenario) as sim, connect(sim) as client:
+        await _open_and_start(client, tools=["a", "b"])
+        await client.text_content("USER", "both please")
+        await client.wait_for(lambda: client.count("usageEvent") == 1)
+        assert [b["toolName"] for b in client.bodies("toolUse")] == ["a", "b"]
+        assert "cannot call nope" in client.bodies("textOutput")[0]["content"]
+        await client.tool_result("id-a", "A")
+        await client.tool_result("id-b", "B")
+        await client.wait_for(lambda: client.count("usageEvent") == 2)
+        assert client.bodies("textOutput")[-1]["content"] == "Got A; B."
+        assert not sim.schema_failures
+
+
+async def test_endpointing_sensitivity_sets_the_pause_that_ends_a_turn() -> None:
+    """Nova 2 ``turnDetectionConfiguration``: LOW waits longer than HIGH before ending a spoken turn."""
+    async with NovaSonicSimulator() as sim, connect(sim) as client:
+        await client.open()
+        await client.send(
+            "sessionStart",
+            {"inferenceConfiguration": {}, "turnDetectionConfiguration": {"endpointingSensitivity": "LOW"}},
+        )
+        await client.send("promptStart", PROMPT_START)
+        await client.text_content("SYSTEM", "sys", interactive=False)
+        audio = await client.audio_start()
+        await client.audio(audio, loud(300) + silence(400))  # enough for HIGH (300 ms), not for LOW
+        await client.text_content("USER", "probe")
+        await client.wait_for(lambda: client.count("usageEvent") == 1)
+        assert [b["role"] for b in client.bodies("textOutput")] == ["ASSISTANT", "ASSISTANT"]
+        await client.audio(audio, silence(500))
+        await client.wait_for(lambda: client.count("usageEvent") == 2)
+        assert client.bodies("textOutput")[2]["role"] == "USER"
+        assert not sim.schema_failures
+
+
+async def test_audio_input_keeps_the_silence_timer_at_bay() -> None:
+    """The 531 timeout counts time without input events, so a client streaming audio is never timed out."""
+    async with NovaSonicSimulator(silence_timeout_s=1.0) as sim, connect(sim) as client:
+        await _open_and_start(client)
+        audio = await client.audio_start()
+        for _ in range(12):  # 1.2 s of real-time-ish streaming, one 100 ms frame at a time
+            await client.audio(audio, silence(100), frame_ms=100)
+            await anyio.sleep(0.1)
+        assert not client.exceptions and not client.ended
+        await client.wait_for(lambda: client.ended)
+        assert "InternalErrorCode=531" in client.exceptions[0][1]
+        assert sim.streams[0].ended_by == "exception"
+
+
+async def test_how_streams_end_is_recorded() -> None:
+    """``ended_by`` tells a client's RST_STREAM from a dropped connection."""
+    async with NovaSonicSimulator() as sim:
+        async with connect(sim) as client:
+            await _open_and_start(client)
+            client.h2.reset_stream(client.sid, 8)  # CANCEL
+            await client.flush()
+            await sim.wait_until(lambda: sim.streams[0].ended_by is not None)
+        async with connect(sim) as client:
+            await _open_and_start(client)
+        await sim.wait_until(lambda: sim.streams[1].ended_by is not None)
+    assert [r.ended_by for r in sim.streams] == ["client_reset", "connection_lost"]

@@ -28,6 +28,7 @@ sends), and the 16 kHz test audio helpers ``loud``/``silence``.
 
 from adapters.testing.nova_sonic_simulator.audio import loud, silence, tone
 from adapters.testing.nova_sonic_simulator.errors import ServiceException, SimulatorBug
+from adapters.testing.nova_sonic_simulator.output_schema import check_output_event
 from adapters.testing.nova_sonic_simulator.records import RefusedRequest, SchemaFailure, SignatureFailure, StreamRecord
 from adapters.testing.nova_sonic_simulator.scenario import Fault, Reply, Rule, Scenario, ToolUse, TurnInput
 from adapters.testing.nova_sonic_simulator.schema import SchemaError, parse_event
@@ -48,6 +49,7 @@ __all__ = [
     "StreamRecord",
     "ToolUse",
     "TurnInput",
+    "check_output_event",
     "loud",
     "parse_event",
     "silence",

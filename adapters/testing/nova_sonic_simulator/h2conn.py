@@ -141,6 +141,7 @@ class H2ServerConnection:
         self._window = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
+        self._dropped = False
 
     # ------------------------------------------------------------------ writing
 
@@ -184,6 +185,7 @@ class H2ServerConnection:
         if self.closed:
             return
         self.closed = True
+        self._dropped = True
         self._window.set()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
@@ -201,7 +203,7 @@ class H2ServerConnection:
                 SettingCodes.MAX_CONCURRENT_STREAMS: 100,
             }
         )
-        why = "connection_lost"
+        why = "server"  # unless the reader saw the client go, or the connection was dropped
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -209,6 +211,8 @@ class H2ServerConnection:
                 why = await self._read_loop()
                 tg.cancel_scope.cancel()
         finally:
+            if self._dropped:
+                why = "connection_lost"
             self.closed = True
             self._window.set()
             for stream in self.streams.values():

@@ -308,7 +308,7 @@ def _format(exc: BaseException, type_: Any) -> str:
     return format_exception(exc, type_)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     if isinstance(exc, ClassValidationError | ForbiddenExtraKeysError):
         return "; ".join(cattrs.transform_error(exc, format_exception=_format))
     return str(exc)
@@ -337,5 +337,5 @@ def parse_event(payload: bytes) -> tuple[str, Any, dict[str, Any]]:
     try:
         event = CONVERTER.structure(fields, event_type)
     except (ClassValidationError, ForbiddenExtraKeysError, ValueError, TypeError) as exc:
-        raise SchemaError(f"Invalid {name}: {_describe(exc)}") from None
+        raise SchemaError(f"Invalid {name}: {describe(exc)}") from None
     return name, event, document

@@ -39,7 +39,7 @@ import anyio
 import attrs
 
 from adapters.testing.nova_sonic_simulator.audio import ENDPOINTING_SILENCE_MS, OUTPUT_RATE, EnergyVAD, pcm_ms, tone
-from adapters.testing.nova_sonic_simulator.errors import ServiceException
+from adapters.testing.nova_sonic_simulator.errors import ServiceException, SimulatorBug
 from adapters.testing.nova_sonic_simulator.eventstream import (
     HeaderType,
     Message,
@@ -50,6 +50,7 @@ from adapters.testing.nova_sonic_simulator.eventstream import (
     string_headers,
 )
 from adapters.testing.nova_sonic_simulator.order import Accepted, InputOrder, OrderError
+from adapters.testing.nova_sonic_simulator.output_schema import check_output_event
 from adapters.testing.nova_sonic_simulator.records import SchemaFailure, SignatureFailure, StreamRecord
 from adapters.testing.nova_sonic_simulator.scenario import Fault, Reply, ScenarioState, ToolResultInput, TurnInput
 from adapters.testing.nova_sonic_simulator.schema import SchemaError, parse_event
@@ -421,6 +422,9 @@ class StreamSession:
         full = {"sessionId": self.session_id, "promptName": self.order.prompt_name, "completionId": self.completion_id}
         full.update(body)
         event = {"event": {name: full}}
+        problem = check_output_event(event)
+        if problem is not None:
+            raise SimulatorBug(f"the simulator was about to send an invalid {name}: {problem}")
         payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
         headers = string_headers(event_type="chunk", content_type="application/json", message_type="event")
         self.record.sent.append(event)
