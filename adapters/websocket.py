@@ -1,14 +1,21 @@
-"""A lean WebSocket client: httpx connects, wsproto frames, no background task.
+"""A lean WebSocket client: anyio connects, wsproto shakes hands and frames, no background reader.
 
-httpx (through httpx-ws) does what is hard to get right: the upgrade
-handshake, TLS, proxies, custom CAs, headers. After the handshake we take the
-raw network stream and speak WebSocket frames with wsproto in the caller's
-own task. httpx-ws's default session reads in a background task and hands
-every message over a memory stream, which costs about three times the CPU of
-a direct read per message (measured in ``docs/design.md``); a voice session
-receives fifty messages a second, so the provider's reader task reads frames
-itself here. :class:`LeanWebSocket` plugs into httpx-ws as its
-``session_class``.
+The connection is an anyio byte stream (``anyio.connect_tcp``, with TLS for
+``wss://``); wsproto does the upgrade handshake (the HTTP/1.1 ``Request``, then
+``AcceptConnection`` or ``RejectConnection`` with the status and body) and
+then the frames, in the caller's own task. A voice session receives fifty
+messages a second, so the provider's reader task parses frames itself: no
+background reader handing messages over a memory stream (three times the CPU
+per message, measured in ``docs/design.md``), and no HTTP client's wrappers
+around every read (httpx/httpcore cost a generator context manager and a
+cancel scope per read, and 10 MB of memory at import; ``benchmarks/README.md``).
+
+TLS: one default ``ssl.SSLContext`` per process, made once by
+``ssl.create_default_context()`` (which honours ``SSL_CERT_FILE`` and
+``SSL_CERT_DIR``), unless the caller passes ``verify``. Proxies: when an
+``HTTP(S)_PROXY`` or ``ALL_PROXY`` environment variable applies to the host
+(and ``NO_PROXY`` does not exclude it), the connection goes through httpx and
+httpx-ws instead, imported only then; frames are still read here.
 
 Liveness: one watchdog task per connection wakes every ``ping_interval_s``,
 sends a ping if nothing arrived since, and after ``read_timeout_s`` without a
@@ -22,27 +29,34 @@ at a quarter of the reader's time at real-time pace.)
 from __future__ import annotations
 
 import logging
+import os
+import ssl
+import time
+import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
-import httpx
-import httpx_ws
 import wsproto.events as ws_events
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState, ConnectionType
-from wsproto.utilities import LocalProtocolError
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from ports.errors import BidiConnectionError, BidiProviderError, redact
+from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError, redact
 
 __all__ = ["LeanWebSocket", "WebSocketClosed", "open_websocket"]
 
 logger = logging.getLogger("bidi_core.adapters.websocket")
 
 _READ_SIZE = 65536
+_MAX_REJECT_BODY = 65536  # what we keep of a refusal's body (the message quotes 500 characters of it)
+_TEXT = ws_events.TextMessage
+_BYTES = ws_events.BytesMessage
 
 
 class WebSocketClosed(BidiConnectionError):
@@ -55,28 +69,32 @@ class WebSocketClosed(BidiConnectionError):
 
 
 class LeanWebSocket:
-    """One WebSocket connection over httpx's network stream (client side)."""
+    """One open WebSocket connection (client side) over an anyio byte stream.
+
+    Made by :func:`open_websocket`; ``connection`` is wsproto's, after the
+    handshake (frames that came with the handshake response are already in it).
+    """
 
     ping_interval_s = 10.0
     read_timeout_s = 15.0
     close_timeout_s = 2.0
 
-    def __init__(self, stream: Any, **_ignored: Any) -> None:
-        # httpx-ws passes its own queue/keepalive settings; they describe its
-        # background reader, which this class replaces.
+    def __init__(self, stream: anyio.abc.ByteStream, connection: WSConnection) -> None:
         self._stream = stream
-        self._ws = WSConnection(ConnectionType.CLIENT)
+        self._ws = connection
         self._write_lock = anyio.Lock()
-        self._pending: deque[ws_events.Event] = deque()
+        self._pending: deque[ws_events.Event] = deque(connection.events())
         self._stream_ended = False
         self._parts: list[str | bytes] = []
         self._closed: WebSocketClosed | None = None
         self._dead: BidiConnectionError | None = None
-        self._last_rx = 0.0
+        # time.monotonic() rather than anyio.current_time(): it is read for every message, and
+        # the watchdog compares on the same clock.
+        self._last_rx = time.monotonic()
         self._watchdog_tg: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> LeanWebSocket:
-        self._last_rx = anyio.current_time()
+        self._last_rx = time.monotonic()
         self._watchdog_tg = anyio.create_task_group()
         await self._watchdog_tg.__aenter__()
         self._watchdog_tg.start_soon(self._watchdog, name="bidi_core websocket watchdog")
@@ -95,7 +113,7 @@ class LeanWebSocket:
         """Ping a quiet connection; drop a dead one (see the module docstring)."""
         while self._closed is None:
             await anyio.sleep(self.ping_interval_s)
-            quiet = anyio.current_time() - self._last_rx
+            quiet = time.monotonic() - self._last_rx
             if quiet >= self.read_timeout_s:
                 self._dead = BidiConnectionError(f"the server sent nothing for {self.read_timeout_s:g} s")
                 logger.debug("%s", self._dead)
@@ -109,31 +127,46 @@ class LeanWebSocket:
     async def _write(self, data: bytes) -> None:
         async with self._write_lock:
             try:
-                await self._stream.write(data)
-            except Exception as exc:  # httpcore raises its own WriteError/OSError family
+                await self._stream.send(data)
+            except Exception as exc:  # anyio's Broken/ClosedResourceError, OSError, ssl.SSLError
                 raise BidiConnectionError(f"sending failed: {type(exc).__name__}") from None
 
     async def send_text(self, text: str) -> None:
         if self._closed is not None:
             raise self._closed
-        await self._write(self._ws.send(ws_events.TextMessage(data=text)))
+        await self._write(self._ws.send(_TEXT(data=text)))
+
+    async def send_bytes(self, data: bytes) -> None:
+        if self._closed is not None:
+            raise self._closed
+        await self._write(self._ws.send(_BYTES(data=data)))
 
     async def receive(self) -> str | bytes:
         """The next whole message (text or binary)."""
+        pending = self._pending
         while True:
-            while self._pending:
-                event = self._pending.popleft()
+            while pending:
+                event = pending.popleft()
+                # The hot path: a whole message in one frame, nothing buffered.
+                kind = type(event)
+                if (kind is _TEXT or kind is _BYTES) and event.message_finished and not self._parts:  # type: ignore[attr-defined]
+                    data: str | bytes = event.data  # type: ignore[attr-defined]
+                    return data
                 message = await self._handle(event)
                 if message is not None:
                     return message
-            await self._fill()
+            if self._closed is not None:
+                raise self._closed
+            chunk = await self._read()
+            if self._stream_ended:
+                self._closed = WebSocketClosed(1006, "connection lost without a close frame")
+                raise self._closed
+            self._ws.receive_data(chunk)
+            pending.extend(self._ws.events())
 
     async def _handle(self, event: ws_events.Event) -> str | bytes | None:
         if isinstance(event, ws_events.Message):
-            data: str | bytes = event.data
-            if event.message_finished and not self._parts:
-                return data
-            self._parts.append(data)
+            self._parts.append(event.data)
             if event.message_finished:
                 parts, self._parts = self._parts, []
                 return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
@@ -148,20 +181,12 @@ class LeanWebSocket:
             raise self._closed
         return None  # Pong and anything else: liveness is tracked by bytes arriving
 
-    async def _fill(self) -> None:
-        if self._closed is not None:
-            raise self._closed
-        data = await self._read()
-        if self._stream_ended:
-            self._closed = WebSocketClosed(1006, "connection lost without a close frame")
-            raise self._closed
-        self._ws.receive_data(data)
-        self._pending.extend(self._ws.events())
-
     async def _read(self) -> bytes:
         try:
-            data: bytes = await self._stream.read(_READ_SIZE)
-        except Exception as exc:  # httpcore ReadError/OSError family, or the watchdog closed it
+            data = await self._stream.receive(_READ_SIZE)
+        except anyio.EndOfStream:
+            data = b""
+        except Exception as exc:  # Broken/ClosedResourceError, OSError, ssl.SSLError, or the watchdog closed it
             if self._dead is not None:
                 raise self._dead from None
             raise BidiConnectionError(f"receiving failed: {type(exc).__name__}") from None
@@ -170,7 +195,7 @@ class LeanWebSocket:
                 raise self._dead
             self._stream_ended = True
         else:
-            self._last_rx = anyio.current_time()
+            self._last_rx = time.monotonic()
         return data
 
     async def aclose(self) -> None:
@@ -187,13 +212,66 @@ class LeanWebSocket:
                     logger.debug("closing the stream failed", exc_info=True)
 
 
-async def _upgrade_error(exc: httpx_ws.WebSocketUpgradeError, secrets: tuple[str, ...]) -> Exception:
-    response = exc.response
-    status = response.status_code
-    body = ""
-    with suppress(httpx.HTTPError, RuntimeError):
-        body = (await response.aread()).decode("utf-8", "replace")[:500]
-    message = redact(f"the server refused the WebSocket upgrade (HTTP {status}) {body}".strip(), *secrets)
+# --------------------------------------------------------------------------- TLS
+
+_default_contexts: dict[bool, ssl.SSLContext] = {}
+
+
+def _default_context(verified: bool) -> ssl.SSLContext:
+    """The process's one default context (made on first use: loading the CA store costs ~15 ms of CPU)."""
+    context = _default_contexts.get(verified)
+    if context is None:
+        context = ssl.create_default_context()  # honours SSL_CERT_FILE / SSL_CERT_DIR
+        if not verified:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif not context.cert_store_stats()["x509_ca"] and not _system_ca_dir():
+            _load_certifi(context)
+        _default_contexts[verified] = context
+    return context
+
+
+def _system_ca_dir() -> bool:
+    capath = os.environ.get("SSL_CERT_DIR") or ssl.get_default_verify_paths().capath
+    with suppress(OSError):
+        return bool(capath and os.listdir(capath))
+    return False
+
+
+def _load_certifi(context: ssl.SSLContext) -> None:
+    """No system CA store (some Python builds on macOS and Windows): use certifi's if it is installed."""
+    try:
+        import certifi
+    except ImportError:
+        logger.debug("no system CA certificates and no certifi: wss:// will fail to verify")
+        return
+    context.load_verify_locations(certifi.where())
+
+
+def _ssl_context(verify: Any) -> ssl.SSLContext:
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is None or verify is True:
+        return _default_context(True)
+    if verify is False:
+        return _default_context(False)
+    if isinstance(verify, str | os.PathLike):
+        path = os.fspath(verify)
+        try:
+            if os.path.isdir(path):
+                return ssl.create_default_context(capath=path)
+            return ssl.create_default_context(cafile=path)
+        except (OSError, ssl.SSLError) as exc:
+            raise BidiUsageError(f"cannot load the CA certificates at {path!r}: {exc}") from None
+    raise BidiUsageError(f"verify must be None, a bool, an ssl.SSLContext or a CA path, got {type(verify).__name__}")
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+def _upgrade_error(status: int, body: bytes, secrets: tuple[str, ...]) -> Exception:
+    text = body.decode("utf-8", "replace")[:500]
+    message = redact(f"the server refused the WebSocket upgrade (HTTP {status}) {text}".strip(), *secrets)
     if status in (401, 403):
         return BidiProviderError(message, code="authentication_failed" if status == 401 else "forbidden")
     if status in (400, 404):
@@ -201,6 +279,55 @@ async def _upgrade_error(exc: httpx_ws.WebSocketUpgradeError, secrets: tuple[str
     if status == 429:
         return BidiProviderError(message, code="rate_limited", retryable=True)
     return BidiConnectionError(message)
+
+
+def _proxy_for(scheme: str, host: str) -> str | None:
+    """The proxy httpx would use for this host from the environment, if any."""
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(host, proxies):
+        return None
+    return proxy
+
+
+async def _handshake(
+    stream: anyio.abc.ByteStream, host: str, target: str, headers: Mapping[str, str], secrets: tuple[str, ...]
+) -> WSConnection:
+    handshake = H11Handshake(ConnectionType.CLIENT)
+    try:
+        extra = [(k.encode("ascii"), v.encode("utf-8")) for k, v in headers.items() if k.lower() != "host"]
+        host = next((v for k, v in headers.items() if k.lower() == "host"), host)
+        request = handshake.send(ws_events.Request(host=host, target=target, extra_headers=extra))
+    except (UnicodeError, LocalProtocolError, ValueError) as exc:
+        raise BidiUsageError(redact(f"cannot send these headers: {exc}", *secrets)) from None
+    await stream.send(request)
+    status: int | None = None
+    body = bytearray()
+    while True:
+        try:
+            data = await stream.receive(_READ_SIZE)
+        except anyio.EndOfStream:
+            if status is not None:  # a refusal whose body runs to the end of the connection
+                raise _upgrade_error(status, bytes(body), secrets) from None
+            raise BidiConnectionError("the server closed the connection during the WebSocket handshake") from None
+        try:
+            handshake.receive_data(data)
+            events = list(handshake.events())
+        except RemoteProtocolError as exc:
+            raise BidiConnectionError(redact(f"the WebSocket handshake failed: {exc}", *secrets)) from None
+        for event in events:
+            if isinstance(event, ws_events.AcceptConnection):
+                assert handshake.connection is not None
+                return handshake.connection
+            if isinstance(event, ws_events.RejectConnection):
+                status = event.status_code
+                if not event.has_body:
+                    raise _upgrade_error(status, b"", secrets)
+            elif isinstance(event, ws_events.RejectData) and status is not None:
+                if len(body) < _MAX_REJECT_BODY:
+                    body += event.data
+                if event.body_finished:
+                    raise _upgrade_error(status, bytes(body), secrets)
 
 
 @asynccontextmanager
@@ -212,28 +339,125 @@ async def open_websocket(
     verify: Any = None,
     connect_timeout_s: float = 10.0,
 ) -> AsyncIterator[LeanWebSocket]:
-    """Connect with httpx and yield a :class:`LeanWebSocket`.
+    """Connect, upgrade, and yield a :class:`LeanWebSocket`; close it on exit.
 
-    ``verify`` is httpx's (an ``ssl.SSLContext`` for a custom CA); httpx
-    already honours ``SSL_CERT_FILE``. Raises :class:`BidiProviderError` when the server refuses (401/403 are
-    not retryable; 429 is) and :class:`BidiConnectionError` when it cannot be
-    reached. ``secrets`` are redacted from every message.
+    ``url`` is ``ws://``, ``wss://``, ``http://`` or ``https://`` (a path and
+    a query string are kept). ``verify`` is ``None``/``True`` (the system's CA
+    store, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured), ``False`` (no
+    verification), an ``ssl.SSLContext`` (a custom CA) or the path of a CA
+    file or directory. ``connect_timeout_s`` bounds the TCP connection, TLS and
+    the upgrade together. Raises :class:`BidiProviderError` when the server
+    refuses the upgrade (401/403 are not retryable; 429 is; 400/404 are
+    ``invalid_request``), :class:`BidiConnectionError` for other refusals and
+    when it cannot be reached or does not answer in time. ``secrets`` are
+    redacted from every message.
     """
-    http_url = "http" + url[2:] if url.startswith("ws") else url
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+        raise BidiUsageError(redact(f"not a WebSocket URL: {url!r}", *secrets))
+    tls = scheme in ("wss", "https")
+    http_scheme = "https" if tls else "http"
+    try:
+        port = parts.port or (443 if tls else 80)
+    except ValueError:
+        raise BidiUsageError(redact(f"not a valid port in {url!r}", *secrets)) from None
+    proxy = _proxy_for(http_scheme, parts.hostname)
+    if proxy is not None:
+        async with _open_via_httpx(url, http_scheme, proxy, headers, secrets, verify, connect_timeout_s) as ws:
+            yield ws
+        return
+
+    context = _ssl_context(verify) if tls else None
+    host = parts.hostname
+    host_header = f"[{host}]" if ":" in host else host
+    if parts.port is not None and parts.port != (443 if tls else 80):
+        host_header += f":{parts.port}"
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    where = redact(f"{http_scheme}://{host_header}{parts.path or '/'}", *secrets)
+
+    stream: anyio.abc.ByteStream | None = None
+    try:
+        with anyio.fail_after(connect_timeout_s):
+            stream = await anyio.connect_tcp(
+                host, port, ssl_context=context, tls_hostname=host if tls else None, tls_standard_compatible=False
+            )
+            connection = await _handshake(stream, host_header, target, headers, secrets)
+    except BaseException as exc:
+        if stream is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(LeanWebSocket.close_timeout_s):
+                await stream.aclose()
+        if isinstance(exc, TimeoutError):
+            raise BidiConnectionError(f"cannot reach {where}: no answer within {connect_timeout_s:g} s") from None
+        if isinstance(exc, OSError | anyio.BrokenResourceError | anyio.EndOfStream | ssl.SSLError):
+            raise BidiConnectionError(redact(f"cannot reach {where}: {type(exc).__name__}: {exc}", *secrets)) from None
+        raise
+    async with LeanWebSocket(stream, connection) as ws:
+        yield ws
+
+
+# --------------------------------------------------------------------------- through a proxy
+
+
+class _HttpcoreStream(anyio.abc.ByteStream):
+    """httpcore's network stream (what httpx hands over after an upgrade) as an anyio byte stream."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
+        data: bytes = await self._stream.read(max_bytes)
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def send(self, item: bytes) -> None:
+        await self._stream.write(item)
+
+    async def send_eof(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+@asynccontextmanager
+async def _open_via_httpx(
+    url: str,
+    http_scheme: str,
+    proxy: str,
+    headers: Mapping[str, str],
+    secrets: tuple[str, ...],
+    verify: Any,
+    connect_timeout_s: float,
+) -> AsyncIterator[LeanWebSocket]:
+    """The upgrade through httpx (it speaks to proxies: CONNECT, auth, SOCKS with its extra)."""
+    import httpx
+    import httpx_ws
+
+    def session(stream: Any, **_ignored: Any) -> LeanWebSocket:
+        # httpx-ws passes its own queue/keepalive settings; they describe its background reader.
+        return LeanWebSocket(_HttpcoreStream(stream), WSConnection(ConnectionType.CLIENT))
+
+    http_url = http_scheme + url[url.index(":") :]
     timeout = httpx.Timeout(connect_timeout_s, read=None, write=connect_timeout_s)
-    async with httpx.AsyncClient(timeout=timeout, verify=verify if verify is not None else True) as client:
+    logger.debug("connecting through the proxy from the environment")
+    async with httpx.AsyncClient(timeout=timeout, verify=_ssl_context(verify)) as client:
         try:
             async with httpx_ws.aconnect_ws(
                 http_url,
                 client,
                 headers=dict(headers),
-                session_class=LeanWebSocket,  # type: ignore[type-var]
+                session_class=session,  # type: ignore[arg-type]
                 keepalive_ping_interval_seconds=None,
             ) as ws:
-                yield ws
+                yield ws  # type: ignore[misc]
         except httpx_ws.WebSocketUpgradeError as exc:
-            raise await _upgrade_error(exc, secrets) from None
+            body = b""
+            with suppress(httpx.HTTPError, RuntimeError):
+                body = await exc.response.aread()
+            raise _upgrade_error(exc.response.status_code, body, secrets) from None
         except (httpx.TransportError, OSError) as exc:
             raise BidiConnectionError(
-                redact(f"cannot reach {http_url}: {type(exc).__name__}: {exc}", *secrets)
+                redact(f"cannot reach {http_url} through the proxy: {type(exc).__name__}: {exc}", *secrets)
             ) from None
