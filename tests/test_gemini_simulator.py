@@ -1039,3 +1039,22 @@ async def test_the_demo_server_runs_and_answers(anyio_backend: str) -> None:
         with anyio.fail_after(BOUND):
             assert await process.wait() == 0
     assert not await anyio.Path(ca).exists()  # the throwaway CA went with the server
+
+
+@pytest.mark.parametrize(
+    ("close", "code"), [((1011, "Internal error occurred."), 1011), (None, None)], ids=["1011", "drop"]
+)
+async def test_fault_in_the_middle_of_a_reply(
+    close: tuple[int, str] | None, code: int | None, clients: list[RawClient]
+) -> None:
+    """PROTOCOLS.md §7 (faults): 1011 or an abrupt drop after some audio of a turn, before its turnComplete."""
+    reply = Reply(say="A reply that breaks.", audio_ms=1000, close=close, drop=close is None, after_chunks=2)
+    async with GeminiLiveSimulator(tls=False, scenario=Scenario(rules=[Rule(reply=reply)])) as sim:
+        client = await connect(sim, clients)
+        await client.setup()
+        await client.send({"realtimeInput": {"text": "go"}})
+        closed = await client.expect_closed()
+        assert closed.code == code
+        assert kinds(client.seen[1:]) == ["serverContent.modelTurn"]
+        assert len([m for m in client.seen if "serverContent" in m]) == 2
+        assert_oracle_clean(sim)

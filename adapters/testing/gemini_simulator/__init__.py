@@ -38,7 +38,8 @@ Where this differs from, or fills in, the contract (``/tmp/gemini-sim-api.md``):
 * ``close_all`` sends the close frames and returns (each connection ends when its
   client answers); ``wait_until(predicate, limit_s=10.0)`` is bounded itself.
 * Additions: ``sim.https_base_url`` (for ``genai.Client``), ``sim.go_away_all()``,
-  ``sim.rejected``, ``speedup``, ``audio_handle_every_ms``, ``strict``;
+  ``sim.rejected``, ``speedup``, ``audio_handle_every_ms``, ``strict``; ``Reply.after_chunks`` (drop or
+  close mid-reply);
   ``ConnectionRecord.closed_by``, ``.client_close_code``, ``.api_version``,
   ``.session_id``; ``OracleFailure.direction`` (``"client"`` or ``"server"``).
 """

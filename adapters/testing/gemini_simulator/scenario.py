@@ -58,6 +58,8 @@ class Reply:
     * ``close``: ``(code, reason)``: send that close frame instead of replying (e.g. 1011).
     * ``go_away``: send ``goAway`` (``timeLeft`` = the simulator's ``go_away_lead_s``) and end the connection
       that long after; the reply itself still plays.
+    * ``after_chunks``: ``drop`` or ``close`` mid-reply instead, after this many ``modelTurn`` chunks
+      (a fault in the middle of a turn; at the end of the speech if it has fewer chunks).
     """
 
     say: str | None = None
@@ -66,6 +68,7 @@ class Reply:
     drop: bool = False
     close: tuple[int, str] | None = None
     go_away: bool = False
+    after_chunks: int | None = None
 
 
 @attrs.frozen

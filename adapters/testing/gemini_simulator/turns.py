@@ -137,14 +137,20 @@ class Turns:
 
     async def _act_first(self, reply: Reply) -> bool:
         """The parts of a reply that act before speaking; True if the connection ends instead."""
+        if reply.after_chunks is None and await self._fault(reply):
+            return True
+        if reply.go_away:
+            await self.s.go_away()
+        return False
+
+    async def _fault(self, reply: Reply) -> bool:
+        """Drop or close the connection as ``reply`` says; True if it did."""
         if reply.drop:
             await self.s.link.drop()
             return True
         if reply.close is not None:
             await self.s.link.close(*reply.close)
             return True
-        if reply.go_away:
-            await self.s.go_away()
         return False
 
     async def _run(self, gen: _Generation, reply: Reply, turn: TurnInput) -> None:
@@ -159,7 +165,9 @@ class Turns:
             say += f" (I would call {missing.name}, but no such function is declared.)"
         say = say.strip()
         if say:
-            await self._speak(gen, say, reply.audio_ms)
+            await self._speak(gen, say, reply)
+        if reply.after_chunks is not None and await self._fault(reply):
+            return
         if calls:
             function_calls: list[dict[str, Any]] = [
                 {"id": c.id or f"function-call-{secrets.token_hex(8)}", "name": c.name, "args": dict(c.args)}
@@ -173,11 +181,13 @@ class Turns:
             return
         await self._finish(gen)
 
-    async def _speak(self, gen: _Generation, say: str, audio_ms: int | None) -> None:
-        sizes = chunk_plan(audio_ms if audio_ms is not None else speech_ms(say))
+    async def _speak(self, gen: _Generation, say: str, reply: Reply) -> None:
+        sizes = chunk_plan(reply.audio_ms if reply.audio_ms is not None else speech_ms(say))
         pieces = split_words(say, len(sizes))
         audio = "AUDIO" in self.s.modalities or "TEXT" not in self.s.modalities
-        for size, piece in zip(sizes, pieces, strict=True):
+        for number, (size, piece) in enumerate(zip(sizes, pieces, strict=True)):
+            if number == reply.after_chunks:
+                return
             if audio:
                 data = base64.b64encode(tone(size)).decode("ascii")
                 part: dict[str, Any] = {"inlineData": {"mimeType": AUDIO_MIME, "data": data}}
