@@ -7,9 +7,11 @@ thousands of calls):
 
 * **floor**: what the raw client does with a frame (wsproto parse,
   ``json.loads``, ``b64decode``);
-* **adapter**: wsproto parse, ``wire.decode_server_event`` (JSON, and cattrs
-  for every event but audio deltas),
-  ``OpenAIRealtimeSession._translate`` (base64, the event, bookkeeping);
+* **adapter**: ``LeanWebSocket.receive`` from a stream that always has the
+  next frame (wsproto's parse and the message hand-off),
+  ``wire.decode_server_event`` (JSON, and cattrs for every event but audio
+  deltas), ``OpenAIRealtimeSession.receive`` from a socket that always has the
+  next frame (JSON, base64, the event, bookkeeping);
 * **core**: ``conversation.step`` for an audio event, then
   ``BidiAgent._dispatch`` (step and effects: the event into an output queue);
 * **pipeline**: ``BidiAgent.run()`` with an in-memory model session that
@@ -18,9 +20,8 @@ thousands of calls):
   come in batches and when each one arrives on its own (a checkpoint between
   events, as at real time, where every chunk wakes the loop);
 
-The socket read path (httpcore's stream, anyio's socket stream) is not here:
-it needs a peer in another process, and the suite's real-time scenarios
-measure it.
+The socket read itself (anyio's socket stream) is not here: it needs a peer
+in another process, and the suite's real-time scenarios measure it.
 
     python -m benchmarks stages          # or: python benchmarks/stages.py
 """
@@ -48,6 +49,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from adapters.openai import wire
 from adapters.openai.config import OpenAIConfig
 from adapters.openai.session import OpenAIRealtimeSession
+from adapters.websocket import LeanWebSocket
 from benchmarks.workload import STAMP
 from bidi_core import BidiAgent, BidiAudioStreamEvent, BidiResponseStartEvent
 from bidi_core.conversation import Conversation, Phase, step
@@ -79,6 +81,12 @@ def best_us(fn: Callable[[], object], n: int = 20000, repeats: int = 5) -> float
             fn()
         best = min(best, (time.perf_counter() - t) / n * 1e6)
     return best
+
+
+def _open_connection() -> Any:
+    """wsproto's client connection (frames only) after a handshake, as ``open_websocket`` has it."""
+    client, _ = open_pair()
+    return client.connection
 
 
 def open_pair() -> tuple[WSConnection, bytes]:
@@ -116,17 +124,39 @@ def sync_stages() -> dict[str, float]:
             return base64.b64decode(message["delta"])
         return None
 
-    caps = ModelCapabilities()
-    session = OpenAIRealtimeSession(None, "c", caps, OpenAIConfig())  # type: ignore[arg-type]
-    event = wire.decode_server_event(DELTA)
+    class _Stream:
+        """A byte stream that always has the next frame."""
 
-    def translate() -> object:
-        coro = session._translate(event)
+        async def receive(self, max_bytes: int = 65536) -> bytes:
+            return frame
+
+    ws = LeanWebSocket(_Stream(), _open_connection())  # type: ignore[arg-type]
+
+    def ws_receive() -> object:
+        step = ws.receive()
         try:
-            coro.send(None)
+            step.send(None)
         except StopIteration as stop:
             return stop.value
-        return None
+        raise RuntimeError("the fake stream never waits")
+
+    class _Frames:
+        """A socket that always has the next audio delta ready."""
+
+        async def receive(self) -> str:
+            return DELTA
+
+    caps = ModelCapabilities()
+    session = OpenAIRealtimeSession(_Frames(), "c", caps, OpenAIConfig())  # type: ignore[arg-type]
+    receiving = session.receive()
+
+    def receive() -> object:
+        step = receiving.__anext__()
+        try:
+            step.send(None)
+        except StopIteration as stop:
+            return stop.value
+        raise RuntimeError("the fake socket never waits")
 
     audio = BidiAudioStreamEvent(audio=PCM, sample_rate=24000, response_id="resp_1")
     conv = Conversation(phase=Phase.RESPONDING, response_id="resp_1", audible_id="resp_1", connection_id="c")
@@ -148,9 +178,10 @@ def sync_stages() -> dict[str, float]:
         "floor: wsproto parse + json.loads + b64decode": best_us(floor),
         "  the same with a minimal frame parser, no wsproto": best_us(floor_minimal),
         "adapter: wsproto parse (one frame)": best_us(ws_parse),
+        "adapter: LeanWebSocket.receive (wsproto + hand-off)": best_us(ws_receive),
         "adapter: wire.decode_server_event (json + event)": best_us(lambda: wire.decode_server_event(DELTA)),
         "  of which json.loads": best_us(lambda: json.loads(DELTA)),
-        "adapter: session._translate (b64decode + event)": best_us(translate),
+        "adapter: session.receive (json + b64decode + event)": best_us(receive),
         "  of which BidiAudioStreamEvent(...)": best_us(
             lambda: BidiAudioStreamEvent(audio=PCM, sample_rate=24000, response_id="resp_1")
         ),

@@ -132,6 +132,8 @@ class OpenAIRealtimeSession:
         self._transcripts: dict[str, str] = {}  # item id -> text so far
         self._audio_item: dict[str, str] = {}  # response id -> the item carrying its audio
         self._audio_bytes: dict[str, int] = {}  # item id -> audio bytes received
+        self._last_audio_item: str | None = None  # of the last audio delta: _audio_item is up to date for it
+        self._last_audio_response: str | None = None
         self._active_response: str | None = None
         self._calls_by_response: dict[str, set[str]] = {}
         self._unanswered: set[str] = set()
@@ -214,15 +216,35 @@ class OpenAIRealtimeSession:
     # ------------------------------------------------------------------ in
 
     async def receive(self) -> AsyncIterator[ModelEvent]:
+        # The hot path (fifty audio deltas a second per session) is inline: no coroutine,
+        # list or event object per chunk beyond the port event itself; the rest goes to _translate.
+        ws_receive = self._ws.receive
+        loads = wire.loads_server_event
+        b64decode = base64.b64decode
+        audio_bytes = self._audio_bytes
         while True:
             try:
-                frame = await self._ws.receive()
+                frame = await ws_receive()
             except WebSocketClosed as exc:
                 if exc.code == 1000:
                     return
                 raise
             try:
-                event = wire.decode_server_event(frame)
+                data = loads(frame)
+                if data["type"] == wire.AUDIO_DELTA:
+                    rid, item, delta = wire.audio_delta_fields(data)
+                    try:
+                        pcm = b64decode(delta, validate=True)
+                    except (binascii.Error, ValueError):
+                        yield BidiErrorEvent(message="audio delta is not valid base64", code="protocol_error")
+                        continue
+                    if item != self._last_audio_item or rid != self._last_audio_response:
+                        self._last_audio_item, self._last_audio_response = item, rid
+                        self._audio_item.setdefault(rid, item)
+                    audio_bytes[item] = audio_bytes.get(item, 0) + len(pcm)
+                    yield BidiAudioStreamEvent(pcm, "pcm", SAMPLE_RATE, 1, rid)
+                    continue
+                event = wire.event_from_dict(data)
             except wire.MalformedServerEvent as exc:
                 logger.warning("malformed server message: %s", exc)
                 yield BidiErrorEvent(message=f"malformed server message: {exc}", code="protocol_error")
@@ -231,14 +253,7 @@ class OpenAIRealtimeSession:
                 yield out
 
     async def _translate(self, event: wire.ServerEvent) -> list[ModelEvent]:
-        if isinstance(event, wire.OutputAudioDelta):
-            try:
-                pcm = base64.b64decode(event.delta, validate=True)
-            except (binascii.Error, ValueError):
-                return [BidiErrorEvent(message="audio delta is not valid base64", code="protocol_error")]
-            self._audio_item.setdefault(event.response_id, event.item_id)
-            self._audio_bytes[event.item_id] = self._audio_bytes.get(event.item_id, 0) + len(pcm)
-            return [BidiAudioStreamEvent(audio=pcm, sample_rate=SAMPLE_RATE, response_id=event.response_id)]
+        """Every event but audio deltas (handled in :meth:`receive`)."""
         if isinstance(event, wire.OutputTranscriptDelta | wire.OutputTextDelta):
             text = self._transcripts.get(event.item_id, "") + event.delta
             self._transcripts[event.item_id] = text

@@ -19,6 +19,7 @@ import attrs
 import cattrs
 
 __all__ = [
+    "AUDIO_DELTA",
     "CLIENT_EVENT_TYPES",
     "ConversationItemCreate",
     "ErrorEvent",
@@ -44,8 +45,11 @@ __all__ = [
     "ConversationItemTruncate",
     "FunctionCallArgumentsDone",
     "UnknownServerEvent",
+    "audio_delta_fields",
     "converter",
     "decode_server_event",
+    "event_from_dict",
+    "loads_server_event",
     "encode_client_event",
     "warm_up",
 ]
@@ -271,21 +275,39 @@ class MalformedServerEvent(ValueError):
     """A server message that is not JSON, or a known event missing a field."""
 
 
-def decode_server_event(text: str | bytes) -> ServerEvent:
-    """Parse one server frame. Raises :class:`MalformedServerEvent` when it
-    is not a JSON object with a ``type``, or a known type with the wrong shape."""
+AUDIO_DELTA = OutputAudioDelta.type
+"""The most frequent server event by far (fifty a second while the model speaks)."""
+
+
+def loads_server_event(text: str | bytes) -> dict[str, Any]:
+    """The JSON object of one server frame, checked to have a string ``type``.
+
+    The first half of :func:`decode_server_event`, for a reader that handles
+    :data:`AUDIO_DELTA` from the dict (:func:`audio_delta_fields`) without
+    building an event object per chunk.
+    """
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise MalformedServerEvent(f"not JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise MalformedServerEvent("not an object with a string 'type'")
-    if data["type"] == "response.output_audio.delta":
-        # The most frequent message by far: built directly, without the converter.
-        rid, item, delta = data.get("response_id"), data.get("item_id"), data.get("delta")
-        if isinstance(rid, str) and isinstance(item, str) and isinstance(delta, str):
-            return OutputAudioDelta(rid, item, delta)
-        raise MalformedServerEvent("response.output_audio.delta: response_id, item_id and delta must be strings")
+    return data
+
+
+def audio_delta_fields(data: dict[str, Any]) -> tuple[str, str, str]:
+    """``(response_id, item_id, delta)`` of an :data:`AUDIO_DELTA` object."""
+    rid, item, delta = data.get("response_id"), data.get("item_id"), data.get("delta")
+    if isinstance(rid, str) and isinstance(item, str) and isinstance(delta, str):
+        return rid, item, delta
+    raise MalformedServerEvent("response.output_audio.delta: response_id, item_id and delta must be strings")
+
+
+def event_from_dict(data: dict[str, Any]) -> ServerEvent:
+    """The event of an object from :func:`loads_server_event`."""
+    if data["type"] == AUDIO_DELTA:
+        # Built directly, without the converter.
+        return OutputAudioDelta(*audio_delta_fields(data))
     cls = _SERVER_TYPES.get(data["type"])
     if cls is None:
         return UnknownServerEvent(type=data["type"], raw=data)
@@ -294,6 +316,12 @@ def decode_server_event(text: str | bytes) -> ServerEvent:
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
         raise MalformedServerEvent(f"{data['type']}: {_describe(exc)}") from None
     return event
+
+
+def decode_server_event(text: str | bytes) -> ServerEvent:
+    """Parse one server frame. Raises :class:`MalformedServerEvent` when it
+    is not a JSON object with a ``type``, or a known type with the wrong shape."""
+    return event_from_dict(loads_server_event(text))
 
 
 _warm = False
