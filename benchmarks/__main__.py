@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -154,21 +155,45 @@ def client_command(client: str, reference_python: str | None, prototype: str) ->
     if client == "raw":
         return [sys.executable, "-m", "benchmarks.clients.raw"]
     if client.startswith("bidi-"):
-        backend = client.split("-", 1)[1].rstrip("*")
+        backend = client.split("@", 1)[0].split("-", 1)[1].rstrip("*")
         extra = ["--prototype", prototype] if client.endswith("*") else []
         return [sys.executable, "-m", "benchmarks.clients.bidi", "--backend", backend, *extra]
     assert reference_python is not None
     return [reference_python, "-m", "benchmarks.clients.reference"]
 
 
-def run_client(command: list[str], extra: list[str], timeout_s: float, cpu: int) -> dict[str, Any]:
+def baseline_tree(ref: str) -> tuple[str, Path]:
+    """The library (``bidi_core``, ``adapters``, ``ports``) at ``ref``, extracted beside the
+    current ``benchmarks/`` (a symlink), for the ``@ref`` columns: the same workload,
+    the same run, the library before a change. Returns (short commit, directory)."""
+    short = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = Path(tempfile.mkdtemp(prefix=f"bidi-baseline-{short}-"))
+    archive = subprocess.run(
+        ["git", "archive", ref, "bidi_core", "adapters", "ports"], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    (tree / "benchmarks").symlink_to(BENCH)
+    return short, tree
+
+
+BASELINE_TREES: dict[str, Path] = {}
+"""Where each ``bidi-...@ref`` client runs from (set by ``--baseline``)."""
+
+
+def client_cwd(client: str) -> Path:
+    return BASELINE_TREES.get(client.split("@", 1)[1], REPO) if "@" in client else REPO
+
+
+def run_client(command: list[str], extra: list[str], timeout_s: float, cpu: int, cwd: Path = REPO) -> dict[str, Any]:
     """Run one client process; ``{"ok": True, "result": ...}`` or ``{"ok": False, "error": ...}``."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out = fh.name
     try:
         done = subprocess.run(
             [*command, *extra, "--out", out, "--cpu", str(cpu)],
-            cwd=REPO,
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -198,10 +223,12 @@ def import_times(clients: list[str], reference_python: str | None, runs: int) ->
         python = reference_python if client == "reference" else sys.executable
         if python is None:
             continue
-        code = f"import time; t = time.perf_counter(); {IMPORTS[client]}; print(time.perf_counter() - t)"
+        code = f"import time; t = time.perf_counter(); {IMPORTS[client.split('@')[0]]}; print(time.perf_counter() - t)"
         samples = []
         for _ in range(runs + 1):
-            done = subprocess.run([python, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+            done = subprocess.run(
+                [python, "-c", code], cwd=client_cwd(client), capture_output=True, text=True, timeout=120
+            )
             if done.returncode == 0:
                 samples.append(float(done.stdout.strip().splitlines()[-1]))
         samples = samples[1:]
@@ -239,6 +266,10 @@ def suite(args: argparse.Namespace) -> int:
 
         prototype_fixes.validate(args.prototype)  # the patched clients apply them themselves
         clients += [f"{c}*" for c in clients if c.startswith("bidi-")]
+    if args.baseline:
+        short, tree = baseline_tree(args.baseline)
+        BASELINE_TREES[short] = tree
+        clients += [f"{c}@{short}" for c in clients if c.startswith("bidi-") and not c.endswith("*")]
     client_cpu, server_cpu = (0, 1) if args.pin else (-1, -1)
     scenarios = [s for s in args.scenarios.split(",") if s]
     for name in scenarios:
@@ -274,6 +305,7 @@ def suite(args: argparse.Namespace) -> int:
                     ["--url", server.url, "--profile", profile, "--key", key, "--scenarios", ",".join(scenarios)],
                     timeout_s=args.timeout,
                     cpu=client_cpu,
+                    cwd=client_cwd(client),
                 )
                 run.update(rep=rep, client=client)
                 if run["ok"]:
@@ -292,6 +324,7 @@ def suite(args: argparse.Namespace) -> int:
                     ["--url", server.url, "--profile", profile, "--key", f"{stamp}.ramp.{client}", "--ramp"],
                     timeout_s=args.timeout,
                     cpu=client_cpu,
+                    cwd=client_cwd(client),
                 )
                 if not ramps[client]["ok"]:
                     log(f"    failed: {ramps[client]['error']}")
@@ -305,6 +338,8 @@ def suite(args: argparse.Namespace) -> int:
     }
     log("import times ...")
     imports = import_times(runnable, reference_python, runs=2 if args.quick else 5)
+    for tree in BASELINE_TREES.values():
+        shutil.rmtree(tree, ignore_errors=True)
     figures = report.aggregate(clients, runs, ramps, imports, unavailable)
     verdicts = report.targets(figures, chunk_ms=PROFILES[profile]["duplex"].chunk_ms)
     info = machine()
@@ -319,6 +354,8 @@ def suite(args: argparse.Namespace) -> int:
         header += f"\nother processes used {share:.0%} of the machine's {ncpu} CPUs during the run"
     if args.prototype:
         header += f"\n* = bidi-core with benchmarks/prototype_fixes.py applied: {args.prototype}"
+    if args.baseline:
+        header += f"\n@{short} = bidi-core as it was at {args.baseline} ({short}), same run, same benchmarks"
     text = f"{header}\n\n{report.table(clients, figures)}\n\ntargets (bidi-core):\n{report.targets_text(verdicts)}"
     print(text)
     results = Path(args.results_dir)
@@ -332,6 +369,7 @@ def suite(args: argparse.Namespace) -> int:
         "machine": info,
         "load": load,
         "prototype": args.prototype or None,
+        "baseline": args.baseline or None,
         "reference": {"requirement": reference_env.REQUIREMENT, "versions": reference_versions, **unavailable},
         "scenarios": {name: PROFILES[profile][name].describe for name in (*scenarios, "sessions")},
         "clients": clients,
@@ -366,6 +404,11 @@ def main() -> int:
         "--prototype",
         default="",
         help="also run bidi-core with these benchmarks/prototype_fixes.py patches (columns marked *)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="also run bidi-core as it was at this git commit (columns marked @commit): before/after in one run",
     )
     parser.add_argument("--timeout", type=float, default=300, help="seconds allowed to one client process")
     parser.add_argument("--results-dir", default=str(BENCH / "results"))

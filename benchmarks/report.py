@@ -26,7 +26,7 @@ BIDI = ("bidi-asyncio", "bidi-trio", "bidi-asyncio*", "bidi-trio*")
 
 def title(client: str) -> str:
     """A column title; ``*`` marks bidi-core with prototype patches."""
-    base = client.rstrip("*")
+    base = client.split("@", 1)[0].rstrip("*")
     return CLIENT_TITLES.get(base, base) + client[len(base) :]
 
 
@@ -150,7 +150,7 @@ def targets(figures: dict[str, dict[str, Any]], chunk_ms: int = 20) -> list[dict
     def judge(name: str, target: str, value: Any, ok: bool | None) -> dict[str, Any]:
         return {"target": name, "goal": target, "value": value, "met": ok}
 
-    for client in BIDI:
+    for client in [c for c in figures if c.startswith("bidi-")]:
         fig = figures.get(client)
         if not fig or "unavailable" in fig:
             continue
@@ -329,11 +329,12 @@ def table(clients: list[str], figures: dict[str, dict[str, Any]]) -> str:
 
 def targets_text(rows: list[dict[str, Any]]) -> str:
     lines = []
+    width = max([14, *(len(title(r["client"])) for r in rows)])
     for r in rows:
         value = r["value"]
         shown = "-" if value is None else (f"{value:.3g}" if isinstance(value, float) else str(value))
         verdict = {True: "met", False: "MISSED", None: "not measured"}[r["met"]]
-        lines.append(f"  {title(r['client']):<14} {r['target']:<47} {r['goal']:<22} {shown:>9}  {verdict}")
+        lines.append(f"  {title(r['client']):<{width}} {r['target']:<47} {r['goal']:<22} {shown:>9}  {verdict}")
     return "\n".join(lines)
 
 
