@@ -325,6 +325,9 @@ async def test_inputs_included_counts_items_whose_messages_were_consumed() -> No
     await session.send(BidiTextInputEvent("b"))  # message 2
     await session.send(BidiAudioInputEvent(b"\x00\x00" * 10))  # message 3
     assert [session.items_included(i) for i in (0, 1, 2, 3, 9)] == [0, 2, 3, 4, 4]
+    await session.send(BidiTextInputEvent("d"))  # message 4
+    assert session.items_included(3) == 4  # an index that does not move counts nothing new
+    assert session.items_included(4) == 5
 
 
 def test_history_turns_are_valid_and_skip_orphan_results() -> None:

@@ -211,7 +211,9 @@ class GeminiLiveSession:
         self._early: list[ModelEvent] = []  # from messages that arrived with or before setupComplete
         # Wire bookkeeping for transparent resumption (see the module docstring).
         self._next_index = 0
-        self._item_last_index: list[int] = []
+        self._track = config.transparent  # only transparent updates say what a handle holds
+        self._item_last_index: list[int] = []  # for items not yet known to be held
+        self._items_held = 0  # items known to be held, dropped from the list above
         # Translation state.
         self._responses = 0
         self._response_id: str | None = None
@@ -311,16 +313,25 @@ class GeminiLiveSession:
             text = wire.encode_client_message(wire.ToolResponse([response]))
         elif isinstance(item, CancelResponse | TruncateResponse):
             # Gemini has neither message: it stops by itself on speech and cannot forget audio.
-            self._item_last_index.append(self._next_index - 1)
+            if self._track:
+                self._item_last_index.append(self._next_index - 1)
             return
         else:
             raise BidiUsageError(f"Gemini Live cannot send {type(item).__name__}")
-        self._item_last_index.append(self._next_index)
+        if self._track:
+            self._item_last_index.append(self._next_index)
         await self._write(text)
 
     def items_included(self, last_consumed_index: int) -> int:
-        """How many ``send()`` items had every wire message consumed by ``last_consumed_index``."""
-        return bisect.bisect_right(self._item_last_index, last_consumed_index)
+        """How many ``send()`` items had every wire message consumed by ``last_consumed_index``.
+
+        The service's index only grows, so items counted here are forgotten (a connection sends
+        fifty audio chunks a second; the list stays as long as what is in flight).
+        """
+        newly = bisect.bisect_right(self._item_last_index, last_consumed_index)
+        del self._item_last_index[:newly]
+        self._items_held += newly
+        return self._items_held
 
     # ------------------------------------------------------------------ in
 
