@@ -170,11 +170,17 @@ class MiniClient:
     # ---------------------------------------------------------------- sending
 
     async def open(
-        self, *, model: str = MODEL, secret: str = SECRET, access_key: str = AKID, token: str | None = None
+        self,
+        *,
+        model: str = MODEL,
+        secret: str = SECRET,
+        access_key: str = AKID,
+        token: str | None = None,
+        query: str = "",
     ) -> None:
         self.sid = self.h2.get_next_available_stream_id()
         authority = f"127.0.0.1:{self.sim.port}"
-        path = f"/model/{model.replace(':', '%3A')}/invoke-with-bidirectional-stream"
+        path = f"/model/{model.replace(':', '%3A')}/invoke-with-bidirectional-stream{query}"
         request = AWSRequest(
             method="POST",
             url=f"https://{authority}{path}",
@@ -459,6 +465,15 @@ async def test_request_refused_before_the_stream(kwargs: dict[str, str], status:
         assert json.loads(client.body)["message"]
         assert not sim.streams
         assert [(r.status, r.error_type) for r in sim.refused] == [(status, error_type)]
+
+
+async def test_path_with_an_empty_query_is_the_same_operation() -> None:
+    """The official SDK requests ``.../invoke-with-bidirectional-stream?`` (seen in scripts/nova_sdk_crosscheck.py)."""
+    async with NovaSonicSimulator() as sim, connect(sim) as client:
+        await client.open(query="?")
+        await client.start()
+        await sim.wait_until(lambda: bool(sim.streams) and sim.streams[0].signatures_verified == 5)
+        assert client.status == 200 and not sim.refused
 
 
 async def test_session_token_is_required_when_configured() -> None:

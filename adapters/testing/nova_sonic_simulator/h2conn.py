@@ -26,7 +26,7 @@ import json
 import logging
 import uuid
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.abc
@@ -298,10 +298,11 @@ class H2ServerConnection:
                 event.stream_id, request_index, path, headers, failure.status, failure.error_type, failure.message
             )
             return
-        if pseudo.get(":method") != "POST" or not (path.startswith(PATH_PREFIX) and path.endswith(PATH_SUFFIX)):
+        route = urlsplit(path).path  # the official SDK sends an empty query: ".../invoke-with-bidirectional-stream?"
+        if pseudo.get(":method") != "POST" or not (route.startswith(PATH_PREFIX) and route.endswith(PATH_SUFFIX)):
             self._refuse(event.stream_id, request_index, path, headers, 404, "UnknownOperationException", "")
             return
-        model_id = unquote(path[len(PATH_PREFIX) : -len(PATH_SUFFIX)])
+        model_id = unquote(route[len(PATH_PREFIX) : -len(PATH_SUFFIX)])
         if model_id not in MODEL_IDS:
             refusal = ServiceException.validation("The provided model identifier is invalid.")
         elif headers.get("content-type") != EVENTSTREAM:
