@@ -82,7 +82,9 @@ async def main() -> None:
         ],
         transcripts=["Actually, please stop."],
     )
-    async with OpenAIRealtimeSimulator(api_key="sk-offline-demo", scenario=scenario) as sim:
+    # speedup=1: the simulated model speaks in real time, so the user talks over it mid-answer,
+    # however busy the machine is.
+    async with OpenAIRealtimeSimulator(api_key="sk-offline-demo", scenario=scenario, speedup=1.0) as sim:
         model = BidiOpenAIRealtimeModel(api_key="sk-offline-demo", base_url=sim.base_url)
         async with BidiAgent(model=model) as agent:
             await agent.send("Tell me a long story.")
