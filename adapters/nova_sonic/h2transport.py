@@ -39,6 +39,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from hpack import NeverIndexedHeaderTuple
 
 from ports.errors import BidiConnectionError, BidiError, BidiProtocolError
 
@@ -50,6 +51,7 @@ ErrorForResponse = Callable[[int, Mapping[str, str], bytes], BidiError]
 """Builds the error for a refused request from its status, headers and body."""
 
 _READ_SIZE = 65536
+_SENSITIVE = frozenset({"authorization", "x-amz-security-token"})
 _MAX_ERROR_BODY = 16384
 
 
@@ -128,7 +130,9 @@ class H2Stream:
         """Send the connection preface and the request headers (no END_STREAM)."""
         self._conn.initiate_connection()
         self.stream_id = self._conn.get_next_available_stream_id()
-        self._conn.send_headers(self.stream_id, list(headers), end_stream=False)
+        # Never-indexed: hpack keeps them out of its tables and prints them redacted in its DEBUG log.
+        sent = [NeverIndexedHeaderTuple(k, v) if k in _SENSITIVE else (k, v) for k, v in headers]
+        self._conn.send_headers(self.stream_id, sent, end_stream=False)
         await self._flush()
 
     def _raise_if_unsendable(self) -> None:
@@ -349,14 +353,20 @@ async def open_stream(
             raise BidiConnectionError(f"{host}:{port} did not agree to HTTP/2 (ALPN {alpn!r})", retryable=False)
         stream = H2Stream(sock, error_for_response)
         await stream.start(headers)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(stream.run_reader, name="bidi_core nova reader")
-            tg.start_soon(stream.run_watchdog, name="bidi_core nova watchdog")
-            try:
-                yield stream
-            finally:
-                await stream.aclose()
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stream.run_reader, name="bidi_core nova reader")
+                tg.start_soon(stream.run_watchdog, name="bidi_core nova watchdog")
+                try:
+                    yield stream
+                finally:
+                    await stream.aclose()
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The reader and the watchdog never raise: the one error is the caller's own.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(2.0), suppress(Exception):
             await sock.aclose()

@@ -261,6 +261,8 @@ class _Content:
 class NovaSonicSession:
     """A :class:`ports.model.BidiModelSession` over one bidirectional stream."""
 
+    send_timeout_s = 10.0
+
     def __init__(
         self,
         stream: H2Stream,
@@ -378,21 +380,37 @@ class NovaSonicSession:
         )
 
     async def send(self, item: ModelInput) -> None:
+        """Send one item, all of its events or none.
+
+        An item takes several events (a text content is three; a long audio
+        block several frames). Cancelling half-way would leave the service a
+        torn content and the agent an item to send again on the next stream,
+        part of which this one already got. So the item is written under a
+        shield, bounded by ``send_timeout_s``; a cancellation takes effect
+        right after it.
+        """
         if self._closed:
             raise BidiConnectionError("the Nova Sonic stream is closed")
-        if isinstance(item, BidiAudioInputEvent):
-            await self._send_audio(item)
-        elif isinstance(item, BidiTextInputEvent):
-            await self._text_content("USER", item.text, interactive=True)
-        elif isinstance(item, BidiToolResultEvent):
-            await self._send_tool_result(item)
-        elif isinstance(item, CancelResponse | TruncateResponse):
+        if isinstance(item, CancelResponse | TruncateResponse):
             # Nova stops generating by itself on barge-in and cannot forget unplayed audio.
             logger.debug("%s: %s is a no-op on Nova Sonic", self._connection_id, type(item).__name__)
-        else:
+            return
+        if not isinstance(item, BidiAudioInputEvent | BidiTextInputEvent | BidiToolResultEvent):
             raise BidiUsageError(f"Nova Sonic cannot take {type(item).__name__} (it has no image input)")
+        if isinstance(item, BidiAudioInputEvent):
+            self._check_audio(item)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.send_timeout_s) as scope:
+            if isinstance(item, BidiAudioInputEvent):
+                await self._send_audio(item)
+            elif isinstance(item, BidiTextInputEvent):
+                await self._text_content("USER", item.text, interactive=True)
+            else:
+                await self._send_tool_result(item)
+        if scope.cancelled_caught:
+            self._chain_broken = True
+            raise BidiConnectionError(f"sending took longer than {self.send_timeout_s:g} s (no flow-control credit)")
 
-    async def _send_audio(self, item: BidiAudioInputEvent) -> None:
+    def _check_audio(self, item: BidiAudioInputEvent) -> None:
         rate = self._config.input_rate
         if item.sample_rate != rate or item.channels != 1 or item.format != "pcm":
             raise BidiUsageError(
@@ -400,6 +418,13 @@ class NovaSonicSession:
                 f"{item.channels} ({item.format}) (open the microphone at the model's capabilities.input_audio, "
                 "as BidiAudioIO does, or set provider_config['audio']['input_rate'])"
             )
+        if len(item.audio) % 2:
+            raise BidiUsageError("audio blocks must hold whole 16-bit samples (an even number of bytes)")
+
+    async def _send_audio(self, item: BidiAudioInputEvent) -> None:
+        rate = self._config.input_rate
+        if not item.audio:
+            return
         if self._audio_content is None:
             name = str(uuid.uuid4())
             await self._send(

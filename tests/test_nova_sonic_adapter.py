@@ -1,0 +1,521 @@
+"""The Nova Sonic adapter end to end: BidiAgent -> adapter -> TLS HTTP/2 on
+127.0.0.1 -> the Nova Sonic simulator, on asyncio and Trio.
+
+The simulator verifies the request's SigV4 and every event's chunk signature
+in chain, and checks every input event against a strict schema and the order
+rules; the ``simulator`` fixture fails a test whose client sent anything the
+service would refuse.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+import struct
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import pytest
+from botocore.credentials import Credentials, RefreshableCredentials
+
+from adapters.nova_sonic import BidiNovaSonicModel, NovaSonicProviderError
+from adapters.testing.nova_sonic_simulator import (
+    Fault,
+    NovaSonicSimulator,
+    Reply,
+    Rule,
+    Scenario,
+    ToolUse,
+    loud,
+    silence,
+)
+from bidi_core import (
+    BidiAgent,
+    BidiAudioStreamEvent,
+    BidiConnectionCloseEvent,
+    BidiConnectionRestartEvent,
+    BidiConnectionStartEvent,
+    BidiInterruptionEvent,
+    BidiProviderError,
+    BidiResponseCompleteEvent,
+    BidiResponseStartEvent,
+    BidiToolUseEvent,
+    BidiTranscriptStreamEvent,
+    BidiUsageEvent,
+    ReconnectPolicy,
+    tool,
+)
+from ports.events import BidiAudioInputEvent, BidiOutputEvent
+from tests.support import RecordingOutput, our_tasks
+
+AKID = "AKIDNOVATEST"
+SECRET = "nova-secret-key-0123456789abcdef"
+FAST_RETRY = ReconnectPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
+
+
+@pytest.fixture
+async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[NovaSonicSimulator]:
+    marker = request.node.get_closest_marker("scenario")  # the simulator fixtures' one marker
+    kwargs: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    kwargs.setdefault("credentials", {AKID: SECRET})
+    async with NovaSonicSimulator(**kwargs) as sim:
+        yield sim
+        assert_clean(sim)
+
+
+def assert_clean(sim: NovaSonicSimulator) -> None:
+    assert sim.schema_failures == [], "our client sent events the service would refuse"
+    assert sim.signature_failures == [], "a chunk signature did not verify"
+
+
+def model_for(sim: NovaSonicSimulator, **kwargs: Any) -> BidiNovaSonicModel:
+    kwargs.setdefault("credentials", Credentials(AKID, SECRET))
+    return BidiNovaSonicModel(endpoint_url=sim.endpoint_url, region="us-east-1", verify=sim.ca_cert_pem_path, **kwargs)
+
+
+def inputs_of(sim: NovaSonicSimulator, kind: str) -> list[tuple[Any, ...]]:
+    return [i for i in sim.user_inputs if i[0] == kind]
+
+
+class Texts:
+    """Types lines, each after the previous answer completed (a polite user)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = list(lines)
+        self.ready = anyio.Event()
+        self.ready.set()
+
+    async def __call__(self) -> str:
+        if not self.lines:
+            await anyio.sleep_forever()
+        await self.ready.wait()
+        self.ready = anyio.Event()
+        return self.lines.pop(0)
+
+    async def observe(self, event: BidiOutputEvent) -> None:
+        if isinstance(event, BidiResponseCompleteEvent) and event.stop_reason == "complete":
+            self.ready.set()
+
+
+async def run_until(
+    agent: BidiAgent, inputs: list[Any], outputs: list[Any], done: Callable[[], bool], limit_s: float = 15
+) -> None:
+    """Run the agent until ``done()`` holds for the events seen, then stop it."""
+    changed = anyio.Event()
+
+    async def watch(event: BidiOutputEvent) -> None:
+        nonlocal changed
+        changed.set()
+        changed = anyio.Event()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run, inputs, [*outputs, watch])
+        with anyio.fail_after(limit_s):
+            while not done():
+                await changed.wait()
+        agent.request_stop()
+
+
+def finals(out: RecordingOutput, role: str | None = None) -> list[str]:
+    return [t.text for t in out.of(BidiTranscriptStreamEvent) if t.is_final and role in (None, t.role)]
+
+
+# ---------------------------------------------------------------- turns
+
+
+async def test_text_turn_is_one_response(simulator: NovaSonicSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator), system_prompt="Be brief.")
+    out = RecordingOutput()
+    texts = Texts(["hello there"])
+    await run_until(agent, [texts], [out, texts.observe], lambda: bool(out.of(BidiUsageEvent)))
+    assert isinstance(out.events[0], BidiConnectionStartEvent)
+    (start,) = out.of(BidiResponseStartEvent)
+    (complete,) = out.of(BidiResponseCompleteEvent)
+    assert complete.response_id == start.response_id and complete.stop_reason == "complete"
+    audio = out.of(BidiAudioStreamEvent)
+    assert audio and {a.sample_rate for a in audio} == {24000}
+    assert {a.response_id for a in audio} == {start.response_id}
+    speculative = [t for t in out.of(BidiTranscriptStreamEvent) if not t.is_final]
+    assert [t.text for t in speculative] == ["You said: hello there"]
+    final = [t for t in out.of(BidiTranscriptStreamEvent) if t.is_final]
+    assert [(t.role, t.text, t.response_id) for t in final] == [
+        ("assistant", "You said: hello there", start.response_id)
+    ]
+    assert out.of(BidiUsageEvent)[0].total_tokens > 0
+    (stream,) = simulator.streams
+    assert stream.system_prompt == "Be brief."
+    assert inputs_of(simulator, "text") == [("text", "hello there")]
+    assert stream.ended_by == "client"
+    names = stream.event_names()
+    assert names[:3] == ["sessionStart", "promptStart", "contentStart"]
+    assert names[-2:] == ["promptEnd", "sessionEnd"]
+    assert stream.signatures_verified == len(names) + 1  # every event, and the signed empty frame
+    assert our_tasks() == set()
+
+
+@pytest.mark.scenario(
+    scenario=Scenario(transcripts=["what time is it"], rules=[Rule(spoken_turn=0, reply=Reply(say="Noon."))])
+)
+async def test_audio_turn_in_32_ms_frames(simulator: NovaSonicSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator))
+    out = RecordingOutput()
+    speech = loud(600) + silence(900)
+
+    class Mic:
+        sent = False
+
+        async def __call__(self) -> BidiAudioInputEvent:
+            if Mic.sent:
+                await anyio.sleep_forever()
+            Mic.sent = True
+            return BidiAudioInputEvent(speech, sample_rate=16000)
+
+    await run_until(agent, [Mic()], [out], lambda: "Noon." in finals(out, "assistant"))
+    assert ("user", "what time is it") in [(t.role, t.text) for t in out.of(BidiTranscriptStreamEvent) if t.is_final]
+    audio = [i[1] for i in inputs_of(simulator, "audio")]
+    assert b"".join(audio) == speech
+    assert {len(a) for a in audio[:-1]} == {1024}  # 32 ms at 16 kHz (the last frame: what is left)
+    starts = [e for e in simulator.streams[0].events if "contentStart" in e["event"]]
+    assert [s["event"]["contentStart"]["type"] for s in starts] == ["TEXT", "AUDIO"]  # one audio container
+    assert out.of(BidiInterruptionEvent) == []  # speech with nothing playing interrupts nothing
+
+
+@tool
+async def get_weather(city: str) -> str:
+    """Weather for a place.
+
+    Args:
+        city: A city.
+    """
+    return f"sunny in {city}"
+
+
+@pytest.mark.scenario(
+    scenario=Scenario(
+        rules=[
+            Rule(text_contains="weather", reply=Reply(tool_uses=[ToolUse("get_weather", {"city": "Paris"}, "tu-1")])),
+            Rule(tool_result_for="get_weather", reply=Reply(say="It is {result}.")),
+        ]
+    )
+)
+async def test_tool_use_and_result(simulator: NovaSonicSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator), tools=[get_weather])
+    out = RecordingOutput()
+    texts = Texts(["what's the weather"])
+    await run_until(agent, [texts], [out, texts.observe], lambda: any("sunny" in f for f in finals(out, "assistant")))
+    (use,) = out.of(BidiToolUseEvent)
+    assert (use.tool_use_id, use.name, dict(use.input)) == ("tu-1", "get_weather", {"city": "Paris"})
+    (result,) = inputs_of(simulator, "tool_result")
+    assert result[1] == "tu-1" and "sunny in Paris" in result[2]
+    assert finals(out, "assistant") == ['It is {"result": "sunny in Paris"}.']
+    prompt = simulator.streams[0].events[1]["event"]["promptStart"]
+    assert isinstance(prompt["toolConfiguration"]["tools"][0]["toolSpec"]["inputSchema"]["json"], str)
+
+
+# ---------------------------------------------------------------- barge-in
+
+
+@pytest.mark.scenario(
+    scenario=Scenario(rules=[Rule(text_contains="story", reply=Reply(say="Once upon a time", audio_ms=20_000))]),
+    speedup=4.0,
+)
+async def test_barge_in_interrupts_and_completes_the_turn(simulator: NovaSonicSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator))
+    out = RecordingOutput()
+    audio_flowing = anyio.Event()
+
+    async def watch(event: BidiOutputEvent) -> None:
+        if isinstance(event, BidiAudioStreamEvent) and len(out.of(BidiAudioStreamEvent)) >= 3:
+            audio_flowing.set()
+
+    class User:
+        step = 0
+
+        async def __call__(self) -> Any:
+            self.step += 1
+            if self.step == 1:
+                return "tell me a story"
+            if self.step == 2:
+                await audio_flowing.wait()
+                return BidiAudioInputEvent(loud(400) + silence(600), sample_rate=16000)
+            await anyio.sleep_forever()
+
+    await run_until(
+        agent, [User()], [out, watch], lambda: bool(out.of(BidiInterruptionEvent)) and len(finals(out)) >= 2
+    )
+    interruption = out.of(BidiInterruptionEvent)[0]
+    first = out.of(BidiResponseStartEvent)[0].response_id
+    assert interruption.response_id == first
+    completes = [c for c in out.of(BidiResponseCompleteEvent) if c.response_id == first]
+    assert [c.stop_reason for c in completes] == ["interrupted"]
+    after = out.events[out.events.index(interruption) :]
+    assert not [e for e in after if isinstance(e, BidiAudioStreamEvent) and e.response_id == first]
+    # The interrupted marker is never shown as what the assistant said.
+    assert not [f for f in finals(out) if "interrupted" in f]
+
+
+# ---------------------------------------------------------------- rotation and faults
+
+
+def numbered_block(n: int) -> bytes:
+    """32 ms of near-silence whose samples spell ``n`` (below the simulator's VAD)."""
+    return struct.pack("<512h", *([n % 50] * 511 + [n // 50 % 50]))
+
+
+class PacedMic:
+    """A microphone: numbered 32 ms blocks at about real time, forever."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def __call__(self) -> BidiAudioInputEvent:
+        await anyio.sleep(0.032)
+        block = numbered_block(len(self.sent))
+        self.sent.append(block)
+        return BidiAudioInputEvent(block, sample_rate=16000)
+
+
+@pytest.mark.scenario(stream_lifetime_s=1.5)
+async def test_rotation_before_the_limit_loses_no_audio_and_seeds_history(simulator: NovaSonicSimulator) -> None:
+    texts = Texts(["first question"])
+    agent = BidiAgent(model=model_for(simulator, max_stream_s=1.0), reconnect=FAST_RETRY)
+    out = RecordingOutput()
+    mic = PacedMic()
+    await run_until(agent, [texts, mic], [out, texts.observe], lambda: len(out.of(BidiConnectionStartEvent)) >= 3)
+    assert [r.reason for r in out.of(BidiConnectionRestartEvent)][:2] == ["expiring", "expiring"]
+    assert len(simulator.streams) >= 3
+    # The core rotated before the service's limit: every stream was closed by us, none by the service.
+    assert all(s.ended_by == "client" for s in simulator.streams[:2])
+    received = [i[1] for i in inputs_of(simulator, "audio")]
+    assert received == mic.sent[: len(received)]  # in order, none lost, none twice
+    assert len(received) >= len(mic.sent) - 5  # at most what was still queued when we stopped
+    assert ("history", "USER", "first question") in simulator.user_inputs
+
+
+@pytest.mark.scenario(silence_timeout_s=0.5)
+async def test_silence_timeout_restarts_seeded_with_history(simulator: NovaSonicSimulator) -> None:
+    texts = Texts(["remember me"])
+    agent = BidiAgent(model=model_for(simulator), reconnect=FAST_RETRY)
+    out = RecordingOutput()
+    await run_until(agent, [texts], [out, texts.observe], lambda: len(out.of(BidiConnectionStartEvent)) >= 2)
+    restart = out.of(BidiConnectionRestartEvent)[0]
+    assert restart.reason == "connection_lost" and "531" in (restart.details or "")
+    assert simulator.streams[0].exception is not None
+    assert ("history", "USER", "remember me") in simulator.user_inputs
+
+
+@pytest.mark.parametrize("kind", ["model_timeout", "rst", "goaway", "internal"])
+async def test_transient_faults_restart_the_stream(kind: str) -> None:
+    async with NovaSonicSimulator(credentials={AKID: SECRET}, faults=[Fault(kind=kind, after_events=8)]) as sim:  # type: ignore[arg-type]
+        texts = Texts(["one", "two"])
+        agent = BidiAgent(model=model_for(sim), reconnect=FAST_RETRY)
+        out = RecordingOutput()
+
+        def done() -> bool:
+            return any("two" in f for f in finals(out, "assistant"))
+
+        starts = 0
+
+        async def release_after_restart(event: BidiOutputEvent) -> None:
+            nonlocal starts  # counted here: each output sees events at its own pace
+            if isinstance(event, BidiConnectionStartEvent):
+                starts += 1
+                if starts >= 2:
+                    texts.ready.set()  # the first turn died with its stream; the user goes on
+
+        await run_until(agent, [texts], [out, texts.observe, release_after_restart], done)
+        assert out.of(BidiConnectionRestartEvent)[0].reason == "connection_lost"
+        assert len(sim.streams) >= 2
+        assert [i[1] for i in inputs_of(sim, "text")].count("two") == 1
+        assert_clean(sim)
+
+
+async def test_validation_error_ends_the_conversation_with_aws_message() -> None:
+    fault = Fault(kind="validation", after_events=8, message="Invalid input request, please fix your input.")
+    async with NovaSonicSimulator(credentials={AKID: SECRET}, faults=[fault]) as sim:
+        out = RecordingOutput()
+        agent = BidiAgent(model=model_for(sim), reconnect=FAST_RETRY)
+        with pytest.raises(BidiProviderError) as caught, anyio.fail_after(15):
+            await agent.run([Texts(["hello", "again"])], [out])
+        assert len(sim.streams) == 1  # not retried
+    error = caught.value
+    assert isinstance(error, NovaSonicProviderError)
+    assert error.code == "ValidationException" and not error.retryable
+    assert "Invalid input request" in str(error)
+    assert isinstance(out.events[-1], BidiConnectionCloseEvent)
+
+
+async def test_throttled_requests_are_retried_with_backoff() -> None:
+    async with NovaSonicSimulator(credentials={AKID: SECRET}, faults=[Fault(kind="throttling", times=2)]) as sim:
+        texts = Texts(["hi"])
+        agent = BidiAgent(model=model_for(sim), reconnect=FAST_RETRY)
+        out = RecordingOutput()
+        await run_until(agent, [texts], [out, texts.observe], lambda: finals(out, "assistant") != [])
+        assert [r.status for r in sim.refused] == [429, 429]
+        assert len(out.of(BidiConnectionStartEvent)) == 1
+        assert_clean(sim)
+
+
+async def test_bad_signature_is_refused_once_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-secret-key-0000000000000000"
+    async with NovaSonicSimulator(credentials={AKID: SECRET}) as sim:
+        model = model_for(sim, credentials=Credentials(AKID, wrong))
+        with pytest.raises(BidiProviderError) as caught, anyio.fail_after(15):
+            await BidiAgent(model=model, reconnect=FAST_RETRY).run(outputs=[RecordingOutput()])
+        assert len(sim.refused) == 1  # not retried
+        assert sim.refused[0].status == 403
+    error = caught.value
+    assert isinstance(error, NovaSonicProviderError) and not error.retryable
+    assert error.request_id and error.request_id in str(error)
+    assert wrong not in str(error)
+    assert_no_secrets(caplog, wrong)
+
+
+async def test_unknown_model_is_refused_with_a_typed_error() -> None:
+    async with NovaSonicSimulator(credentials={AKID: SECRET}) as sim:
+        model = model_for(sim)
+        model._model_id = "amazon.nova-3-sonic-v9:0"  # what a typo in model_id sends
+        with pytest.raises(BidiProviderError) as caught, anyio.fail_after(15):
+            await BidiAgent(model=model, reconnect=FAST_RETRY).run(outputs=[RecordingOutput()])
+    assert caught.value.code == "ValidationException" and not caught.value.retryable
+
+
+# ---------------------------------------------------------------- framing and flow control
+
+
+async def big_result(size: int) -> str:
+    return "x" * size
+
+
+@tool
+async def fetch_report(pages: int) -> str:
+    """A long report.
+
+    Args:
+        pages: How many pages.
+    """
+    return ("lorem ipsum " * 100) * pages
+
+
+@pytest.mark.scenario(
+    scenario=Scenario(
+        rules=[
+            Rule(text_contains="report", reply=Reply(tool_uses=[ToolUse("fetch_report", {"pages": 80})])),
+            Rule(tool_result_for="fetch_report", reply=Reply(say="Done.")),
+        ]
+    ),
+    max_frame_size=16384,
+    initial_window_size=4096,
+)
+async def test_large_tool_result_crosses_frames_and_a_small_window(simulator: NovaSonicSimulator) -> None:
+    agent = BidiAgent(model=model_for(simulator), tools=[fetch_report], system_prompt="s" * 30_000)
+    out = RecordingOutput()
+    texts = Texts(["the report please"])
+    await run_until(agent, [texts], [out, texts.observe], lambda: "Done." in finals(out, "assistant"))
+    (result,) = inputs_of(simulator, "tool_result")
+    assert ("lorem ipsum " * 100) * 80 in result[2]  # 96 kB in one event: many frames, many window updates
+    assert simulator.streams[0].system_prompt == "s" * 30_000
+
+
+@pytest.mark.scenario(
+    scenario=Scenario(rules=[Rule(text_contains="long", reply=Reply(say="A long answer.", audio_ms=30_000))]),
+)
+async def test_a_slow_reader_holds_the_service_back(simulator: NovaSonicSimulator) -> None:
+    """Flow control on the way in: received data is acknowledged only as it is
+    consumed, so a stalled output stalls the service instead of our memory."""
+    agent = BidiAgent(model=model_for(simulator), output_queue_size=1)
+    gate = anyio.Event()
+    out = RecordingOutput()
+
+    async def slow(event: BidiOutputEvent) -> None:
+        if isinstance(event, BidiAudioStreamEvent):
+            await gate.wait()
+
+    async def open_gate_when_stalled() -> None:
+        # The simulator counts its waits for our WINDOW_UPDATE without notifying: poll the count.
+        with anyio.fail_after(8):
+            while not (simulator.streams and simulator.streams[0].window_waits > 0):  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        gate.set()
+
+    texts = Texts(["a long one"])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(open_gate_when_stalled)
+        await run_until(agent, [texts], [out, slow, texts.observe], lambda: bool(out.of(BidiResponseCompleteEvent)))
+    total_ms = sum(a.duration_ms for a in out.of(BidiAudioStreamEvent))
+    assert total_ms == pytest.approx(30_000, abs=1)
+
+
+# ---------------------------------------------------------------- credentials
+
+
+async def test_credentials_are_refreshed_for_every_stream() -> None:
+    """A botocore refreshable credential (as STS, SSO and instance roles give) that
+    hands out new keys at every refresh: each stream is signed with fresh ones."""
+    keys = {f"AKIDROTATED{n}": f"rotated-secret-{n}-000000000" for n in range(1, 6)}
+    tokens = {akid: f"token-{akid}" for akid in keys}
+    issued = iter(keys.items())
+
+    def refresh() -> dict[str, str]:
+        akid, secret = next(issued)
+        # Valid for five minutes, inside botocore's ten-minute mandatory refresh window: every use refreshes.
+        expiry = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)).isoformat()
+        return {"access_key": akid, "secret_key": secret, "token": tokens[akid], "expiry_time": expiry}
+
+    stale = {"access_key": "AKIDSTALE", "secret_key": "stale", "token": "stale", "expiry_time": "2000-01-01T00:00:00Z"}
+    credentials = RefreshableCredentials.create_from_metadata(stale, refresh, "test-provider")
+    async with NovaSonicSimulator(credentials=keys, session_tokens=tokens, stream_lifetime_s=5.0) as sim:
+        agent = BidiAgent(model=model_for(sim, credentials=credentials, max_stream_s=0.6), reconnect=FAST_RETRY)
+        out = RecordingOutput()
+        await run_until(agent, [], [out], lambda: len(out.of(BidiConnectionStartEvent)) >= 2)
+        assert [s.access_key_id for s in sim.streams[:2]] == ["AKIDROTATED1", "AKIDROTATED2"]
+        assert sim.refused == []
+        assert_clean(sim)
+
+
+async def test_ca_bundle_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with NovaSonicSimulator(credentials={AKID: SECRET}) as sim:
+        monkeypatch.setenv("AWS_CA_BUNDLE", sim.ca_cert_pem_path)
+        model = BidiNovaSonicModel(endpoint_url=sim.endpoint_url, credentials=Credentials(AKID, SECRET))
+        texts = Texts(["hi"])
+        out = RecordingOutput()
+        await run_until(BidiAgent(model=model), [texts], [out, texts.observe], lambda: finals(out, "assistant") != [])
+        monkeypatch.delenv("AWS_CA_BUNDLE")
+        untrusting = BidiNovaSonicModel(endpoint_url=sim.endpoint_url, credentials=Credentials(AKID, SECRET))
+        with pytest.raises(Exception, match="not trusted"), anyio.fail_after(15):
+            await BidiAgent(model=untrusting, reconnect=FAST_RETRY).run(outputs=[RecordingOutput()])
+        assert_clean(sim)
+
+
+_HEX_SIGNATURE = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def assert_no_secrets(caplog: pytest.LogCaptureFixture, *secrets: str) -> None:
+    """No credential or signature in any log record of this process, except hpack's
+    *decoder* lines: those are the simulator reading our request headers (our
+    client decodes only response headers, which carry none)."""
+    assert caplog.records
+    for record in caplog.records:
+        if record.name == "hpack.hpack" and "decode" in record.funcName:
+            continue
+        text = record.getMessage() + str(record.args)
+        if record.exc_info and record.exc_info[1] is not None:
+            text += str(record.exc_info[1])
+        for secret in secrets:
+            assert secret not in text, record.name
+        assert not _HEX_SIGNATURE.search(text), f"a signature-like value in a log of {record.name}: {text[:200]}"
+
+
+@pytest.mark.scenario(session_tokens={AKID: "session-token-0123456789"})
+async def test_no_credential_or_signature_in_debug_logs(
+    simulator: NovaSonicSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    agent = BidiAgent(model=model_for(simulator, credentials=Credentials(AKID, SECRET, "session-token-0123456789")))
+    out = RecordingOutput()
+    texts = Texts(["hello"])
+    await run_until(agent, [texts], [out, texts.observe], lambda: finals(out, "assistant") != [])
+    assert_no_secrets(caplog, SECRET, "session-token-0123456789")
