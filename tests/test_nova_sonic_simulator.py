@@ -1011,3 +1011,20 @@ async def test_how_streams_end_is_recorded() -> None:
             await _open_and_start(client)
         await sim.wait_until(lambda: sim.streams[1].ended_by is not None)
     assert [r.ended_by for r in sim.streams] == ["client_reset", "connection_lost"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "failure"),
+    [
+        (_frame(b"", b"x")[:-1] + b"\x00", "schema"),  # a message CRC that does not match
+        (_frame(_header(":date", 8, struct.pack("!q", 0)), b""), "signature"),  # no :chunk-signature
+    ],
+)
+async def test_malformed_frames_are_refused(raw: bytes, failure: str) -> None:
+    """§3.2: CRCs are checked and the outer message must carry ``:date`` and ``:chunk-signature``."""
+    async with NovaSonicSimulator() as sim, connect(sim) as client:
+        await client.open()
+        await client.send_data(raw)
+        await client.wait_for(lambda: client.ended)
+        assert [t for t, _ in client.exceptions] == ["validationException"]
+        assert len(sim.schema_failures if failure == "schema" else sim.signature_failures) == 1

@@ -25,7 +25,7 @@ import datetime
 import json
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -150,9 +150,12 @@ class H2ServerConnection:
             data = self.h2.data_to_send()
             if not data or self.closed:
                 return
-            try:
-                await self.stream.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            with anyio.move_on_after(WRITE_TIMEOUT_S) as timeout:
+                try:
+                    await self.stream.send(data)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    self.abort()
+            if timeout.cancelled_caught:  # the client stopped reading: a half-written frame ends the connection
                 self.abort()
 
     def flush_soon(self) -> None:
@@ -271,9 +274,8 @@ class H2ServerConnection:
         assert event.stream_id is not None and event.headers is not None
         pseudo: dict[str, str] = {}
         headers: dict[str, str] = {}
-        for raw_name, raw_value in event.headers:
-            name = raw_name if isinstance(raw_name, str) else raw_name.decode()
-            value = raw_value if isinstance(raw_value, str) else raw_value.decode()
+        # h2 types headers as bytes, but this connection decodes them (header_encoding="utf-8").
+        for name, value in cast(list[tuple[str, str]], event.headers):
             target = pseudo if name.startswith(":") else headers
             target[name] = f"{target[name]},{value}" if name in target else value
         sim = self.sim

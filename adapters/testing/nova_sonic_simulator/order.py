@@ -152,6 +152,7 @@ class InputOrder:
             raise OrderError(f"{name} in a {content.type} content.")
         if isinstance(event, AudioInput):
             return Accepted("audio", pcm=base64.b64decode(event.content))
+        assert isinstance(event, TextInput | ToolResult)  # the only other content events
         content.parts.append(event.content)
         return Accepted("text_part", text=event.content, role=content.role)
 

@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import attrs
 import cattrs
@@ -285,7 +285,7 @@ def _strict(kind: type[T], accept: tuple[type, ...]) -> Callable[[Any, type[T]],
             raise TypeError(f"expected {kind.__name__}, got a boolean")
         if not isinstance(value, accept):
             raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
-        return value  # type: ignore[no-any-return]
+        return cast(T, value)
 
     return structure
 

@@ -111,7 +111,6 @@ class NovaSonicSimulator:
                 silence_timeout_s=silence_timeout_s,
                 speedup=speedup,
                 audio_chunk_ms=audio_chunk_ms,
-                strict=True,
             ),
             user_inputs=self.user_inputs,
             schema_failures=self.schema_failures,

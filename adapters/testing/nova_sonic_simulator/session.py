@@ -86,7 +86,6 @@ class SessionOptions:
     silence_timeout_s: float
     speedup: float | None
     audio_chunk_ms: int
-    strict: bool
 
 
 @attrs.define
@@ -169,14 +168,17 @@ class StreamSession:
         if self._finished:
             return
         try:
-            messages = list(self.decoder.feed(data))
+            for message in self.decoder.feed(data):
+                self._on_message(message)
+                if self.done:  # a failure stops the reading: later messages are not looked at
+                    return
         except MessageFormatError as exc:
             self._refuse(None, f"Malformed event-stream message: {exc}")
-            return
-        for message in messages:
-            if self._finished:
-                return
-            self._on_message(message)
+
+    @property
+    def done(self) -> bool:
+        """No more input is looked at: the stream failed, ended or was reset."""
+        return self._finished
 
     def on_end_stream(self) -> None:
         if self._finished:
@@ -427,11 +429,11 @@ class StreamSession:
             raise SimulatorBug(f"the simulator was about to send an invalid {name}: {problem}")
         payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
         headers = string_headers(event_type="chunk", content_type="application/json", message_type="event")
-        self.record.sent.append(event)
-        self.ctx.notify()
         if not await self.link.send_message(encode_message(headers, payload)):
             self._abort = True
             return False
+        self.record.sent.append(event)
+        self.ctx.notify()
         return True
 
     async def _respond(self, turn: TurnInput) -> None:
