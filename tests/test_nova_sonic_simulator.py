@@ -37,6 +37,8 @@ from h2.events import (
     StreamReset,
 )
 from h2.settings import SettingCodes, Settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.testing.nova_sonic_simulator import (
     Fault,
@@ -51,6 +53,8 @@ from adapters.testing.nova_sonic_simulator import (
     parse_event,
     silence,
 )
+from adapters.testing.nova_sonic_simulator.eventstream import MessageDecoder
+from adapters.testing.nova_sonic_simulator.sigv4 import ChunkChain, RequestAuth
 
 AKID = "AKIDTEST"
 SECRET = "secret-key"
@@ -86,6 +90,35 @@ def _key(secret: str, date: str, region: str) -> bytes:
     return k
 
 
+class ChunkSigner:
+    """The event signer of PROTOCOLS.md §3.3: each signature covers the previous one, ``:date`` and the message."""
+
+    def __init__(self, prior: str, secret: str = SECRET) -> None:
+        self.prior = prior
+        self.secret = secret
+
+    def sign(self, inner: bytes, *, tamper: bool = False) -> bytes:
+        """The outer message carrying ``inner`` (``tamper``: with one bit of its signature flipped)."""
+        ms = int(datetime.datetime.now(datetime.UTC).timestamp() * 1000)
+        amz = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        date_header = _header(":date", 8, struct.pack("!q", ms))
+        sts = "\n".join(
+            [
+                "AWS4-HMAC-SHA256-PAYLOAD",
+                amz,
+                f"{amz[:8]}/us-east-1/bedrock/aws4_request",
+                self.prior,
+                hashlib.sha256(date_header).hexdigest(),
+                hashlib.sha256(inner).hexdigest(),
+            ]
+        )
+        signature = hmac.new(_key(self.secret, amz[:8], "us-east-1"), sts.encode(), hashlib.sha256).digest()
+        self.prior = signature.hex()
+        if tamper:
+            signature = bytes([signature[0] ^ 1]) + signature[1:]
+        return _frame(date_header + _header(":chunk-signature", 6, struct.pack("!H", 32) + signature), inner)
+
+
 class MiniClient:
     """Just enough of a Nova Sonic client to exercise the simulator; one stream at a time."""
 
@@ -94,8 +127,7 @@ class MiniClient:
         self.h2 = h2
         self.sim = sim
         self.sid = 0
-        self.prior = ""
-        self.chunk_secret = SECRET
+        self.signer = ChunkSigner("")
         self.status: int | None = None
         self.response_headers: dict[str, str] = {}
         self.body = b""
@@ -190,32 +222,14 @@ class MiniClient:
             },
         )
         SigV4Auth(Credentials(access_key, secret, token), "bedrock", "us-east-1").add_auth(request)
-        self.prior = request.headers["Authorization"].rsplit("Signature=", 1)[1]
+        self.signer = ChunkSigner(request.headers["Authorization"].rsplit("Signature=", 1)[1])
         headers = [(":method", "POST"), (":scheme", "https"), (":authority", authority), (":path", path)]
         headers += [(k.lower(), str(v)) for k, v in request.headers.items()]
         self.h2.send_headers(self.sid, headers)
         await self.flush()
 
     def sign(self, inner: bytes, *, tamper: bool = False) -> bytes:
-        now = datetime.datetime.now(datetime.UTC)
-        ms = int(now.timestamp() * 1000)
-        amz = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-        date_header = _header(":date", 8, struct.pack("!q", ms))
-        sts = "\n".join(
-            [
-                "AWS4-HMAC-SHA256-PAYLOAD",
-                amz,
-                f"{amz[:8]}/us-east-1/bedrock/aws4_request",
-                self.prior,
-                hashlib.sha256(date_header).hexdigest(),
-                hashlib.sha256(inner).hexdigest(),
-            ]
-        )
-        signature = hmac.new(_key(self.chunk_secret, amz[:8], "us-east-1"), sts.encode(), hashlib.sha256).digest()
-        self.prior = signature.hex()
-        if tamper:
-            signature = bytes([signature[0] ^ 1]) + signature[1:]
-        return _frame(date_header + _header(":chunk-signature", 6, struct.pack("!H", 32) + signature), inner)
+        return self.signer.sign(inner, tamper=tamper)
 
     async def send_raw_event(self, event_json: bytes, *, tamper: bool = False) -> None:
         inner_headers = (
@@ -497,7 +511,7 @@ async def test_bad_chunk_signature_ends_the_stream(how: str) -> None:
         await client.open()
         await client.send("sessionStart", {"inferenceConfiguration": {"maxTokens": 10}})
         if how == "wrong_secret":
-            client.chunk_secret = "wrong-secret"
+            client.signer.secret = "wrong-secret"
         await client.send("sessionStart", {"inferenceConfiguration": {}}, tamper=how == "tampered")
         await client.wait_for(lambda: client.ended)
         assert [t for t, _ in client.exceptions] == ["validationException"]
@@ -1028,3 +1042,49 @@ async def test_malformed_frames_are_refused(raw: bytes, failure: str) -> None:
         await client.wait_for(lambda: client.ended)
         assert [t for t, _ in client.exceptions] == ["validationException"]
         assert len(sim.schema_failures if failure == "schema" else sim.signature_failures) == 1
+
+
+# ---------------------------------------------------------------------------- properties of the framing and the chain
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    payloads=st.lists(st.binary(max_size=300), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=40),
+)
+def test_decoder_reassembles_messages_however_they_are_cut(payloads: list[bytes], cuts: list[int]) -> None:
+    """§3.2: messages straddle DATA frames; cutting the bytes anywhere decodes the same messages."""
+    wire = b"".join(_frame(_str_header(":event-type", "chunk"), p) for p in payloads)
+    decoder = MessageDecoder()
+    decoded: list[bytes] = []
+    pos, i = 0, 0
+    while pos < len(wire):
+        step = cuts[i % len(cuts)]
+        decoded += [m.payload for m in decoder.feed(wire[pos : pos + step])]
+        pos, i = pos + step, i + 1
+    assert decoded == payloads and decoder.pending == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(inners=st.lists(st.binary(max_size=200), min_size=1, max_size=5), flip=st.integers(min_value=0))
+def test_chunk_chain_accepts_a_correct_signer_and_nothing_else(inners: list[bytes], flip: int) -> None:
+    """§3.3: the chain verifies what a correct signer makes, and a flipped bit anywhere breaks it."""
+    seed = "ab" * 32
+    auth = RequestAuth(access_key_id=AKID, secret=SECRET, region="us-east-1", seed_signature=seed)
+    signer = ChunkSigner(seed)
+    frames = [signer.sign(inner) for inner in inners]
+    good = ChunkChain(auth)
+    for frame in frames:
+        (message,) = MessageDecoder().feed(frame)
+        date, signature = message.headers[":date"].value, message.headers[":chunk-signature"].value
+        assert good.verify(date, signature, message.payload)
+    victim = flip % len(frames)
+    bad = ChunkChain(auth)
+    results = []
+    for n, frame in enumerate(frames):
+        (message,) = MessageDecoder().feed(frame)
+        date, signature = message.headers[":date"].value, message.headers[":chunk-signature"].value
+        if n == victim:
+            signature = bytes([signature[0] ^ (1 << (flip % 8))]) + signature[1:]
+        results.append(bad.verify(date, signature, message.payload))
+    assert results[victim] is False and all(results[:victim])
