@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -128,7 +128,7 @@ async def serving(script: Sequence[Any]) -> AsyncIterator[tuple[RawServer, str]]
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, listener.listeners[0])
+        tg.start_soon(server.serve, cast(anyio.abc.SocketListener, listener.listeners[0]))
         yield server, f"ws://127.0.0.1:{port}"
         tg.cancel_scope.cancel()
 
@@ -324,7 +324,7 @@ USAGE = {
     "totalTokenCount": 15,
     "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 5}],
 }
-TURN = [
+TURN: list[dict[str, Any]] = [
     {"setupComplete": {}},
     {"sessionResumptionUpdate": {"newHandle": "h-1", "resumable": True}},
     {"serverContent": {"inputTranscription": {"text": "what's "}}},
@@ -421,7 +421,7 @@ async def test_tool_calls_end_the_response_and_results_carry_id_and_name() -> No
                 uses = [e for e in events if isinstance(e, BidiToolUseEvent)]
                 assert [(u.name, dict(u.input)) for u in uses] == [("a", {"x_y": 1}), ("b", {})]
                 assert uses[0].tool_use_id == "c1"
-                assert events[-1].stop_reason == "tool_use"  # type: ignore[attr-defined]
+                assert isinstance(events[-1], BidiResponseCompleteEvent) and events[-1].stop_reason == "tool_use"
                 for use in uses:
                     await session.send(BidiToolResultEvent(use.tool_use_id, use.name, "success", "ok"))
                 await server.wait_received(3)

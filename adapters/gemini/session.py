@@ -46,7 +46,7 @@ import binascii
 import bisect
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 import anyio
@@ -335,7 +335,7 @@ class GeminiLiveSession:
 
     # ------------------------------------------------------------------ in
 
-    async def receive(self) -> AsyncIterator[ModelEvent]:
+    async def receive(self) -> AsyncGenerator[ModelEvent, None]:
         early, self._early = self._early, []
         for event in early:
             yield event
