@@ -14,11 +14,14 @@ import datetime
 import hashlib
 import hmac
 import json
+import ssl
 import struct
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol, cast
 
 import anyio
 import anyio.abc
@@ -90,6 +93,15 @@ def _key(secret: str, date: str, region: str) -> bytes:
     return k
 
 
+class Endpoint(Protocol):
+    """Where the client connects: a simulator here, or one in another process."""
+
+    @property
+    def port(self) -> int: ...
+
+    def client_ssl_context(self) -> ssl.SSLContext: ...
+
+
 class ChunkSigner:
     """The event signer of PROTOCOLS.md §3.3: each signature covers the previous one, ``:date`` and the message."""
 
@@ -122,7 +134,7 @@ class ChunkSigner:
 class MiniClient:
     """Just enough of a Nova Sonic client to exercise the simulator; one stream at a time."""
 
-    def __init__(self, stream: anyio.abc.ByteStream, h2: H2Connection, sim: NovaSonicSimulator) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, h2: H2Connection, sim: Endpoint) -> None:
         self.stream = stream
         self.h2 = h2
         self.sim = sim
@@ -167,10 +179,7 @@ class MiniClient:
                 return
             for event in self.h2.receive_data(data):
                 if isinstance(event, ResponseReceived):
-                    headers = {
-                        k if isinstance(k, str) else k.decode(): v if isinstance(v, str) else v.decode()
-                        for k, v in event.headers or []
-                    }
+                    headers = dict(cast(list[tuple[str, str]], event.headers))  # decoded: header_encoding
                     self.status = int(headers[":status"])
                     self.response_headers = headers
                 elif isinstance(event, DataReceived):
@@ -345,7 +354,7 @@ class MiniClient:
         return len(self.bodies(name))
 
 
-PROMPT_START = {
+PROMPT_START: dict[str, Any] = {
     "promptName": PROMPT,
     "textOutputConfiguration": {"mediaType": "text/plain"},
     "audioOutputConfiguration": {
@@ -359,7 +368,7 @@ PROMPT_START = {
     },
 }
 
-AUDIO_START = {
+AUDIO_START: dict[str, Any] = {
     "promptName": PROMPT,
     "type": "AUDIO",
     "interactive": True,
@@ -376,7 +385,7 @@ AUDIO_START = {
 
 
 @asynccontextmanager
-async def connect(sim: NovaSonicSimulator, *, receive_window: int | None = None) -> AsyncIterator[MiniClient]:
+async def connect(sim: Endpoint, *, receive_window: int | None = None) -> AsyncIterator[MiniClient]:
     stream = await anyio.connect_tcp(
         "127.0.0.1",
         sim.port,
@@ -544,7 +553,7 @@ def _event(name: str, body: dict[str, Any]) -> bytes:
                 "audioInputConfiguration": {**AUDIO_START["audioInputConfiguration"], "sampleRateHertz": 24000},
             },
             "sampleRateHertz",
-        ),  # type: ignore[dict-item]
+        ),
         ("contentStart", {**AUDIO_START, "contentName": "a", "interactive": 1}, "expected bool"),
         (
             "contentStart",
@@ -926,7 +935,7 @@ def test_output_schema_rejects_what_the_service_never_sends() -> None:
         )
         is None
     )
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"event": {"contentStart": good_text}},  # no generationStage
         {"event": {"contentStart": {**good_text, "additionalModelFields": '{"generationStage":"DRAFT"}'}}},
         {"event": {"contentEnd": {**ids, "type": "TEXT", "stopReason": "DONE"}}},
@@ -1088,3 +1097,41 @@ def test_chunk_chain_accepts_a_correct_signer_and_nothing_else(inners: list[byte
             signature = bytes([signature[0] ^ (1 << (flip % 8))]) + signature[1:]
         results.append(bad.verify(date, signature, message.payload))
     assert results[victim] is False and all(results[:victim])
+
+
+class _Remote:
+    """A simulator in another process, as :func:`connect` needs it: a port and a TLS context."""
+
+    def __init__(self, port: int, ca_path: str) -> None:
+        self.port = port
+        self.ca_path = ca_path
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca_path)
+        ctx.set_alpn_protocols(["h2"])
+        return ctx
+
+
+async def test_demo_server_runs_as_a_module() -> None:
+    """``python -m adapters.testing.nova_sonic_simulator`` serves the demo scenario and says how to reach it."""
+    command = [sys.executable, "-m", "adapters.testing.nova_sonic_simulator", "--port", "0", "--speedup", "100"]
+    async with await anyio.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as process:
+        try:
+            assert process.stdout is not None
+            lines: list[str] = []
+            with anyio.fail_after(TIMEOUT):
+                async for chunk in process.stdout:
+                    lines += chunk.decode().splitlines()
+                    if any(line.startswith("credentials:") for line in lines):
+                        break
+            endpoint = next(line.split()[3] for line in lines if line.startswith("Nova Sonic simulator:"))
+            ca_path = next(line.split(": ", 1)[1] for line in lines if line.startswith("CA certificate:"))
+            remote = _Remote(int(endpoint.rsplit(":", 1)[1]), ca_path)
+            async with connect(remote) as client:
+                await _open_and_start(client)
+                await client.text_content("USER", "hello")
+                await client.wait_for(lambda: client.count("usageEvent") == 1)
+                assert client.bodies("textOutput")[-1]["content"].startswith("Hello! I am the bidi-core Nova")
+        finally:
+            process.terminate()
+            await process.wait()
