@@ -58,10 +58,16 @@ _MAX_ERROR_BODY = 16384
 class H2Stream:
     """The client side of one request stream. Build it with :func:`open_stream`."""
 
-    ping_interval_s = 10.0
-    read_timeout_s = 15.0
-
-    def __init__(self, sock: anyio.abc.ByteStream, error_for_response: ErrorForResponse) -> None:
+    def __init__(
+        self,
+        sock: anyio.abc.ByteStream,
+        error_for_response: ErrorForResponse,
+        *,
+        ping_interval_s: float = 10.0,
+        read_timeout_s: float = 15.0,
+    ) -> None:
+        self.ping_interval_s = ping_interval_s
+        self.read_timeout_s = read_timeout_s
         self._sock = sock
         self._error_for_response = error_for_response
         config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
@@ -107,7 +113,7 @@ class H2Stream:
     @property
     def usable(self) -> bool:
         """Whether we may still send on the stream."""
-        return self._error is None and not self._local_ended and not self._remote_ended
+        return self._error is None and not self._local_ended
 
     # ------------------------------------------------------------------ writing
 
@@ -136,12 +142,12 @@ class H2Stream:
         await self._flush()
 
     def _raise_if_unsendable(self) -> None:
+        # A stream the server ended is only half-closed: we may still send (the
+        # service ends its side first after an error, and reads our goodbye).
         if self._error is not None:
             raise self._error
         if self._local_ended:
             raise BidiConnectionError("the request stream is already closed")
-        if self._remote_ended:
-            raise BidiConnectionError("the server ended the stream")
 
     async def send(self, data: bytes) -> None:
         """Send request body bytes, waiting for flow-control credit as needed."""
@@ -325,12 +331,14 @@ async def open_stream(
     ssl_context: ssl.SSLContext,
     error_for_response: ErrorForResponse,
     connect_timeout_s: float = 10.0,
+    read_timeout_s: float = 15.0,
     tls_hostname: str | None = None,
 ) -> AsyncIterator[H2Stream]:
     """Connect with TLS (ALPN ``h2``), start the request, run the reader; yield the stream.
 
     Leaving the block closes the connection and stops the reader: nothing of
-    this module runs afterwards.
+    this module runs afterwards. A connection quiet for two thirds of
+    ``read_timeout_s`` (at most 10 s) is pinged; one silent for all of it fails.
     """
     try:
         with anyio.fail_after(connect_timeout_s):
@@ -351,7 +359,9 @@ async def open_stream(
         alpn = sock.extra(anyio.streams.tls.TLSAttribute.alpn_protocol, None)
         if alpn != "h2":
             raise BidiConnectionError(f"{host}:{port} did not agree to HTTP/2 (ALPN {alpn!r})", retryable=False)
-        stream = H2Stream(sock, error_for_response)
+        stream = H2Stream(
+            sock, error_for_response, ping_interval_s=min(10.0, read_timeout_s * 2 / 3), read_timeout_s=read_timeout_s
+        )
         await stream.start(headers)
         try:
             async with anyio.create_task_group() as tg:

@@ -20,7 +20,7 @@ from adapters.nova_sonic.h2transport import open_stream
 from adapters.nova_sonic.session import NovaSonicSession, error_for_response
 from adapters.nova_sonic.signing import AwsCredentials, EventSigner, sign_request
 from ports.audio import AudioFormat
-from ports.errors import BidiProviderError, BidiUsageError, redact
+from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError, redact
 from ports.model import ConnectRequest, ModelCapabilities
 
 __all__ = ["DEFAULT_REGION", "STREAM_LIMIT_S", "BidiNovaSonicModel"]
@@ -70,6 +70,11 @@ class BidiNovaSonicModel:
 
     ``max_stream_s`` is the service's stream limit (8 minutes); the core rotates
     to a new stream, seeded with the history, at a turn boundary before it.
+    Timeouts: ``connect_timeout_s`` for TCP and TLS; ``read_timeout_s`` of
+    silence (pings unanswered included) fails a connection; ``response_timeout_s``
+    is how long ``connect()`` waits for the service to accept the request
+    before going on (a later refusal surfaces from ``receive()``);
+    ``close_timeout_s`` bounds the polite close and the drain.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class BidiNovaSonicModel:
         provider_config: Mapping[str, Any] | None = None,
         max_stream_s: float = STREAM_LIMIT_S,
         connect_timeout_s: float = 10.0,
+        read_timeout_s: float = 15.0,
         response_timeout_s: float = 5.0,
         close_timeout_s: float = 3.0,
     ) -> None:
@@ -128,6 +134,7 @@ class BidiNovaSonicModel:
         self._base_path = parts.path
         self._ssl_context = self._make_ssl_context(verify, ssl_context, boto_session)
         self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
         self._response_timeout_s = response_timeout_s
         self._close_timeout_s = close_timeout_s
         self._capabilities = ModelCapabilities(
@@ -229,6 +236,7 @@ class BidiNovaSonicModel:
             ssl_context=self._ssl_context,
             error_for_response=partial(error_for_response, secrets=secrets),
             connect_timeout_s=self._connect_timeout_s,
+            read_timeout_s=self._read_timeout_s,
         ) as stream:
             signer = EventSigner(credentials, self.region, signed.seed_signature)
             session = NovaSonicSession(
@@ -241,7 +249,10 @@ class BidiNovaSonicModel:
                 close_timeout_s=self._close_timeout_s,
             )
             try:
-                await session.setup(request)
+                try:
+                    await session.setup(request)
+                except BidiConnectionError as exc:
+                    raise await session.explain(exc) from None
                 with anyio.move_on_after(self._response_timeout_s):
                     # The service answers the request headers once it accepted them; a refusal
                     # (bad signature, unknown model) raises here. Without an answer in time we go

@@ -509,6 +509,23 @@ class NovaSonicSession:
         except BidiProtocolError:
             pass
 
+    async def explain(self, error: BidiError) -> BidiError:
+        """The service's own reason for a stream that failed under us, if it sent one.
+
+        A service that refuses an event sends an exception message and ends
+        the stream; our next write then fails with a bare transport error.
+        Reading what already arrived (briefly) recovers AWS's message.
+        """
+        with anyio.move_on_after(1.0):
+            try:
+                async for _ in self.receive():
+                    pass
+            except (BidiProviderError, BidiProtocolError) as reason:
+                return reason
+            except BidiError:
+                pass
+        return error
+
     # ------------------------------------------------------------------ in
 
     async def receive(self) -> AsyncIterator[ModelEvent]:

@@ -1,0 +1,341 @@
+"""Whatever the server sends, the Nova Sonic session yields port events or a
+typed error, and ends: never another exception, never a hang, nothing left
+running.
+
+The server is a tiny raw HTTP/2 server on 127.0.0.1 (``h2`` over TLS with a
+``trustme`` CA) that answers the request and then sends what hypothesis
+generates: event-stream messages carrying events of the right and the wrong
+shape, modeled exceptions, unmodeled errors, garbage bytes, split across DATA
+frames at any point; then it ends the stream, resets it, sends GOAWAY or
+drops the socket. Other servers here refuse the request, go silent, or never
+end the stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+import trustme
+from anyio.streams.tls import TLSStream
+from botocore.credentials import Credentials
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from adapters.nova_sonic import BidiNovaSonicModel
+from adapters.nova_sonic.eventstream import encode_message
+from ports.errors import BidiConnectionError, BidiError, BidiProviderError
+from ports.events import BidiEvent
+from ports.model import ConnectRequest
+from tests.support import our_tasks
+
+_CA = trustme.CA()
+_LEAF = _CA.issue_cert("127.0.0.1")
+
+
+def server_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    _LEAF.configure_cert(ctx)
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def client_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    _CA.configure_trust(ctx)
+    return ctx
+
+
+def model_at(port: int, **kwargs: Any) -> BidiNovaSonicModel:
+    return BidiNovaSonicModel(
+        endpoint_url=f"https://127.0.0.1:{port}",
+        region="us-east-1",
+        credentials=Credentials("AKIDFUZZ", "fuzz-secret-key-000000"),
+        ssl_context=client_context(),
+        close_timeout_s=1.0,
+        **kwargs,
+    )
+
+
+Script = Callable[[h2.connection.H2Connection, int, TLSStream], Awaitable[None]]
+
+
+async def serve_once(listener: anyio.abc.SocketListener, script: Script, respond: bool = True) -> None:
+    """Accept one connection, wait for the request, run ``script``, then read until the client leaves."""
+    tcp = await listener.accept()
+    try:
+        stream = await TLSStream.wrap(tcp, server_side=True, ssl_context=server_context(), standard_compatible=False)
+    except (anyio.BrokenResourceError, anyio.EndOfStream, OSError, ssl.SSLError):
+        return
+    async with stream:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        try:
+            await stream.send(conn.data_to_send())
+            stream_id = None
+            while stream_id is None:
+                for event in conn.receive_data(await stream.receive()):
+                    if isinstance(event, h2.events.RequestReceived):
+                        stream_id = event.stream_id
+                await stream.send(conn.data_to_send())
+            if not respond:
+                await anyio.sleep_forever()
+            await script(conn, stream_id, stream)
+            await stream.send(conn.data_to_send())
+            while True:  # read the client's events and goodbye, granting it window
+                for event in conn.receive_data(await stream.receive()):
+                    if isinstance(event, h2.events.DataReceived):
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                await stream.send(conn.data_to_send())
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, h2.exceptions.ProtocolError):
+            pass
+
+
+async def read_setup(conn: h2.connection.H2Connection, stream: TLSStream) -> None:
+    """Read the client's setup (session start, prompt start, the system prompt: five events)."""
+    received = 0
+    while received < 5:
+        for h2_event in conn.receive_data(await stream.receive()):
+            if isinstance(h2_event, h2.events.DataReceived):
+                received += 1
+                conn.acknowledge_received_data(h2_event.flow_controlled_length, h2_event.stream_id)
+        await stream.send(conn.data_to_send())
+
+
+async def run_client(model: BidiNovaSonicModel) -> tuple[list[BidiEvent], BaseException | None]:
+    seen: list[BidiEvent] = []
+    try:
+        async with model.connect(ConnectRequest(system_prompt="fuzz")) as session:
+            async for event in session.receive():
+                assert isinstance(event, BidiEvent)
+                seen.append(event)
+    except BidiError as exc:
+        return seen, exc
+    return seen, None
+
+
+async def with_server(script: Script, client: Callable[[int], Awaitable[Any]], *, respond: bool = True) -> Any:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(serve_once, listener.listeners[0], script, respond)
+        result = await client(port)
+        tg.cancel_scope.cancel()
+    return result
+
+
+# ---------------------------------------------------------------- generated server output
+
+EVENT_NAMES = [
+    "completionStart",
+    "contentStart",
+    "textOutput",
+    "audioOutput",
+    "toolUse",
+    "contentEnd",
+    "usageEvent",
+    "completionEnd",
+    "somethingNew",
+]
+FIELDS = [
+    "contentId",
+    "type",
+    "role",
+    "content",
+    "stopReason",
+    "toolName",
+    "toolUseId",
+    "additionalModelFields",
+    "totalInputTokens",
+    "totalOutputTokens",
+    "totalTokens",
+    "details",
+]
+WORDS = st.sampled_from(
+    [
+        "c1",
+        "c2",
+        "TEXT",
+        "AUDIO",
+        "TOOL",
+        "USER",
+        "ASSISTANT",
+        "END_TURN",
+        "PARTIAL_TURN",
+        "INTERRUPTED",
+        "TOOL_USE",
+        '{"generationStage":"FINAL"}',
+        '{"generationStage":"SPECULATIVE"}',
+        '{ "interrupted" : true }',
+        '{"city": "Paris"}',
+        base64.b64encode(b"\x01\x00" * 40).decode(),
+        "not base64!",
+    ]
+)
+VALUES = st.none() | st.booleans() | st.integers(-5, 10**6) | st.text(max_size=10) | WORDS | st.lists(WORDS, max_size=2)
+EVENT_HEADERS = {":message-type": "event", ":event-type": "chunk", ":content-type": "application/json"}
+
+
+def chunk(event: Any) -> bytes:
+    payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
+    return encode_message(EVENT_HEADERS, payload)
+
+
+events = st.builds(
+    lambda name, body: {"event": {name: body}},
+    st.sampled_from(EVENT_NAMES),
+    st.dictionaries(st.sampled_from(FIELDS), VALUES | st.dictionaries(st.sampled_from(FIELDS), VALUES), max_size=6),
+)
+survivable = st.one_of(
+    events.map(chunk),
+    st.builds(chunk, VALUES),  # JSON that is not an event
+    st.binary(max_size=40).map(lambda b: encode_message(EVENT_HEADERS, b)),  # a payload that is not JSON
+    st.builds(lambda name: encode_message({":message-type": "event", ":event-type": name}, b"{}"), st.text(max_size=8)),
+)
+"""Messages after which the stream goes on (the session reports or skips them)."""
+fatal = st.one_of(
+    st.builds(
+        lambda kind, text: encode_message(
+            {":message-type": "exception", ":exception-type": kind, ":content-type": "application/json"},
+            json.dumps({"message": text}).encode(),
+        ),
+        st.sampled_from(["validationException", "modelTimeoutException", "throttlingException", "weirdException"]),
+        st.text(max_size=30),
+    ),
+    st.builds(
+        lambda code, text: encode_message({":message-type": "error", ":error-code": code, ":error-message": text}, b""),
+        st.text(max_size=10),
+        st.text(max_size=30),
+    ),
+    st.builds(lambda kind: encode_message({":message-type": kind}, b"{}"), st.text(max_size=8)),
+    st.binary(min_size=1, max_size=40),  # framing garbage
+)
+"""Messages that end the stream with a typed error."""
+bodies = st.builds(
+    lambda head, tail: [*head, *tail],
+    st.lists(st.one_of(events.map(chunk), events.map(chunk), events.map(chunk), survivable), max_size=12),
+    st.lists(fatal, max_size=1),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    to_send=bodies,
+    cuts=st.lists(st.integers(min_value=1, max_value=3000), max_size=6),
+    ending=st.sampled_from(["end", "rst", "goaway", "drop"]),
+)
+async def test_any_server_output_ends_in_events_or_a_typed_error(
+    to_send: list[bytes], cuts: list[int], ending: str
+) -> None:
+    body = b"".join(to_send)
+
+    async def script(conn: h2.connection.H2Connection, sid: int, stream: TLSStream) -> None:
+        conn.send_headers(sid, [(":status", "200"), ("content-type", "application/vnd.amazon.eventstream")])
+        await read_setup(conn, stream)
+        points = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
+        for start, end in itertools.pairwise(points):
+            for offset in range(start, end, 16384):
+                conn.send_data(sid, body[offset : min(end, offset + 16384)])
+        if ending == "end":
+            conn.end_stream(sid)
+        elif ending == "rst":
+            conn.reset_stream(sid, error_code=2)
+        elif ending == "goaway":
+            conn.close_connection(error_code=0)
+        await stream.send(conn.data_to_send())
+        if ending in ("goaway", "drop"):
+            await stream.aclose()
+
+    with anyio.fail_after(15):
+        seen, error = await with_server(script, lambda port: run_client(model_at(port)))
+    assert all(isinstance(e, BidiEvent) for e in seen)
+    event(f"{'events' if seen else 'no events'}, {type(error).__name__}")
+    if ending != "end":
+        assert error is not None  # a reset, GOAWAY or dropped socket is never a normal end
+    assert our_tasks() == set()
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(status=st.sampled_from([400, 403, 404, 429, 500, 503]), body=st.binary(max_size=100) | st.just(b""))
+async def test_refusals_are_typed_errors(status: int, body: bytes) -> None:
+    async def script(conn: h2.connection.H2Connection, sid: int, stream: TLSStream) -> None:
+        conn.send_headers(sid, [(":status", str(status)), ("x-amzn-requestid", "req-fuzz")])
+        conn.send_data(sid, body, end_stream=True)
+
+    with anyio.fail_after(15):
+        seen, error = await with_server(script, lambda port: run_client(model_at(port)))
+    assert seen == []
+    assert isinstance(error, BidiProviderError)
+    assert error.retryable == (status in (429, 500, 503))
+    assert "req-fuzz" in str(error)
+
+
+# ---------------------------------------------------------------- silence and stubbornness
+
+
+async def test_a_silent_server_is_a_connection_error_not_a_hang() -> None:
+    async def nothing(conn: h2.connection.H2Connection, sid: int, stream: TLSStream) -> None:
+        pass
+
+    async def client(port: int) -> Any:
+        model_here = model_at(port, read_timeout_s=0.6, response_timeout_s=0.2)
+        return await run_client(model_here)
+
+    with anyio.fail_after(10):
+        seen, error = await with_server(nothing, client, respond=False)
+    assert seen == []
+    assert isinstance(error, BidiConnectionError) and error.retryable
+    assert "sent nothing" in str(error)
+    assert our_tasks() == set()
+
+
+async def test_closing_is_bounded_when_the_server_never_ends_the_stream() -> None:
+    async def accept_forever(conn: h2.connection.H2Connection, sid: int, stream: TLSStream) -> None:
+        conn.send_headers(sid, [(":status", "200")])
+
+    async def client(port: int) -> float:
+        model = model_at(port)
+        async with model.connect(ConnectRequest()):
+            started = anyio.current_time()
+        return anyio.current_time() - started
+
+    with anyio.fail_after(10):
+        closing_s = await with_server(accept_forever, client)
+    assert closing_s < 5  # close_timeout_s is 1 s: the polite goodbye gave up instead of waiting forever
+    assert our_tasks() == set()
+
+
+@pytest.mark.parametrize("where", ["setup", "receiving"])
+async def test_cancellation_leaves_nothing_running(where: str) -> None:
+    async def accept(conn: h2.connection.H2Connection, sid: int, stream: TLSStream) -> None:
+        conn.send_headers(sid, [(":status", "200")])
+
+    async def client(port: int) -> None:
+        model = model_at(port)
+        with anyio.CancelScope() as scope:
+            async with model.connect(ConnectRequest()) as session:
+                if where == "setup":
+                    scope.cancel()
+                    await anyio.lowlevel.checkpoint()
+                async for _ in session.receive():
+                    pass
+                scope.cancel()  # pragma: no cover - receive() only ends when the connection does
+        assert scope.cancelled_caught or where == "receiving"
+
+    async def cancel_soon(port: int) -> None:
+        with anyio.move_on_after(0.3):
+            await client(port)
+
+    with anyio.fail_after(10):
+        await with_server(accept, cancel_soon if where == "receiving" else client)
+    assert our_tasks() == set()
