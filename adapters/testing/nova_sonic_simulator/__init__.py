@@ -17,13 +17,22 @@ with the official AWS SDK to prove that.
     async with NovaSonicSimulator(credentials={"AKIDTEST": "secret-key"}, scenario=scenario) as sim:
         ...  # POST sim.endpoint_url + "/model/amazon.nova-2-sonic-v1%3A0/invoke-with-bidirectional-stream"
 
-Additions to the contract in /tmp/nova-sim-api.md (no deviations in names or meaning):
-``sim.refused`` (requests answered with an HTTP error), ``StreamRecord.sent`` (the
-output events), ``StreamRecord.window_waits``, ``StreamRecord.exception``, the options
-``speedup`` (assistant audio pace; None = as fast as flow control allows, so barge-in
-tests must pace it, e.g. ``speedup=1.0`` and a long ``Reply(audio_ms=...)``),
-``audio_chunk_ms`` and ``data_frame_bytes`` (cap on the DATA frames the simulator
-sends), and the 16 kHz test audio helpers ``loud``/``silence``.
+Additions to the contract in /tmp/nova-sim-api.md (no deviation in names or meaning):
+``sim.refused`` (requests answered with an HTTP error, e.g. a throttled one), and on
+``StreamRecord``: ``sent`` (output events and exceptions), ``exception``,
+``window_waits``, ``system_prompt``, ``request_index``. Options ``speedup`` (the
+assistant's audio pace; None, the default, sends as fast as flow control allows, so
+a barge-in test must pace it, e.g. ``speedup=1.0`` with a long ``Reply(audio_ms=...)``),
+``audio_chunk_ms`` and ``data_frame_bytes`` (a cap on the DATA frames the simulator
+sends). ``check_output_event`` (the output oracle), the 16 kHz test audio helpers
+``loud``/``silence``, and ``python -m adapters.testing.nova_sonic_simulator`` (a demo server).
+``Fault`` takes its kind positionally or by keyword: ``Fault("throttling", times=2)``.
+
+Choices where AWS documents nothing (each also says so where it is made): a bad
+chunk signature and the end of the stream's lifetime are ``validationException``
+messages; the FINAL assistant text follows the audio; a typed user turn is not
+echoed as a USER transcript (a spoken one is); the pause that ends a spoken turn
+is 300/500/800 ms for HIGH/MEDIUM/LOW ``endpointingSensitivity``.
 """
 
 from adapters.testing.nova_sonic_simulator.audio import loud, silence, tone

@@ -23,7 +23,7 @@ they are about the service rather than the model.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import attrs
 
@@ -145,9 +145,9 @@ _EXCEPTIONS = {
 }
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class Fault:
-    """Something going wrong at the service.
+    """Something going wrong at the service: ``Fault("throttling", times=2)``, ``Fault("rst", after_events=5)``.
 
     * ``kind``: an exception (``throttling``, ``validation``, ``model_timeout``, ``internal``,
       ``unavailable``, ``model_stream_error``), ``rst`` (RST_STREAM with ``error_code``) or
@@ -160,12 +160,12 @@ class Fault:
     * ``message``: replaces the canned text of an exception.
     """
 
-    kind: FaultKind
-    after_events: int | None = None
-    times: int = 1
-    stream: int | None = None
-    message: str | None = None
-    error_code: int = 2
+    kind: FaultKind = attrs.field(validator=attrs.validators.in_(get_args(FaultKind)))
+    after_events: int | None = attrs.field(default=None, kw_only=True)
+    times: int = attrs.field(default=1, kw_only=True)
+    stream: int | None = attrs.field(default=None, kw_only=True)
+    message: str | None = attrs.field(default=None, kw_only=True)
+    error_code: int = attrs.field(default=2, kw_only=True)
     """HTTP/2 error code for ``rst``/``goaway``: 2 is INTERNAL_ERROR, 0 NO_ERROR."""
 
     def exception(self) -> ServiceException:
