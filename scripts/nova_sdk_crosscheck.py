@@ -84,7 +84,7 @@ def _client(sim: NovaSonicSimulator, config: AsyncBedrockRuntimeConfig) -> Async
     return AsyncBedrockRuntimeClient(config=config)
 
 
-async def _config(sim: NovaSonicSimulator, secret: str) -> AsyncBedrockRuntimeConfig:
+async def _config(sim: NovaSonicSimulator, secret: str, token: str | None = None) -> AsyncBedrockRuntimeConfig:
     transport = AWSCRTHTTPClient()
     options = TlsContextOptions()
     options.override_default_trust_store_from_path(ca_filepath=sim.ca_cert_pem_path)
@@ -96,6 +96,7 @@ async def _config(sim: NovaSonicSimulator, secret: str) -> AsyncBedrockRuntimeCo
         aws_credentials_identity_resolver=StaticCredentialsResolver(),
         aws_access_key_id=AKID,
         aws_secret_access_key=secret,
+        aws_session_token=token,
     )
 
 
@@ -321,10 +322,38 @@ async def modeled_exception(report: list[str]) -> bool:
         return ok
 
 
+async def session_token(report: list[str]) -> bool:
+    async with NovaSonicSimulator(credentials={AKID: SECRET}, session_tokens={AKID: "session-token"}) as sim:
+        client = _client(sim, await _config(sim, SECRET, "session-token"))
+        stream = await client.invoke_model_with_bidirectional_stream(
+            input=InvokeModelWithBidirectionalStreamOperationInput(model_id=MODEL)
+        )
+        talk = Conversation(stream)
+        reader = asyncio.create_task(talk.read())
+        await talk.start()
+        await talk.send("promptEnd", {"promptName": PROMPT})
+        await talk.send("sessionEnd", {})
+        await stream.input_stream.close()
+        async with asyncio.timeout(TIMEOUT_S):
+            await reader
+            await sim.wait_until(lambda: bool(sim.streams) and sim.streams[0].ended_by is not None)
+        await _quietly_close(client)
+        record = sim.streams[0]
+        ok = (
+            record.ended_by == "client"
+            and record.signatures_verified == len(record.events) + 1
+            and not sim.signature_failures
+            and record.headers.get("x-amz-security-token") == "<redacted>"
+        )
+        report.append(f"  [{'ok' if ok else 'FAIL'}] temporary credentials: the signed session token verifies")
+        return ok
+
+
 async def main() -> int:
     report: list[str] = []
     async with NovaSonicSimulator(credentials={AKID: SECRET}, scenario=SCENARIO) as sim:
         results = [await happy_path(sim, report), await wrong_secret(sim, report)]
+    results.append(await session_token(report))
     results.append(await modeled_exception(report))
     print("\n".join(report))
     print("SDK cross-check:", "PASSED" if all(results) else "FAILED")
