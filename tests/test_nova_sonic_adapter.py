@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import re
 import struct
+import subprocess
+import sys
+import wave
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -519,3 +524,42 @@ async def test_no_credential_or_signature_in_debug_logs(
     texts = Texts(["hello"])
     await run_until(agent, [texts], [out, texts.observe], lambda: finals(out, "assistant") != [])
     assert_no_secrets(caplog, SECRET, "session-token-0123456789")
+
+
+# ---------------------------------------------------------------- the example
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_nova_sonic_quickstart_runs_offline(backend: str, tmp_path: Path) -> None:
+    wav = tmp_path / "reply.wav"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        # No credentials anywhere botocore looks, and no instance-metadata probe.
+        AWS_CONFIG_FILE=str(tmp_path / "no-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "nova_sonic_quickstart.py"), "--backend", backend, "--wav", str(wav)],
+        capture_output=True,
+        text=True,
+        timeout=45,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("No AWS credentials") for line in lines)
+    assert "You: What's the weather like in Paris?" in lines
+    assert '[tool] get_weather({"location": "Paris"})' in lines
+    interrupted = lines.index("[interrupted]")
+    assert lines.index("You: Sorry, that's all I needed. Please stop the conversation.") > interrupted
+    assert lines[-2:] == ["[conversation ended: user_request]", f"The assistant's audio is in {wav}"]
+    with wave.open(str(wav), "rb") as reply:
+        assert reply.getframerate() == 24000
+        seconds = reply.getnframes() / 24000
+    # Some of the answer was played before the user talked over it, not all of it.
+    assert 1.0 < seconds < 9.0
