@@ -70,7 +70,9 @@ def _json_text(_instance: object, attribute: attrs.Attribute[str], value: str) -
 
 @attrs.frozen(kw_only=True)
 class InferenceConfiguration:
-    maxTokens: int | None = attrs.field(default=None, validator=_between(1, 10_000))
+    """``topP`` and ``temperature`` are 0..1 (AWS docs); the ``maxTokens`` ceiling is a sanity bound of ours."""
+
+    maxTokens: int | None = attrs.field(default=None, validator=_between(1, 65_536))
     topP: float | None = attrs.field(default=None, validator=_between(0.0, 1.0))
     temperature: float | None = attrs.field(default=None, validator=_between(0.0, 1.0))
 
