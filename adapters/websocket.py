@@ -1,14 +1,17 @@
 """A lean WebSocket client: anyio connects, wsproto shakes hands and frames, no background reader.
 
-The connection is an anyio byte stream (``anyio.connect_tcp``, with TLS for
-``wss://``); wsproto does the upgrade handshake (the HTTP/1.1 ``Request``, then
-``AcceptConnection`` or ``RejectConnection`` with the status and body) and
-then the frames, in the caller's own task. A voice session receives fifty
-messages a second, so the provider's reader task parses frames itself: no
-background reader handing messages over a memory stream (three times the CPU
-per message, measured in ``docs/design.md``), and no HTTP client's wrappers
-around every read (httpx/httpcore cost a generator context manager and a
-cancel scope per read, and 10 MB of memory at import; ``benchmarks/README.md``).
+The connection is an anyio byte stream: on Trio ``anyio.connect_tcp`` (with
+anyio's TLS for ``wss://``), on asyncio one straight on an asyncio transport
+(``adapters/_asyncio_stream.py``: anyio's pauses and resumes the socket around
+every read, a seventh of the client's CPU at real time). wsproto does the
+upgrade handshake (the HTTP/1.1 ``Request``, then ``AcceptConnection`` or
+``RejectConnection`` with the status and body) and then the frames, in the
+caller's own task. A voice session receives fifty messages a second, so the
+provider's reader task parses frames itself: no background reader handing
+messages over a memory stream (three times the CPU per message, measured in
+``docs/design.md``), and no HTTP client's wrappers around every read
+(httpx/httpcore cost a generator context manager and a cancel scope per read,
+and 10 MB of memory at import; ``benchmarks/README.md``).
 
 TLS: one default ``ssl.SSLContext`` per process, made once by
 ``ssl.create_default_context()`` (which honours ``SSL_CERT_FILE`` and
@@ -47,6 +50,7 @@ from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from adapters import _asyncio_stream
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError, redact
 
 __all__ = ["LeanWebSocket", "WebSocketClosed", "open_websocket"]
@@ -379,9 +383,12 @@ async def open_websocket(
     stream: anyio.abc.ByteStream | None = None
     try:
         with anyio.fail_after(connect_timeout_s):
-            stream = await anyio.connect_tcp(
-                host, port, ssl_context=context, tls_hostname=host if tls else None, tls_standard_compatible=False
-            )
+            if _asyncio_stream.on_asyncio():
+                stream = await _asyncio_stream.connect(host, port, context, tls_hostname=host if tls else None)
+            else:
+                stream = await anyio.connect_tcp(
+                    host, port, ssl_context=context, tls_hostname=host if tls else None, tls_standard_compatible=False
+                )
             connection = await _handshake(stream, host_header, target, headers, secrets)
     except BaseException as exc:
         if stream is not None:
