@@ -44,6 +44,12 @@ each one), and nothing imports this module unless asked to.
   the transport around every wait (two ``epoll_ctl`` calls per message when
   messages come one at a time). The prototype leaves reading on. This one is
   anyio's code: the fix belongs upstream, or in an asyncio-native reader.
+  Landed as that reader in 1b1d827 (``adapters/_asyncio_stream.py``).
+
+``ws-read`` and ``adapter-audio`` landed too (1440e52: the WebSocket reads an
+anyio stream with no httpcore in between; f50412f: audio deltas inline in
+``session.receive``); on such a library they do nothing. ``core-audio`` is the
+one still open (``bidi_core/conversation.py``).
 """
 
 from __future__ import annotations
@@ -54,8 +60,23 @@ from typing import Any
 PATCHES = ("core-audio", "wire-audio", "adapter-audio", "ws-read", "warm-wire", "anyio-read")
 
 
-LANDED = {"wire-audio", "warm-wire"}
-"""Prototypes the library has since adopted (b8925bb): applying them is a no-op there."""
+def _landed() -> set[str]:
+    """Prototypes the library has since adopted: applying them is a no-op there."""
+    import inspect
+
+    from adapters import websocket
+    from adapters.openai import wire
+
+    landed = set()
+    if hasattr(wire, "warm_up"):  # b8925bb
+        landed |= {"wire-audio", "warm-wire"}
+    if hasattr(wire, "audio_delta_fields"):  # f50412f: audio deltas inline in session.receive
+        landed.add("adapter-audio")
+    if "connection" in inspect.signature(websocket.LeanWebSocket).parameters:  # 1440e52: no httpcore stream
+        landed.add("ws-read")
+    if hasattr(websocket, "_asyncio_stream"):  # 1b1d827: anyio's asyncio socket stream is not used
+        landed.add("anyio-read")
+    return landed
 
 
 def validate(names: str) -> list[str]:
@@ -69,11 +90,10 @@ def validate(names: str) -> list[str]:
 def apply(names: str) -> list[str]:
     """Apply the named patches; returns those that changed anything."""
     chosen = validate(names)
-    from adapters.openai import wire
-
     applied = []
+    landed = _landed()
     for name in chosen:
-        if name in LANDED and hasattr(wire, "warm_up"):
+        if name in landed:
             continue
         globals()["_" + name.replace("-", "_")]()
         applied.append(name)
