@@ -71,3 +71,12 @@ def bench(session: nox.Session) -> None:
     """
     session.install("-e", ".[trio,openai]", "matplotlib")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(name="sdk-crosscheck", python="3.12")
+def sdk_crosscheck(session: nox.Session) -> None:
+    """Optional, not on CI: the official AWS SDK (Python 3.12+, asyncio only) drives the
+    Nova Sonic simulator, proving every signature its signer makes verifies there and
+    every event it sends passes the simulator's schema (PROTOCOLS.md 5)."""
+    session.install("aws-sdk-bedrock-runtime[awscrt]==0.12.0", "anyio", "h2", "botocore", "trustme", "cattrs", "attrs")
+    session.run("python", "scripts/nova_sdk_crosscheck.py", env={"PYTHONPATH": "."})
