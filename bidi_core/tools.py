@@ -347,21 +347,27 @@ async def _run(found: BidiTool, call: BidiToolUseEvent) -> ToolOutcome:
     started = time.monotonic()
     # move_on_after rather than fail_after: its cancel_called tells our deadline
     # apart from a TimeoutError the tool raised itself (an HTTP timeout, say).
-    deadline = anyio.move_on_after(found.timeout)
+    # Without a timeout there is no deadline to tell apart: no cancel scope (a few
+    # microseconds of every call, on Trio most of what this function costs).
+    deadline = anyio.move_on_after(found.timeout) if found.timeout is not None else None
     value: Any = None
     failure: Exception | None = None
     try:
-        with deadline:
+        if deadline is None:
             value = await _invoke(found.func, args, kwargs)
-            # A sync tool's thread ignores cancellation and returns normally: without this
-            # checkpoint a cancelled call would still report success (and the core would send
-            # a result for a call the provider withdrew).
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            await anyio.lowlevel.checkpoint_if_cancelled()  # see below
+        else:
+            with deadline:
+                value = await _invoke(found.func, args, kwargs)
+                # A sync tool's thread ignores cancellation and returns normally: without this
+                # checkpoint a cancelled call would still report success (and the core would send
+                # a result for a call the provider withdrew).
+                await anyio.lowlevel.checkpoint_if_cancelled()
     except Exception as exc:  # the tool's fault: the model hears about it, the conversation goes on
         failure = exc
     elapsed = time.monotonic() - started
 
-    if found.timeout is not None and deadline.cancel_called:
+    if deadline is not None and deadline.cancel_called:
         # Also when a sync tool overran and returned anyway: its answer came too late.
         message = f"{name} timed out after {found.timeout:g}s"
         logger.warning("tool %s (%s) timed out after %gs", name, call.tool_use_id, found.timeout)
