@@ -388,6 +388,52 @@ async def test_unknown_model_is_refused_with_a_typed_error() -> None:
     assert caught.value.code == "ValidationException" and not caught.value.retryable
 
 
+async def test_a_result_for_a_call_of_an_earlier_stream_goes_in_as_text() -> None:
+    """The stream is replaced while a tool runs (the age limit hits mid-turn). The new
+    stream never issued that toolUseId, so the service would refuse a TOOL content
+    for it: the result reaches the model as the user's text instead."""
+    second_stream = anyio.Event()
+
+    @tool
+    async def slow_lookup(city: str) -> str:
+        """Looks slowly.
+
+        Args:
+            city: A city.
+        """
+        await second_stream.wait()
+        return f"foggy in {city}"
+
+    scenario = Scenario(
+        rules=[Rule(text_contains="weather", reply=Reply(tool_uses=[ToolUse("slow_lookup", {"city": "Oslo"}, "tu-9")]))]
+    )
+    async with NovaSonicSimulator(credentials={AKID: SECRET}, scenario=scenario) as sim:
+        agent = BidiAgent(model=model_for(sim, max_stream_s=1.0), tools=[slow_lookup], reconnect=FAST_RETRY)
+        out = RecordingOutput()
+        starts = 0
+
+        async def on_start(event: BidiOutputEvent) -> None:
+            nonlocal starts
+            if isinstance(event, BidiConnectionStartEvent):
+                starts += 1
+                if starts == 2:
+                    second_stream.set()
+
+        await run_until(
+            agent,
+            [Texts(["what's the weather"])],
+            [out, on_start],
+            lambda: any("foggy in Oslo" in f for f in finals(out, "assistant")),
+        )
+        assert inputs_of(sim, "tool_result") == []
+        texts = [i[1] for i in inputs_of(sim, "text")]
+        assert texts[0] == "what's the weather"
+        assert any("foggy in Oslo" in t for t in texts[1:])
+        history = [i for i in sim.user_inputs if i[0] == "history"]
+        assert any("slow_lookup" in i[2] for i in history)  # the call, as an assistant note
+        assert_clean(sim)
+
+
 # ---------------------------------------------------------------- framing and flow control
 
 
