@@ -439,8 +439,14 @@ async def _open_via_httpx(
     connect_timeout_s: float,
 ) -> AsyncIterator[LeanWebSocket]:
     """The upgrade through httpx (it speaks to proxies: CONNECT, auth, SOCKS with its extra)."""
-    import httpx
-    import httpx_ws
+    try:
+        import httpx
+        import httpx_ws
+    except ImportError:
+        raise BidiUsageError(
+            "a proxy from the environment (HTTP_PROXY/HTTPS_PROXY/ALL_PROXY) applies to this host: install httpx "
+            "and httpx-ws to connect through it, or exclude the host with NO_PROXY"
+        ) from None
 
     def session(stream: Any, **_ignored: Any) -> LeanWebSocket:
         # httpx-ws passes its own queue/keepalive settings; they describe its background reader.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -391,3 +392,13 @@ async def test_wss_through_an_https_proxy_from_the_environment(
         tg.cancel_scope.cancel()
     assert tunnels == [f"CONNECT localhost:{server.port} HTTP/1.1".encode()]
     assert dict(server.requests[0].extra_headers)[b"authorization"] == f"Bearer {KEY}".encode()
+
+
+async def test_a_proxy_without_httpx_installed_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setitem(sys.modules, "httpx_ws", None)  # as if it were not installed
+    with pytest.raises(BidiUsageError, match="NO_PROXY"):
+        async with open_websocket("ws://example.invalid/v1", {}):
+            pass
