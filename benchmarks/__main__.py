@@ -162,18 +162,27 @@ def client_command(client: str, reference_python: str | None, prototype: str) ->
     return [reference_python, "-m", "benchmarks.clients.reference"]
 
 
-def baseline_tree(ref: str) -> tuple[str, Path]:
-    """The library (``bidi_core``, ``adapters``, ``ports``) at ``ref``, extracted beside the
-    current ``benchmarks/`` (a symlink), for the ``@ref`` columns: the same workload,
-    the same run, the library before a change. Returns (short commit, directory)."""
+def baseline_tree(ref: str, files: list[str]) -> tuple[str, Path]:
+    """The library (``bidi_core``, ``adapters``, ``ports``) at ``ref`` beside a symlink to the
+    current ``benchmarks/``, for the ``@ref`` columns: the same workload, the same run, the
+    library before a change. With ``files``, the working tree's library with only those
+    files taken from ``ref`` (one change measured apart from everything else that moved
+    since). Returns (short commit, directory)."""
     short = subprocess.run(
         ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
     tree = Path(tempfile.mkdtemp(prefix=f"bidi-baseline-{short}-"))
-    archive = subprocess.run(
-        ["git", "archive", ref, "bidi_core", "adapters", "ports"], cwd=REPO, capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    if files:
+        for package in ("bidi_core", "adapters", "ports"):
+            shutil.copytree(REPO / package, tree / package, ignore=shutil.ignore_patterns("__pycache__"))
+        for name in files:
+            old = subprocess.run(["git", "show", f"{ref}:{name}"], cwd=REPO, capture_output=True, check=True).stdout
+            (tree / name).write_bytes(old)
+    else:
+        archive = subprocess.run(
+            ["git", "archive", ref, "bidi_core", "adapters", "ports"], cwd=REPO, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     (tree / "benchmarks").symlink_to(BENCH)
     return short, tree
 
@@ -267,7 +276,7 @@ def suite(args: argparse.Namespace) -> int:
         prototype_fixes.validate(args.prototype)  # the patched clients apply them themselves
         clients += [f"{c}*" for c in clients if c.startswith("bidi-")]
     if args.baseline:
-        short, tree = baseline_tree(args.baseline)
+        short, tree = baseline_tree(args.baseline, [f for f in args.baseline_files.split(",") if f])
         BASELINE_TREES[short] = tree
         clients += [f"{c}@{short}" for c in clients if c.startswith("bidi-") and not c.endswith("*")]
     client_cpu, server_cpu = (0, 1) if args.pin else (-1, -1)
@@ -355,7 +364,8 @@ def suite(args: argparse.Namespace) -> int:
     if args.prototype:
         header += f"\n* = bidi-core with benchmarks/prototype_fixes.py applied: {args.prototype}"
     if args.baseline:
-        header += f"\n@{short} = bidi-core as it was at {args.baseline} ({short}), same run, same benchmarks"
+        what = f"with {args.baseline_files} as at" if args.baseline_files else "as it was at"
+        header += f"\n@{short} = bidi-core {what} {args.baseline} ({short}), same run, same benchmarks"
     text = f"{header}\n\n{report.table(clients, figures)}\n\ntargets (bidi-core):\n{report.targets_text(verdicts)}"
     print(text)
     results = Path(args.results_dir)
@@ -370,6 +380,7 @@ def suite(args: argparse.Namespace) -> int:
         "load": load,
         "prototype": args.prototype or None,
         "baseline": args.baseline or None,
+        "baseline_files": args.baseline_files or None,
         "reference": {"requirement": reference_env.REQUIREMENT, "versions": reference_versions, **unavailable},
         "scenarios": {name: PROFILES[profile][name].describe for name in (*scenarios, "sessions")},
         "clients": clients,
@@ -409,6 +420,11 @@ def main() -> int:
         "--baseline",
         default="",
         help="also run bidi-core as it was at this git commit (columns marked @commit): before/after in one run",
+    )
+    parser.add_argument(
+        "--baseline-files",
+        default="",
+        help="with --baseline: only these files (comma-separated) from that commit, the rest from the working tree",
     )
     parser.add_argument("--timeout", type=float, default=300, help="seconds allowed to one client process")
     parser.add_argument("--results-dir", default=str(BENCH / "results"))
