@@ -345,6 +345,7 @@ async def test_validation_error_ends_the_conversation_with_aws_message() -> None
         with pytest.raises(BidiProviderError) as caught, anyio.fail_after(15):
             await agent.run([Texts(["hello", "again"])], [out])
         assert len(sim.streams) == 1  # not retried
+        assert_clean(sim)  # the fault was injected: nothing we sent was wrong
     error = caught.value
     assert isinstance(error, NovaSonicProviderError)
     assert error.code == "ValidationException" and not error.retryable
@@ -372,6 +373,7 @@ async def test_bad_signature_is_refused_once_without_secrets(caplog: pytest.LogC
             await BidiAgent(model=model, reconnect=FAST_RETRY).run(outputs=[RecordingOutput()])
         assert len(sim.refused) == 1  # not retried
         assert sim.refused[0].status == 403
+        assert sim.schema_failures == []
     error = caught.value
     assert isinstance(error, NovaSonicProviderError) and not error.retryable
     assert error.request_id and error.request_id in str(error)
@@ -385,6 +387,8 @@ async def test_unknown_model_is_refused_with_a_typed_error() -> None:
         model._model_id = "amazon.nova-3-sonic-v9:0"  # what a typo in model_id sends
         with pytest.raises(BidiProviderError) as caught, anyio.fail_after(15):
             await BidiAgent(model=model, reconnect=FAST_RETRY).run(outputs=[RecordingOutput()])
+        assert [r.status for r in sim.refused] == [400]
+        assert_clean(sim)
     assert caught.value.code == "ValidationException" and not caught.value.retryable
 
 

@@ -118,19 +118,29 @@ class H2Stream:
     # ------------------------------------------------------------------ writing
 
     async def _flush(self) -> None:
+        """Write everything ``h2`` has queued, including what other tasks queue meanwhile."""
         async with self._write_lock:
-            data = self._conn.data_to_send()
-            if not data:
-                return
-            try:
-                await self._sock.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError) as exc:
-                self._fail(BidiConnectionError(f"sending failed: {type(exc).__name__}"))
-                raise self._error from None  # type: ignore[misc]
-            except BaseException:
-                # Cancelled half-way through a write: the peer may have half a frame.
-                self._fail(BidiConnectionError("a write was cancelled half-way; the connection is unusable"))
-                raise
+            while data := self._conn.data_to_send():
+                try:
+                    await self._sock.send(data)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError) as exc:
+                    self._fail(BidiConnectionError(f"sending failed: {type(exc).__name__}"))
+                    raise self._error from None  # type: ignore[misc]
+                except BaseException:
+                    # Cancelled half-way through a write: the peer may have half a frame.
+                    self._fail(BidiConnectionError("a write was cancelled half-way; the connection is unusable"))
+                    raise
+
+    async def _flush_if_idle(self) -> None:
+        """Flush unless a write is in progress; its writer's loop then sends what we queued.
+
+        The reader and the consumer use this for acknowledgements, pings and
+        settings, so they never wait behind a large write stuck on TCP (the
+        reader must keep reading, or two peers that both write could wait on
+        each other forever).
+        """
+        if not self._write_lock.locked():
+            await self._flush()
 
     async def start(self, headers: Sequence[tuple[str, str]]) -> None:
         """Send the connection preface and the request headers (no END_STREAM)."""
@@ -164,7 +174,10 @@ class H2Stream:
                 await changed.wait()
                 continue
             chunk = view[offset : offset + credit]
-            self._conn.send_data(self.stream_id, chunk.tobytes())
+            try:
+                self._conn.send_data(self.stream_id, chunk.tobytes())
+            except h2.exceptions.ProtocolError as exc:  # the connection closed under us
+                raise self._error or BidiConnectionError(f"the connection cannot send: {exc}") from None
             offset += len(chunk)
             await self._flush()
 
@@ -175,7 +188,7 @@ class H2Stream:
         self._local_ended = True
         try:
             self._conn.end_stream(self.stream_id)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # reset or closed meanwhile: nothing to end
             return
         await self._flush()
 
@@ -194,7 +207,7 @@ class H2Stream:
                     with suppress(h2.exceptions.ProtocolError):
                         self._conn.acknowledge_received_data(flow_length, self.stream_id)
                     if self._error is None:
-                        await self._flush()
+                        await self._flush_if_idle()
                 return data
             if self._error is not None:
                 raise self._error
@@ -235,7 +248,7 @@ class H2Stream:
             for event in events:
                 self._handle(event)
             try:
-                await self._flush()
+                await self._flush_if_idle()
             except BidiError:
                 return
             self._notify()
@@ -308,7 +321,7 @@ class H2Stream:
             if quiet >= self.ping_interval_s:
                 with suppress(BidiError, h2.exceptions.ProtocolError):
                     self._conn.ping(b"bidicore")
-                    await self._flush()
+                    await self._flush_if_idle()
 
     async def aclose(self, timeout_s: float = 2.0) -> None:
         """Say GOAWAY (if the connection still works) and close the socket."""
