@@ -23,8 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapters.audio import BidiAudioIO
 from adapters.gemini import BidiGeminiLiveModel
 from adapters.openai import BidiOpenAIRealtimeModel
+from adapters.testing import FakeAudioDevice
 from adapters.testing.gemini_simulator import GeminiLiveSimulator, Reply, Rule, Scenario, ToolCall, loud, silence
 from adapters.testing.openai_simulator import OpenAIRealtimeSimulator
 from bidi_core import (
@@ -452,6 +454,39 @@ async def test_barge_in_interrupts_and_drops_late_audio(simulator: GeminiLiveSim
     played_ms = sum(a.duration_ms for a in speaker.of(BidiAudioStreamEvent))
     assert played_ms < 8000
     assert "serverContent.interrupted" in simulator.connections[0].sent_kinds()
+
+
+@pytest.mark.scenario(
+    scenario=Scenario(
+        rules=[Rule(text_contains="story", reply=Reply(say="Once upon a time...", audio_ms=6000))],
+        transcripts=["Stop, please."],
+    )
+)
+async def test_speech_over_a_finished_answer_still_playing_silences_it(simulator: GeminiLiveSimulator) -> None:
+    """Gemini generates faster than real time and reports barge-in only while
+    generating. The user talks over an answer that is fully generated but
+    still playing: the first words of the new user turn stop the playback."""
+    speakers = BidiAudioIO(backend=FakeAudioDevice(pace=1.0))  # plays in real time, reports playback
+    output = speakers.output()
+    agent = BidiAgent(model=model_for(simulator))
+    out = RecordingOutput()
+    generated = anyio.Event()
+
+    async def watch(event: BidiOutputEvent) -> None:
+        if isinstance(event, BidiResponseCompleteEvent):
+            generated.set()
+
+    mic = Mic(loud(400) + silence(700), when=generated)
+    inputs = [Texts(["tell me a story"]), mic]
+    await run_until(agent, inputs, [output, out, watch], lambda: bool(out.of(BidiInterruptionEvent)))
+    story = out.of(BidiResponseCompleteEvent)[0]
+    assert story.stop_reason == "complete"  # the user spoke after it was fully generated...
+    assert "serverContent.interrupted" not in simulator.connections[0].sent_kinds()  # ...so Gemini said nothing
+    interruption = out.of(BidiInterruptionEvent)[0]
+    assert (interruption.reason, interruption.response_id) == ("user_speech", story.response_id)
+    assert output.stats.interruptions == 1
+    assert output.stats.discarded_ms > 0  # the rest of the story was dropped, not played
+    assert output.stats.played_ms < 6000
 
 
 # ---------------------------------------------------------------- sessions without loss

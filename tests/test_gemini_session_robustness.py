@@ -347,6 +347,7 @@ async def test_a_spoken_turn_in_either_case(case: str) -> None:
     kinds = [type(e).__name__ for e in events]
     assert kinds == [
         "BidiResumptionUpdateEvent",
+        "BidiSpeechStartedEvent",  # the first words of a user turn: audio still playing may stop
         "BidiTranscriptStreamEvent",  # user delta
         "BidiTranscriptStreamEvent",  # user delta
         "BidiTranscriptStreamEvent",  # user final: the answer starts
@@ -368,11 +369,11 @@ async def test_a_spoken_turn_in_either_case(case: str) -> None:
         ("assistant", "Not much.", False),
         ("assistant", "Not much.", True),
     ]
-    start = events[4]
+    start = events[5]
     assert isinstance(start, BidiResponseStartEvent) and start.response_id.startswith(rid)
-    assert isinstance(events[5], BidiAudioStreamEvent) and events[5].audio == b"\x01\x00\x01\x00"
-    assert events[9] == BidiUsageEvent(10, 5, 15, modality_details=(ModalityUsage("audio", 0, 5),))
-    assert events[10] == BidiResponseCompleteEvent(start.response_id, "complete")
+    assert isinstance(events[6], BidiAudioStreamEvent) and events[6].audio == b"\x01\x00\x01\x00"
+    assert events[10] == BidiUsageEvent(10, 5, 15, modality_details=(ModalityUsage("audio", 0, 5),))
+    assert events[11] == BidiResponseCompleteEvent(start.response_id, "complete")
     updates = [e for e in events if isinstance(e, BidiResumptionUpdateEvent)]
     assert [(u.handle, u.inputs_included) for u in updates] == [("h-1", None), ("h-2", None)]
 

@@ -125,6 +125,12 @@ class GeminiConfig:
     resumption: bool = True
     transparent: bool = False
 
+    @property
+    def speech_interrupts(self) -> bool:
+        """Whether the user's speech cuts the model short (``activity_handling``)."""
+        ric = self.realtime_input_config or {}
+        return ric.get("activityHandling") != "NO_INTERRUPTION"
+
 
 def parse_provider_config(provider_config: Mapping[str, Any] | None, *, vertex: bool = False) -> GeminiConfig:
     """Validate ``provider_config`` and merge it over the defaults (never mutating either).

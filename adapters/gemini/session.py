@@ -445,6 +445,13 @@ class GeminiLiveSession:
     def _server_content(self, content: wire.ServerContent, out: list[ModelEvent]) -> None:
         if content.input_transcription is not None and content.input_transcription.text:
             delta = content.input_transcription.text
+            if not self._user_text and self._response_id is None and self._config.speech_interrupts:
+                # Gemini signals barge-in (``interrupted``) only while it is generating; it
+                # generates faster than real time, so the user often talks over an answer
+                # that is complete but still playing. The first words of a new user turn
+                # are the only sign of that: report them as speech, and the core silences
+                # the audio still playing (the provider has nothing to cancel).
+                out.append(BidiSpeechStartedEvent())
             self._user_text += delta
             out.append(BidiTranscriptStreamEvent(delta, self._user_text, "user", False))
         if content.model_turn is not None:
