@@ -15,7 +15,7 @@ it too (PROTOCOLS.md §5).
     async with GeminiLiveSimulator(api_key="test-key", scenario=scenario, tls=False) as sim:
         ...  # connect to sim.url("v1beta") with the header x-goog-api-key: test-key
 
-Where this differs from, or fills in, the contract (``/tmp/gemini-sim-api.md``):
+Behaviour the documentation leaves open, and how this simulator fills it in:
 
 * Auth: a missing key closes 1008, a wrong key 1007 ("API key not valid. Please
   pass a valid API key.", the REST INVALID_ARGUMENT text), after the upgrade and

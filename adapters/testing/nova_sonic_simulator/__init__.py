@@ -17,7 +17,7 @@ with the official AWS SDK to prove that.
     async with NovaSonicSimulator(credentials={"AKIDTEST": "secret-key"}, scenario=scenario) as sim:
         ...  # POST sim.endpoint_url + "/model/amazon.nova-2-sonic-v1%3A0/invoke-with-bidirectional-stream"
 
-Additions to the contract in /tmp/nova-sim-api.md (no deviation in names or meaning):
+Records and options beyond the basics:
 ``sim.refused`` (requests answered with an HTTP error, e.g. a throttled one), and on
 ``StreamRecord``: ``sent`` (output events and exceptions), ``exception``,
 ``window_waits``, ``system_prompt``, ``request_index``. Options ``speedup`` (the
