@@ -35,7 +35,15 @@ from hypothesis import strategies as st
 from adapters.nova_sonic import BidiNovaSonicModel
 from adapters.nova_sonic.eventstream import encode_message
 from ports.errors import BidiConnectionError, BidiError, BidiProviderError
-from ports.events import BidiEvent
+from ports.events import (
+    BidiAudioStreamEvent,
+    BidiEvent,
+    BidiResponseCompleteEvent,
+    BidiResponseStartEvent,
+    BidiToolUseEvent,
+    BidiTranscriptStreamEvent,
+    BidiUsageEvent,
+)
 from ports.model import ConnectRequest
 from tests.support import our_tasks
 
@@ -339,3 +347,189 @@ async def test_cancellation_leaves_nothing_running(where: str) -> None:
     with anyio.fail_after(10):
         await with_server(accept, cancel_soon if where == "receiving" else client)
     assert our_tasks() == set()
+
+
+# ---------------------------------------------------------------- orders the simulator does not produce
+
+PCM = base64.b64encode(b"\x01\x00" * 240).decode()  # 10 ms at 24 kHz
+SPECULATIVE = '{"generationStage":"SPECULATIVE"}'
+FINAL = '{"generationStage":"FINAL"}'
+
+
+def start(cid: str, kind: str, role: str, stage: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"contentId": cid, "type": kind, "role": role}
+    if stage:
+        body["additionalModelFields"] = stage
+    return {"event": {"contentStart": body}}
+
+
+def text(cid: str, content: str) -> dict[str, Any]:
+    return {"event": {"textOutput": {"contentId": cid, "content": content}}}
+
+
+def audio(cid: str) -> dict[str, Any]:
+    return {"event": {"audioOutput": {"contentId": cid, "content": PCM}}}
+
+
+def end(cid: str, stop: str) -> dict[str, Any]:
+    return {"event": {"contentEnd": {"contentId": cid, "stopReason": stop}}}
+
+
+def usage(i: int, o: int) -> dict[str, Any]:
+    return {"event": {"usageEvent": {"totalInputTokens": i, "totalOutputTokens": o, "totalTokens": i + o}}}
+
+
+COMPLETION_END = {"event": {"completionEnd": {"stopReason": "END_TURN"}}}
+
+
+def summary(events: list[BidiEvent]) -> list[str]:
+    """Events in a short form: ``start r1``, ``audio r1``, ``partial Hi`` / ``final assistant Hi r1``, ..."""
+    out = []
+    for e in events:
+        rid = getattr(e, "response_id", None)
+        short = rid.rsplit("-", 1)[-1] if rid else "-"
+        if isinstance(e, BidiResponseStartEvent):
+            out.append(f"start {short}")
+        elif isinstance(e, BidiResponseCompleteEvent):
+            out.append(f"complete {short} {e.stop_reason}")
+        elif isinstance(e, BidiAudioStreamEvent):
+            out.append(f"audio {short}")
+        elif isinstance(e, BidiTranscriptStreamEvent):
+            out.append(f"{'final' if e.is_final else 'partial'} {e.role} {e.text} {short}")
+        elif isinstance(e, BidiUsageEvent):
+            out.append(f"usage {e.input_tokens}/{e.output_tokens}")
+        elif isinstance(e, BidiToolUseEvent):
+            out.append(f"tool {e.name} {dict(e.input)}")
+        else:
+            out.append(type(e).__name__)
+    return out
+
+
+SEQUENCES = {
+    "final text ends the turn": (
+        [
+            start("c1", "TEXT", "USER", FINAL),
+            text("c1", "Hello?"),
+            end("c1", "END_TURN"),
+            start("c2", "TEXT", "ASSISTANT", SPECULATIVE),
+            text("c2", "Hi there."),
+            end("c2", "PARTIAL_TURN"),
+            start("c3", "AUDIO", "ASSISTANT"),
+            audio("c3"),
+            audio("c3"),
+            end("c3", "PARTIAL_TURN"),
+            start("c4", "TEXT", "ASSISTANT", FINAL),
+            text("c4", "Hi there."),
+            end("c4", "END_TURN"),
+            usage(10, 20),
+            usage(15, 25),
+            COMPLETION_END,
+        ],
+        [
+            "final user Hello? -",
+            "start r1",
+            "partial assistant Hi there. r1",
+            "audio r1",
+            "audio r1",
+            "final assistant Hi there. r1",
+            "complete r1 complete",
+            "usage 10/20",
+            "usage 5/5",
+        ],
+    ),
+    "two sentences, finals after the turn": (
+        [
+            start("c1", "TEXT", "ASSISTANT", SPECULATIVE),
+            text("c1", "One."),
+            end("c1", "PARTIAL_TURN"),
+            start("c2", "AUDIO", "ASSISTANT"),
+            audio("c2"),
+            end("c2", "PARTIAL_TURN"),
+            start("c3", "TEXT", "ASSISTANT", SPECULATIVE),
+            text("c3", " Two."),
+            end("c3", "PARTIAL_TURN"),
+            start("c4", "AUDIO", "ASSISTANT"),
+            audio("c4"),
+            end("c4", "END_TURN"),
+            start("c5", "TEXT", "ASSISTANT", FINAL),
+            text("c5", "One."),
+            end("c5", "PARTIAL_TURN"),
+            start("c6", "TEXT", "ASSISTANT", FINAL),
+            text("c6", "Two."),
+            end("c6", "END_TURN"),
+        ],
+        [
+            "start r1",
+            "partial assistant One. r1",
+            "audio r1",
+            "partial assistant One. Two. r1",
+            "audio r1",
+            "complete r1 complete",
+            "final assistant One. r1",
+            "final assistant Two. r1",
+        ],
+    ),
+    "barge-in marker inside the turn": (
+        [
+            start("c1", "TEXT", "ASSISTANT", SPECULATIVE),
+            text("c1", "Once upon"),
+            end("c1", "PARTIAL_TURN"),
+            start("c2", "AUDIO", "ASSISTANT"),
+            audio("c2"),
+            start("c3", "TEXT", "ASSISTANT", FINAL),
+            text("c3", '{ "interrupted" : true }'),
+            end("c3", "INTERRUPTED"),
+            end("c2", "INTERRUPTED"),
+            start("c4", "TEXT", "ASSISTANT", SPECULATIVE),
+            text("c4", "Yes?"),
+            end("c4", "END_TURN"),
+        ],
+        [
+            "start r1",
+            "partial assistant Once upon r1",
+            "audio r1",
+            "BidiSpeechStartedEvent",
+            "complete r1 interrupted",
+            "start r2",
+            "partial assistant Yes? r2",
+            "complete r2 complete",
+        ],
+    ),
+    "a tool without words, then one after words": (
+        [
+            start("t1", "TOOL", "TOOL"),
+            {"event": {"toolUse": {"contentId": "t1", "toolName": "f", "toolUseId": "u1", "content": '{"a": 1}'}}},
+            end("t1", "TOOL_USE"),
+            start("c1", "TEXT", "ASSISTANT", SPECULATIVE),
+            text("c1", "Let me check."),
+            end("c1", "PARTIAL_TURN"),
+            start("t2", "TOOL", "TOOL"),
+            {"event": {"toolUse": {"contentId": "t2", "toolName": "g", "toolUseId": "u2", "content": "[1]"}}},
+            end("t2", "TOOL_USE"),
+        ],
+        [
+            "tool f {'a': 1}",
+            "start r1",
+            "partial assistant Let me check. r1",
+            "BidiErrorEvent",  # g's arguments are not an object
+            "tool g {}",
+            "complete r1 tool_use",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SEQUENCES))
+async def test_one_response_per_assistant_turn(name: str) -> None:
+    sent, expected = SEQUENCES[name]
+    body = b"".join(chunk(e) for e in sent)
+
+    async def script(conn: h2.connection.H2Connection, sid: int, stream: TLSStream) -> None:
+        conn.send_headers(sid, [(":status", "200")])
+        await read_setup(conn, stream)
+        conn.send_data(sid, body, end_stream=True)
+
+    with anyio.fail_after(15):
+        seen, error = await with_server(script, lambda port: run_client(model_at(port)))
+    assert error is None
+    assert summary(seen) == expected

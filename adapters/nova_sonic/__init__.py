@@ -1,7 +1,7 @@
 """Amazon Nova Sonic adapter: ``BidiNovaSonicModel``.
 
 HTTP/2 over TLS with the ``h2`` library on AnyIO (asyncio and Trio, Python
-3.10+, no AWS SDK for Python 3.12+ needed), SigV4 and the credential chain
+3.11, no AWS SDK for Python 3.12+ needed), SigV4 and the credential chain
 from botocore, per-event chunk signatures and event-stream framing of our
 own. Needs the ``nova`` extra (``pip install "bidi-core[nova]"``).
 """

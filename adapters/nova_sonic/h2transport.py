@@ -330,7 +330,9 @@ class H2Stream:
                 with anyio.move_on_after(timeout_s), suppress(BidiError, h2.exceptions.ProtocolError):
                     self._conn.close_connection()
                     await self._flush()
-            self._fail(BidiConnectionError("the connection is closed"))
+            if self._error is None:  # closed on purpose: not a failure worth a log line
+                self._error = BidiConnectionError("the connection is closed")
+                self._notify()
             with anyio.move_on_after(timeout_s), suppress(Exception):
                 await self._sock.aclose()
 

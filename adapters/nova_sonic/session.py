@@ -661,6 +661,8 @@ class NovaSonicSession:
         stage = event.generation_stage
         role = event.role.upper()
         kind = event.type.upper()
+        if role == "USER" and kind == "TEXT" and stage is None:
+            stage = "FINAL"  # the user's transcript is final unless Nova says otherwise
         if role == "ASSISTANT" and (kind == "AUDIO" or (kind == "TEXT" and stage != "FINAL")):
             out += self._start_response()
             rid = self._response_id
