@@ -311,7 +311,9 @@ async def test_silence_timeout_restarts_seeded_with_history(simulator: NovaSonic
     assert ("history", "USER", "remember me") in simulator.user_inputs
 
 
-@pytest.mark.parametrize("kind", ["model_timeout", "rst", "goaway", "internal"])
+@pytest.mark.parametrize(
+    "kind", ["model_timeout", "throttling", "unavailable", "internal", "model_stream_error", "rst", "goaway"]
+)
 async def test_transient_faults_restart_the_stream(kind: str) -> None:
     async with NovaSonicSimulator(credentials={AKID: SECRET}, faults=[Fault(kind=kind, after_events=8)]) as sim:  # type: ignore[arg-type]
         texts = Texts(["one", "two"])
@@ -529,6 +531,20 @@ async def test_credentials_are_refreshed_for_every_stream() -> None:
         assert [s.access_key_id for s in sim.streams[:2]] == ["AKIDROTATED1", "AKIDROTATED2"]
         assert sim.refused == []
         assert_clean(sim)
+
+
+async def test_no_credentials_anywhere_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in [n for n in os.environ if n.startswith("AWS_") and n != "AWS_CA_BUNDLE"]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    async with NovaSonicSimulator(credentials={AKID: SECRET}) as sim:
+        model = BidiNovaSonicModel(endpoint_url=sim.endpoint_url, verify=sim.ca_cert_pem_path)  # botocore's chain
+        with pytest.raises(BidiProviderError, match="no AWS credentials found") as caught, anyio.fail_after(15):
+            await BidiAgent(model=model, reconnect=FAST_RETRY).run(outputs=[RecordingOutput()])
+        assert sim.streams == [] and sim.refused == []  # nothing was sent
+    assert caught.value.code == "NoCredentials" and not caught.value.retryable
 
 
 async def test_ca_bundle_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
