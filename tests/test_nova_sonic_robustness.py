@@ -307,6 +307,31 @@ async def test_a_silent_server_is_a_connection_error_not_a_hang() -> None:
     assert our_tasks() == set()
 
 
+async def test_a_quiet_server_that_answers_pings_stays_connected() -> None:
+    async def quiet_then_speak(conn: h2.connection.H2Connection, sid: int, stream: TLSStream) -> None:
+        conn.send_headers(sid, [(":status", "200")])
+        await stream.send(conn.data_to_send())
+        pings = 0
+        with anyio.move_on_after(1.5):  # three read timeouts of silence, but for the pings' answers
+            while True:
+                for h2_event in conn.receive_data(await stream.receive()):
+                    if isinstance(h2_event, h2.events.PingReceived):
+                        pings += 1
+                    elif isinstance(h2_event, h2.events.DataReceived):
+                        conn.acknowledge_received_data(h2_event.flow_controlled_length, h2_event.stream_id)
+                await stream.send(conn.data_to_send())  # h2 answers pings by itself
+        assert pings >= 2
+        conn.send_data(sid, chunk(usage(1, 2)), end_stream=True)
+
+    async def client(port: int) -> Any:
+        return await run_client(model_at(port, read_timeout_s=0.5))
+
+    with anyio.fail_after(10):
+        seen, error = await with_server(quiet_then_speak, client)
+    assert error is None
+    assert summary(seen) == ["usage 1/2"]
+
+
 async def test_closing_is_bounded_when_the_server_never_ends_the_stream() -> None:
     async def accept_forever(conn: h2.connection.H2Connection, sid: int, stream: TLSStream) -> None:
         conn.send_headers(sid, [(":status", "200")])

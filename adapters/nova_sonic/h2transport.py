@@ -209,10 +209,10 @@ class H2Stream:
                     if self._error is None:
                         await self._flush_if_idle()
                 return data
+            if self._remote_ended and self.status == 200:
+                return None  # a complete response; a socket closed after it is no fault of the stream
             if self._error is not None:
                 raise self._error
-            if self._remote_ended:
-                return None
             await changed.wait()
 
     async def wait_response(self) -> int:
@@ -309,19 +309,27 @@ class H2Stream:
         return True
 
     async def run_watchdog(self) -> None:
-        """Ping a quiet connection; fail a dead one (see the module docstring)."""
+        """Ping a quiet connection; fail a dead one (see the module docstring).
+
+        One timer per connection, not a timeout around every read: the reader
+        stays a plain loop, and the watchdog wakes a few times per interval.
+        """
+        pinged_at = -1.0
         while self._error is None:
-            await anyio.sleep(self.ping_interval_s)
-            quiet = anyio.current_time() - self._last_rx
+            now = anyio.current_time()
+            quiet = now - self._last_rx
             if quiet >= self.read_timeout_s:
                 self._fail(BidiConnectionError(f"the server sent nothing for {self.read_timeout_s:g} s"))
                 with suppress(Exception):
                     await self._sock.aclose()
                 return
-            if quiet >= self.ping_interval_s:
+            if quiet >= self.ping_interval_s and pinged_at < self._last_rx:
+                pinged_at = now
                 with suppress(BidiError, h2.exceptions.ProtocolError):
                     self._conn.ping(b"bidicore")
                     await self._flush_if_idle()
+            until = self.ping_interval_s if quiet < self.ping_interval_s else self.read_timeout_s
+            await anyio.sleep(max(until - quiet, 0.01))
 
     async def aclose(self, timeout_s: float = 2.0) -> None:
         """Say GOAWAY (if the connection still works) and close the socket."""
