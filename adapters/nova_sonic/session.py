@@ -400,6 +400,9 @@ class NovaSonicSession:
             raise BidiUsageError(f"Nova Sonic cannot take {type(item).__name__} (it has no image input)")
         if isinstance(item, BidiAudioInputEvent):
             self._check_audio(item)
+        if isinstance(item, BidiTextInputEvent) and not item.text.strip():
+            logger.debug("%s: not sending empty text", self._connection_id)  # Nova refuses an empty content
+            return
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.send_timeout_s) as scope:
             if isinstance(item, BidiAudioInputEvent):
                 await self._send_audio(item)
