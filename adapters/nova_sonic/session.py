@@ -261,7 +261,8 @@ class _Content:
 class NovaSonicSession:
     """A :class:`ports.model.BidiModelSession` over one bidirectional stream."""
 
-    send_timeout_s = 10.0
+    send_timeout_s = 5.0
+    """How long one item may wait for flow-control credit (it is written under a shield)."""
 
     def __init__(
         self,
