@@ -25,16 +25,10 @@ from hypothesis import strategies as st
 
 from adapters.nova_sonic import BidiNovaSonicModel, NovaSonicConfig, wire
 from adapters.nova_sonic.config import parse_provider_config
+from adapters.nova_sonic.errors import NovaSonicProviderError, error_for_exception, error_for_response
 from adapters.nova_sonic.eventstream import EventStreamDecoder, encode_message
-from adapters.nova_sonic.session import (
-    NovaSonicProviderError,
-    error_for_exception,
-    error_for_response,
-    history_turns,
-    split_utf8,
-    tool_configuration,
-    tool_result_content,
-)
+from adapters.nova_sonic.history import history_turns, split_utf8
+from adapters.nova_sonic.session import tool_configuration, tool_result_content
 from adapters.nova_sonic.signing import AwsCredentials, EventSigner, sign_request
 from ports.errors import BidiProtocolError, BidiUsageError
 from ports.events import BidiToolResultEvent

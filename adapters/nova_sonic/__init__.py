@@ -7,8 +7,8 @@ own. Needs the ``nova`` extra (``pip install "bidi-core[nova]"``).
 """
 
 from adapters.nova_sonic.config import NOVA_2_SONIC, NOVA_SONIC, NovaSonicConfig
+from adapters.nova_sonic.errors import NovaSonicProviderError
 from adapters.nova_sonic.model import STREAM_LIMIT_S, BidiNovaSonicModel
-from adapters.nova_sonic.session import NovaSonicProviderError
 
 __all__ = [
     "NOVA_2_SONIC",

@@ -16,8 +16,9 @@ import anyio
 from botocore.httpsession import get_cert_path  # type: ignore[import-untyped]
 
 from adapters.nova_sonic.config import MODELS, NOVA_2_SONIC, NovaSonicConfig, parse_provider_config
+from adapters.nova_sonic.errors import error_for_response
 from adapters.nova_sonic.h2transport import open_stream
-from adapters.nova_sonic.session import NovaSonicSession, error_for_response
+from adapters.nova_sonic.session import NovaSonicSession
 from adapters.nova_sonic.signing import AwsCredentials, EventSigner, sign_request
 from ports.audio import AudioFormat
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError, redact

@@ -43,8 +43,10 @@ import attrs
 
 from adapters.nova_sonic import wire
 from adapters.nova_sonic.config import NovaSonicConfig
+from adapters.nova_sonic.errors import NovaSonicProviderError, error_for_exception
 from adapters.nova_sonic.eventstream import EventStreamDecoder, Message
 from adapters.nova_sonic.h2transport import H2Stream
+from adapters.nova_sonic.history import history_turns, split_utf8
 from adapters.nova_sonic.signing import EventSigner
 from ports.errors import BidiConnectionError, BidiError, BidiProtocolError, BidiProviderError, BidiUsageError, redact
 from ports.events import (
@@ -63,18 +65,9 @@ from ports.events import (
     ModelEvent,
     StopReason,
 )
-from ports.messages import Message as HistoryMessage
-from ports.messages import TextMessage, ToolCallMessage, ToolResultMessage
 from ports.model import CancelResponse, ConnectRequest, ModelCapabilities, ModelInput, ToolSpec, TruncateResponse
 
-__all__ = [
-    "DEFAULT_SYSTEM_PROMPT",
-    "NovaSonicProviderError",
-    "NovaSonicSession",
-    "error_for_response",
-    "error_for_exception",
-    "history_turns",
-]
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "NovaSonicSession", "tool_configuration", "tool_result_content"]
 
 logger = logging.getLogger("bidi_core.adapters.nova_sonic")
 
@@ -83,136 +76,6 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful voice assistant. Keep your answers sh
 
 FRAME_MS = 32
 """AWS recommends audio frames of about 32 ms, streamed in real time."""
-HISTORY_MAX_BYTES = 40 * 1024
-"""The whole history must stay under 40 KB (Nova 2 Sonic user guide, "Managing chat history")."""
-TEXT_INPUT_MAX_BYTES = 1024
-"""One history ``textInput`` may carry at most 1 KB; longer messages take several."""
-
-RETRYABLE_EXCEPTIONS = frozenset(
-    {
-        "modelTimeoutException",
-        "throttlingException",
-        "serviceUnavailableException",
-        "internalServerException",
-        "modelStreamErrorException",
-    }
-)
-SILENCE_TIMEOUT_CODE = "InternalErrorCode=531"
-"""In a ValidationException's message: no input for about 175 s. A new stream, seeded with the history, continues."""
-
-
-class NovaSonicProviderError(BidiProviderError):
-    """Bedrock refused or failed, with AWS's exception name as ``code``, its
-    message, and the request id (``x-amzn-requestid``) to quote to AWS support."""
-
-    def __init__(self, message: str, *, code: str | None, retryable: bool, request_id: str | None) -> None:
-        text = f"{message} (request id {request_id})" if request_id else message
-        super().__init__(text, code=code, retryable=retryable)
-        self.request_id = request_id
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def _exception_name(kind: str) -> str:
-    """``validationException`` / ``ValidationException:http://...`` -> ``ValidationException``."""
-    name = kind.split(":", 1)[0].strip()
-    return name[:1].upper() + name[1:]
-
-
-def error_for_exception(
-    kind: str, message: str, request_id: str | None, secrets: tuple[str, ...] = ()
-) -> NovaSonicProviderError:
-    """The error for a modeled exception the service sent inside the stream."""
-    name = _exception_name(kind)
-    lowered = name[:1].lower() + name[1:]
-    message = redact(message or name, *secrets)
-    retryable = lowered in RETRYABLE_EXCEPTIONS or (
-        lowered == "validationException" and SILENCE_TIMEOUT_CODE in message
-    )
-    return NovaSonicProviderError(message, code=name, retryable=retryable, request_id=request_id)
-
-
-def error_for_response(
-    status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()
-) -> NovaSonicProviderError:
-    """The error for a request refused before the stream started (403 bad signature, 400, 429, 5xx)."""
-    request_id = headers.get("x-amzn-requestid")
-    kind = headers.get("x-amzn-errortype", "")
-    message = ""
-    try:
-        parsed = json.loads(body) if body else {}
-        if isinstance(parsed, dict):
-            message = str(parsed.get("message") or parsed.get("Message") or "")
-            kind = kind or str(parsed.get("__type") or "")
-    except ValueError:
-        message = body.decode("utf-8", "replace")[:300]
-    name = _exception_name(kind) if kind else f"HTTP{status}"
-    message = redact(f"HTTP {status}: {message or 'the request was refused'}", *secrets)
-    retryable = status == 429 or status >= 500 or name in ("ExpiredTokenException", "ThrottlingException")
-    return NovaSonicProviderError(message, code=name, retryable=retryable, request_id=request_id)
-
-
-# --------------------------------------------------------------------------- history
-
-
-def _summarize_call(message: ToolCallMessage) -> str:
-    return f"(I called the tool {message.name} with {json.dumps(dict(message.input), ensure_ascii=False)})"
-
-
-def _summarize_result(message: ToolResultMessage) -> str:
-    return f"(The tool {message.name or message.tool_use_id} returned {message.status}: {message.content_text()})"
-
-
-def history_turns(history: tuple[HistoryMessage, ...], max_bytes: int = HISTORY_MAX_BYTES) -> list[tuple[str, str]]:
-    """The history as Nova takes it: ``(role, text)`` turns, USER first, roles alternating.
-
-    Nova's history is text only, in USER and ASSISTANT roles. Tool calls and
-    results become short ASSISTANT notes (the assistant did this and learned
-    that), so the model knows what it already looked up without a replayed
-    TOOL block, which a new stream cannot take because it never issued that
-    call. Consecutive messages of one role are joined; the oldest turns are
-    dropped until the whole fits ``max_bytes``; leading ASSISTANT turns are
-    dropped (the first must be USER).
-    """
-    turns: list[list[str]] = []
-    for message in history:
-        if isinstance(message, TextMessage):
-            role, text = message.role.upper(), message.text
-        elif isinstance(message, ToolCallMessage):
-            role, text = "ASSISTANT", _summarize_call(message)
-        else:
-            role, text = "ASSISTANT", _summarize_result(message)
-        if not text.strip():
-            continue
-        if turns and turns[-1][0] == role:
-            turns[-1][1] += "\n" + text
-        else:
-            turns.append([role, text])
-    result = [(role, text) for role, text in turns]
-    while result and sum(len(text.encode("utf-8")) for _, text in result) > max_bytes:
-        result.pop(0)
-    while result and result[0][0] != "USER":
-        result.pop(0)
-    if result and len(result[0][1].encode("utf-8")) > max_bytes:
-        # One enormous first message: keep its end, which is what the model needs most.
-        text = result[0][1].encode("utf-8")[-max_bytes:].decode("utf-8", "ignore")
-        result[0] = (result[0][0], text)
-    return result
-
-
-def split_utf8(text: str, limit: int = TEXT_INPUT_MAX_BYTES) -> list[str]:
-    """``text`` in pieces of at most ``limit`` UTF-8 bytes, never splitting a character."""
-    raw = text.encode("utf-8")
-    pieces: list[str] = []
-    start = 0
-    while start < len(raw):
-        end = min(start + limit, len(raw))
-        while end < len(raw) and (raw[end] & 0xC0) == 0x80:  # inside a multi-byte character
-            end -= 1
-        pieces.append(raw[start:end].decode("utf-8"))
-        start = end
-    return pieces or [""]
 
 
 def tool_configuration(tools: tuple[ToolSpec, ...]) -> dict[str, Any]:

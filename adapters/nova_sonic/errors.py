@@ -1,0 +1,85 @@
+"""Bedrock's refusals as typed errors, with AWS's message and request id.
+
+Two places refuse: the HTTP response (403 bad signature, 400 unknown model,
+429, 5xx, before any stream) and modeled exceptions inside the stream
+(``:message-type exception``). Both become :class:`NovaSonicProviderError`,
+a :class:`BidiProviderError` whose ``retryable`` tells the core whether a new
+stream, seeded with the history, may help. Secrets are redacted from every
+message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from ports.errors import BidiProviderError, redact
+
+__all__ = [
+    "RETRYABLE_EXCEPTIONS",
+    "SILENCE_TIMEOUT_CODE",
+    "NovaSonicProviderError",
+    "error_for_exception",
+    "error_for_response",
+]
+
+RETRYABLE_EXCEPTIONS = frozenset(
+    {
+        "modelTimeoutException",
+        "throttlingException",
+        "serviceUnavailableException",
+        "internalServerException",
+        "modelStreamErrorException",
+    }
+)
+SILENCE_TIMEOUT_CODE = "InternalErrorCode=531"
+"""In a ValidationException's message: no input for about 175 s. A new stream, seeded with the history, continues."""
+
+
+class NovaSonicProviderError(BidiProviderError):
+    """Bedrock refused or failed, with AWS's exception name as ``code``, its
+    message, and the request id (``x-amzn-requestid``) to quote to AWS support."""
+
+    def __init__(self, message: str, *, code: str | None, retryable: bool, request_id: str | None) -> None:
+        text = f"{message} (request id {request_id})" if request_id else message
+        super().__init__(text, code=code, retryable=retryable)
+        self.request_id = request_id
+
+
+def _exception_name(kind: str) -> str:
+    """``validationException`` / ``ValidationException:http://...`` -> ``ValidationException``."""
+    name = kind.split(":", 1)[0].strip()
+    return name[:1].upper() + name[1:]
+
+
+def error_for_exception(
+    kind: str, message: str, request_id: str | None, secrets: tuple[str, ...] = ()
+) -> NovaSonicProviderError:
+    """The error for a modeled exception the service sent inside the stream."""
+    name = _exception_name(kind)
+    lowered = name[:1].lower() + name[1:]
+    message = redact(message or name, *secrets)
+    retryable = lowered in RETRYABLE_EXCEPTIONS or (
+        lowered == "validationException" and SILENCE_TIMEOUT_CODE in message
+    )
+    return NovaSonicProviderError(message, code=name, retryable=retryable, request_id=request_id)
+
+
+def error_for_response(
+    status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()
+) -> NovaSonicProviderError:
+    """The error for a request refused before the stream started (403 bad signature, 400, 429, 5xx)."""
+    request_id = headers.get("x-amzn-requestid")
+    kind = headers.get("x-amzn-errortype", "")
+    message = ""
+    try:
+        parsed = json.loads(body) if body else {}
+        if isinstance(parsed, dict):
+            message = str(parsed.get("message") or parsed.get("Message") or "")
+            kind = kind or str(parsed.get("__type") or "")
+    except ValueError:
+        message = body.decode("utf-8", "replace")[:300]
+    name = _exception_name(kind) if kind else f"HTTP{status}"
+    message = redact(f"HTTP {status}: {message or 'the request was refused'}", *secrets)
+    retryable = status == 429 or status >= 500 or name in ("ExpiredTokenException", "ThrottlingException")
+    return NovaSonicProviderError(message, code=name, retryable=retryable, request_id=request_id)
