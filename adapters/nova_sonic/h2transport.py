@@ -148,7 +148,14 @@ class H2Stream:
         self.stream_id = self._conn.get_next_available_stream_id()
         # Never-indexed: hpack keeps them out of its tables and prints them redacted in its DEBUG log.
         sent = [NeverIndexedHeaderTuple(k, v) if k in _SENSITIVE else (k, v) for k, v in headers]
-        self._conn.send_headers(self.stream_id, sent, end_stream=False)
+        # hpack also logs the whole encoded block at DEBUG: Huffman-coded, not hidden. Nothing
+        # else can run while this synchronous call does, so muting its logger for it is exact.
+        hpack_log = logging.getLogger("hpack.hpack")
+        was_disabled, hpack_log.disabled = hpack_log.disabled, True
+        try:
+            self._conn.send_headers(self.stream_id, sent, end_stream=False)
+        finally:
+            hpack_log.disabled = was_disabled
         await self._flush()
 
     def _raise_if_unsendable(self) -> None:
