@@ -48,6 +48,17 @@ def run(
         logging.getLogger("bidi_core").setLevel(logging.DEBUG)
     try:
         anyio.run(main, *([] if options is None else [args]), backend=args.backend)
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if not _ctrl_c(exc):
+            raise
         if announce_cancel:
             print("\nConversation cancelled by user")
+
+
+def _ctrl_c(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl+C. Trio raises KeyboardInterrupt in whichever task is
+    running; inside a task group (an offline example's in-process simulator) it
+    arrives wrapped in an exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_ctrl_c(sub) for sub in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
