@@ -61,6 +61,7 @@ _READ_SIZE = 65536
 _MAX_REJECT_BODY = 65536  # what we keep of a refusal's body (the message quotes 500 characters of it)
 _TEXT = ws_events.TextMessage
 _BYTES = ws_events.BytesMessage
+_OPCODES = frozenset({0, 1, 2, 8, 9, 10})  # continuation, text, binary, close, ping, pong (RFC 6455 5.2)
 
 
 class WebSocketClosed(BidiConnectionError):
@@ -75,19 +76,34 @@ class WebSocketClosed(BidiConnectionError):
 class LeanWebSocket:
     """One open WebSocket connection (client side) over an anyio byte stream.
 
-    Made by :func:`open_websocket`; ``connection`` is wsproto's, after the
-    handshake (frames that came with the handshake response are already in it).
+    Made by :func:`open_websocket`. ``connection`` is wsproto's, after the
+    handshake; ``first_frames`` the bytes that came after the 101 response.
+
+    Received frames are split here: a whole text or binary message in one
+    well-formed frame (the server's audio deltas, almost every frame) is
+    decoded here, which costs about a sixth of wsproto's parse; everything
+    else (control frames, fragments, anything unusual) goes to wsproto frame
+    by frame, so its state and its protocol errors are those of a connection
+    that saw every frame. A frame header this splitter does not expect (a
+    mask, reserved bits, an unknown opcode) hands the rest of the connection
+    to wsproto for good.
     """
 
     ping_interval_s = 10.0
     read_timeout_s = 15.0
     close_timeout_s = 2.0
 
-    def __init__(self, stream: anyio.abc.ByteStream, connection: WSConnection) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, connection: WSConnection, first_frames: bytes = b"") -> None:
         self._stream = stream
         self._ws = connection
         self._write_lock = anyio.Lock()
-        self._pending: deque[ws_events.Event] = deque(connection.events())
+        # wsproto events, and whole messages (str or bytes) decoded by _feed, in order.
+        self._pending: deque[ws_events.Event | str | bytes] = deque(connection.events())
+        self._rest: list[bytes] = []  # an incomplete frame's bytes so far
+        self._rest_size = 0
+        self._rest_need = 0  # bytes that frame needs in all (0: its header is incomplete)
+        self._fragmented = False  # wsproto holds the first fragments of a message
+        self._wsproto_only = False  # an unexpected header: wsproto parses everything from then on
         self._stream_ended = False
         self._parts: list[str | bytes] = []
         self._closed: WebSocketClosed | None = None
@@ -96,6 +112,8 @@ class LeanWebSocket:
         # the watchdog compares on the same clock.
         self._last_rx = time.monotonic()
         self._watchdog_tg: anyio.abc.TaskGroup | None = None
+        if first_frames:
+            self._feed(first_frames)
 
     async def __aenter__(self) -> LeanWebSocket:
         self._last_rx = time.monotonic()
@@ -150,13 +168,14 @@ class LeanWebSocket:
         pending = self._pending
         while True:
             while pending:
-                event = pending.popleft()
-                # The hot path: a whole message in one frame, nothing buffered.
-                kind = type(event)
-                if (kind is _TEXT or kind is _BYTES) and event.message_finished and not self._parts:  # type: ignore[attr-defined]
-                    data: str | bytes = event.data  # type: ignore[attr-defined]
+                item = pending.popleft()
+                kind = type(item)
+                if kind is str or kind is bytes:  # decoded by _feed
+                    return item  # type: ignore[return-value]
+                if (kind is _TEXT or kind is _BYTES) and item.message_finished and not self._parts:  # type: ignore[union-attr]
+                    data: str | bytes = item.data  # type: ignore[union-attr]
                     return data
-                message = await self._handle(event)
+                message = await self._handle(item)  # type: ignore[arg-type]
                 if message is not None:
                     return message
             if self._closed is not None:
@@ -165,8 +184,79 @@ class LeanWebSocket:
             if self._stream_ended:
                 self._closed = WebSocketClosed(1006, "connection lost without a close frame")
                 raise self._closed
-            self._ws.receive_data(chunk)
-            pending.extend(self._ws.events())
+            self._feed(chunk)
+
+    def _feed(self, data: bytes) -> None:
+        """Split received bytes into frames (see the class docstring)."""
+        if type(data) is not bytes:
+            data = bytes(data)  # what is decoded here is handed out as bytes
+        if self._wsproto_only:
+            self._to_wsproto(data)
+            return
+        if self._rest:
+            self._rest.append(data)
+            self._rest_size += len(data)
+            if self._rest_size < self._rest_need:
+                return
+            data = b"".join(self._rest)
+            self._rest, self._rest_size, self._rest_need = [], 0, 0
+        pending = self._pending
+        size = len(data)
+        pos = 0
+        while size - pos >= 2:
+            first, second = data[pos], data[pos + 1]
+            opcode = first & 0x0F
+            if first & 0x70 or second & 0x80 or opcode not in _OPCODES:
+                # Reserved bits, a masked frame, an unknown opcode: wsproto says what is wrong.
+                self._wsproto_only = True
+                self._to_wsproto(data[pos:])
+                return
+            length = second & 0x7F
+            start = pos + 2
+            if length == 126:
+                start += 2
+                if size < start:
+                    break
+                length = int.from_bytes(data[pos + 2 : start], "big")
+            elif length == 127:
+                start += 8
+                if size < start:
+                    break
+                length = int.from_bytes(data[pos + 2 : start], "big")
+            end = start + length
+            if end > size:
+                self._rest_need = end - pos
+                break
+            if first & 0x80 and opcode <= 2 and opcode and not self._fragmented:
+                # A whole message in one frame.
+                if opcode == 2:
+                    pending.append(data[start:end])
+                    pos = end
+                    continue
+                try:
+                    pending.append(data[start:end].decode())
+                    pos = end
+                    continue
+                except UnicodeDecodeError:
+                    pass  # wsproto closes with 1007
+            if opcode <= 2:
+                self._fragmented = not first & 0x80
+            self._to_wsproto(data[pos:end])
+            pos = end
+            if self._ws.state is not ConnectionState.OPEN:  # it closed (or failed): the rest is its
+                self._wsproto_only = True
+                if pos < size:
+                    self._to_wsproto(data[pos:])
+                return
+        if pos < size:
+            self._rest = [data[pos:]]
+            self._rest_size = size - pos
+        else:
+            self._rest_need = 0
+
+    def _to_wsproto(self, data: bytes) -> None:
+        self._ws.receive_data(data)
+        self._pending.extend(self._ws.events())
 
     async def _handle(self, event: ws_events.Event) -> str | bytes | None:
         if isinstance(event, ws_events.Message):
@@ -176,7 +266,8 @@ class LeanWebSocket:
                 return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
             return None
         if isinstance(event, ws_events.Ping):
-            await self._write(self._ws.send(event.response()))
+            if self._ws.state is ConnectionState.OPEN:  # not when its close came in the same read
+                await self._write(self._ws.send(event.response()))
             return None
         if isinstance(event, ws_events.CloseConnection):
             self._closed = WebSocketClosed(event.code, event.reason or "")
@@ -296,7 +387,9 @@ def _proxy_for(scheme: str, host: str) -> str | None:
 
 async def _handshake(
     stream: anyio.abc.ByteStream, host: str, target: str, headers: Mapping[str, str], secrets: tuple[str, ...]
-) -> WSConnection:
+) -> tuple[WSConnection, bytes]:
+    """The upgrade: wsproto's connection, and the bytes that came after the 101 response
+    (the first frames, which :class:`LeanWebSocket` parses itself)."""
     handshake = H11Handshake(ConnectionType.CLIENT)
     try:
         extra = [(k.encode("ascii"), v.encode("utf-8")) for k, v in headers.items() if k.lower() != "host"]
@@ -307,6 +400,7 @@ async def _handshake(
     await stream.send(request)
     status: int | None = None
     body = bytearray()
+    head = b""
     while True:
         try:
             data = await stream.receive(_READ_SIZE)
@@ -314,24 +408,37 @@ async def _handshake(
             if status is not None:  # a refusal whose body runs to the end of the connection
                 raise _upgrade_error(status, bytes(body), secrets) from None
             raise BidiConnectionError("the server closed the connection during the WebSocket handshake") from None
-        try:
-            handshake.receive_data(data)
-            events = list(handshake.events())
-        except RemoteProtocolError as exc:
-            raise BidiConnectionError(redact(f"the WebSocket handshake failed: {exc}", *secrets)) from None
-        for event in events:
-            if isinstance(event, ws_events.AcceptConnection):
-                assert handshake.connection is not None
-                return handshake.connection
-            if isinstance(event, ws_events.RejectConnection):
-                status = event.status_code
-                if not event.has_body:
-                    raise _upgrade_error(status, b"", secrets)
-            elif isinstance(event, ws_events.RejectData) and status is not None:
-                if len(body) < _MAX_REJECT_BODY:
-                    body += event.data
-                if event.body_finished:
-                    raise _upgrade_error(status, bytes(body), secrets)
+        after = b""
+        if status is None:
+            # wsproto is given the response's head only: what follows a 101 is frames.
+            head += data
+            end = head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(head) > _MAX_REJECT_BODY:
+                    raise BidiConnectionError("the server's answer to the WebSocket upgrade has no end of headers")
+                continue
+            data, after, head = head[: end + 4], head[end + 4 :], b""
+        for chunk in (data, after):
+            if not chunk:
+                continue
+            try:
+                handshake.receive_data(chunk)
+                events = list(handshake.events())
+            except RemoteProtocolError as exc:
+                raise BidiConnectionError(redact(f"the WebSocket handshake failed: {exc}", *secrets)) from None
+            for event in events:
+                if isinstance(event, ws_events.AcceptConnection):
+                    assert handshake.connection is not None
+                    return handshake.connection, after
+                if isinstance(event, ws_events.RejectConnection):
+                    status = event.status_code
+                    if not event.has_body:
+                        raise _upgrade_error(status, b"", secrets)
+                elif isinstance(event, ws_events.RejectData) and status is not None:
+                    if len(body) < _MAX_REJECT_BODY:
+                        body += event.data
+                    if event.body_finished:
+                        raise _upgrade_error(status, bytes(body), secrets)
 
 
 @asynccontextmanager
@@ -389,7 +496,7 @@ async def open_websocket(
                 stream = await anyio.connect_tcp(
                     host, port, ssl_context=context, tls_hostname=host if tls else None, tls_standard_compatible=False
                 )
-            connection = await _handshake(stream, host_header, target, headers, secrets)
+            connection, first_frames = await _handshake(stream, host_header, target, headers, secrets)
     except BaseException as exc:
         if stream is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(LeanWebSocket.close_timeout_s):
@@ -399,7 +506,7 @@ async def open_websocket(
         if isinstance(exc, OSError | anyio.BrokenResourceError | anyio.EndOfStream | ssl.SSLError):
             raise BidiConnectionError(redact(f"cannot reach {where}: {type(exc).__name__}: {exc}", *secrets)) from None
         raise
-    async with LeanWebSocket(stream, connection) as ws:
+    async with LeanWebSocket(stream, connection, first_frames) as ws:
         yield ws
 
 

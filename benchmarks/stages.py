@@ -8,7 +8,8 @@ thousands of calls):
 * **floor**: what the raw client does with a frame (wsproto parse,
   ``json.loads``, ``b64decode``);
 * **adapter**: ``LeanWebSocket.receive`` from a stream that always has the
-  next frame (wsproto's parse and the message hand-off),
+  next frame (its own split of a whole single-frame message, the hand-off;
+  wsproto's parse, which it skips for such frames, is the row above it),
   ``wire.decode_server_event`` (JSON, and cattrs for every event but audio
   deltas), ``OpenAIRealtimeSession.receive`` from a socket that always has the
   next frame (JSON, base64, the event, bookkeeping);
@@ -178,7 +179,7 @@ def sync_stages() -> dict[str, float]:
         "floor: wsproto parse + json.loads + b64decode": best_us(floor),
         "  the same with a minimal frame parser, no wsproto": best_us(floor_minimal),
         "adapter: wsproto parse (one frame)": best_us(ws_parse),
-        "adapter: LeanWebSocket.receive (wsproto + hand-off)": best_us(ws_receive),
+        "adapter: LeanWebSocket.receive (frame split + hand-off)": best_us(ws_receive),
         "adapter: wire.decode_server_event (json + event)": best_us(lambda: wire.decode_server_event(DELTA)),
         "  of which json.loads": best_us(lambda: json.loads(DELTA)),
         "adapter: session.receive (json + b64decode + event)": best_us(receive),

@@ -1,0 +1,170 @@
+"""The WebSocket's own frame splitter agrees with wsproto, frame by frame.
+
+``LeanWebSocket`` decodes whole single-frame messages itself and hands every
+other frame to wsproto. Here a wsproto *server* writes random messages
+(text and binary, whole or fragmented, sizes around the length encodings'
+edges, pings in between) and the bytes reach the client cut at random places;
+the client must return exactly the messages sent, answer every ping, and
+end with the server's close code, in its normal mode and with wsproto
+parsing everything. Malformed frames end with wsproto's close codes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
+
+from adapters.websocket import LeanWebSocket, WebSocketClosed
+
+
+class ReplayStream(anyio.abc.ByteStream):
+    """The server's bytes, in the given pieces; what the client sends is kept."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = deque(pieces)
+        self.sent = bytearray()
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        await anyio.lowlevel.checkpoint()
+        if not self.pieces:
+            raise anyio.EndOfStream
+        return self.pieces.popleft()
+
+    async def send(self, item: bytes) -> None:
+        self.sent += item
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def opened() -> tuple[Connection, WSConnection]:
+    """wsproto's client connection after a handshake, and the server's end."""
+    client, server = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
+    server.receive_data(client.send(Request(host="x", target="/")))
+    list(server.events())
+    client.receive_data(server.send(AcceptConnection()))
+    list(client.events())
+    assert client.connection is not None
+    return client.connection, server
+
+
+def cut(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+
+SIZES = st.sampled_from([0, 1, 125, 126, 127, 1429, 65535, 65536, 70000]) | st.integers(0, 3000)
+message = st.tuples(
+    st.booleans(),  # text?
+    SIZES,
+    st.integers(1, 3),  # fragments
+    st.booleans(),  # a ping before it?
+)
+
+
+async def run_client(pieces: list[bytes], wsproto_only: bool) -> tuple[list[str | bytes], int, bytes]:
+    connection, _ = opened()
+    stream = ReplayStream(pieces)
+    ws = LeanWebSocket(stream, connection)
+    ws._wsproto_only = wsproto_only
+    got: list[str | bytes] = []
+    with pytest.raises(WebSocketClosed) as closed:
+        while True:
+            got.append(await ws.receive())
+    return got, closed.value.code, bytes(stream.sent)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages=st.lists(message, max_size=8), cuts=st.lists(st.integers(0, 10**6), max_size=12))
+def test_random_frames_cut_anywhere_arrive_as_sent(
+    anyio_backend: str, messages: list[tuple[bool, int, int, bool]], cuts: list[int]
+) -> None:
+    _, server = opened()
+    wire = bytearray()
+    sent: list[str | bytes] = []
+    pings = 0
+    for i, (text, size, fragments, ping) in enumerate(messages):
+        payload: str | bytes = ("é" if i % 2 else "a") * (size // 2) if text else bytes([i % 256]) * size
+        sent.append(payload)
+        step = max(1, len(payload) // fragments)
+        parts = [payload[k : k + step] for k in range(0, len(payload), step)] or [payload]
+        for n, part in enumerate(parts):
+            last = n == len(parts) - 1
+            event: Event = (
+                TextMessage(part, message_finished=last) if text else BytesMessage(part, message_finished=last)
+            )  # type: ignore[arg-type]
+            wire += server.send(event)
+            if ping and n == 0:
+                wire += server.send(Ping(f"ping {i}".encode()))
+                pings += 1
+    close = server.send(CloseConnection(4000, "done"))  # alone, so that every ping is read before it
+    for wsproto_only in (False, True):
+        pieces = [*cut(bytes(wire), cuts), close]
+        got, code, client_bytes = anyio.run(run_client, pieces, wsproto_only, backend=anyio_backend)
+        assert got == sent
+        assert code == 4000
+        _, server_view = opened()
+        server_view.receive_data(client_bytes)
+        answers = list(server_view.events())
+        assert [e.payload for e in answers if isinstance(e, Pong)] == [
+            f"ping {i}".encode() for i, m in enumerate(messages) if m[3]
+        ]
+        assert isinstance(answers[-1], CloseConnection) and answers[-1].code == 4000
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\x81\x02\xff\xfe", 1007),  # text that is not UTF-8
+        (b"\x81\x82abcd\x00\x00", 1002),  # a masked frame from the server
+        (b"\xc1\x00", 1002),  # a reserved bit without an extension
+        (b"\x83\x00", 1002),  # a reserved opcode
+        (b"\x00\x01x", 1002),  # a continuation with no message to continue
+        (b"\x89\x7e\x00\x7e" + b"x" * 126, 1002),  # a control frame longer than 125 bytes
+    ],
+)
+async def test_malformed_frames_close_as_wsproto_says(frame: bytes, code: int) -> None:
+    ok = b"\x81\x02hi"
+    got, closed, _ = await run_client([ok + frame + ok], wsproto_only=False)
+    assert got == ["hi"]
+    assert closed == code
+
+
+async def test_a_frame_split_in_its_header_and_a_large_one_in_many_pieces() -> None:
+    _, server = opened()
+    big = bytes(range(256)) * 4000  # ~1 MB: 64-bit length
+    wire = server.send(TextMessage("small")) + server.send(BytesMessage(big)) + server.send(CloseConnection(1000))
+    pieces = [wire[:1], wire[1:8], wire[8:9]] + [wire[k : k + 4096] for k in range(9, len(wire), 4096)]
+    got, code, _ = await run_client(pieces, wsproto_only=False)
+    assert got == ["small", big]
+    assert code == 1000
+
+
+async def test_a_ping_read_together_with_the_close_is_not_answered_after_it() -> None:
+    _, server = opened()
+    wire = server.send(TextMessage("last")) + server.send(Ping(b"p")) + server.send(CloseConnection(1001, "away"))
+    got, code, sent = await run_client([wire], wsproto_only=False)
+    assert (got, code) == (["last"], 1001)
+    _, server_view = opened()
+    server_view.receive_data(sent)
+    assert [type(e) for e in server_view.events()] == [CloseConnection]  # the close's answer, no pong after it
