@@ -179,7 +179,7 @@ def sync_stages() -> dict[str, float]:
         "floor: wsproto parse + json.loads + b64decode": best_us(floor),
         "  the same with a minimal frame parser, no wsproto": best_us(floor_minimal),
         "adapter: wsproto parse (one frame)": best_us(ws_parse),
-        "adapter: LeanWebSocket.receive (frame split + hand-off)": best_us(ws_receive),
+        "adapter: LeanWebSocket.receive (split + hand-off)": best_us(ws_receive),
         "adapter: wire.decode_server_event (json + event)": best_us(lambda: wire.decode_server_event(DELTA)),
         "  of which json.loads": best_us(lambda: json.loads(DELTA)),
         "adapter: session.receive (json + b64decode + event)": best_us(receive),
