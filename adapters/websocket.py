@@ -1,13 +1,15 @@
-"""A lean WebSocket client: anyio connects, wsproto shakes hands and frames, no background reader.
+"""A lean WebSocket client: anyio connects, wsproto shakes hands, frames are read in the caller's task.
 
 The connection is an anyio byte stream: on Trio ``anyio.connect_tcp`` (with
 anyio's TLS for ``wss://``), on asyncio one straight on an asyncio transport
 (``adapters/_asyncio_stream.py``: anyio's pauses and resumes the socket around
 every read, a seventh of the client's CPU at real time). wsproto does the
 upgrade handshake (the HTTP/1.1 ``Request``, then ``AcceptConnection`` or
-``RejectConnection`` with the status and body) and then the frames, in the
-caller's own task. A voice session receives fifty messages a second, so the
-provider's reader task parses frames itself: no background reader handing
+``RejectConnection`` with the status and body), writes every frame, and reads
+every frame but the common one: a whole message in one frame, which
+:class:`LeanWebSocket` splits and decodes itself (a sixth of wsproto's cost;
+see the class). A voice session receives fifty messages a second, so the
+provider's reader task reads frames itself: no background reader handing
 messages over a memory stream (three times the CPU per message, measured in
 ``docs/design.md``), and no HTTP client's wrappers around every read
 (httpx/httpcore cost a generator context manager and a cancel scope per read,
