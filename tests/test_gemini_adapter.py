@@ -9,6 +9,7 @@ is tested.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -421,6 +422,65 @@ async def test_tool_call_cancellation_cancels_the_tool_and_sends_nothing(simulat
     assert sent and sent[0]["toolCallCancellation"]["ids"] == [out.of(BidiToolUseEvent)[0].tool_use_id]
     await simulator.wait_until(lambda: len(simulator.connections[0].received) >= 3)
     assert not [m for m in simulator.connections[0].received if "toolResponse" in m]
+
+
+@pytest.mark.parametrize("handle", ["resumed", "stale"])
+async def test_a_tool_that_outlives_its_connection_answers_on_the_next(handle: str) -> None:
+    """The connection drops while a tool runs; its result comes after the reconnect. The new session
+    never issued that call (no handle is issued while calls are pending; a fresh session only has the
+    history), so a toolResponse for it would be refused with 1007 and end the conversation."""
+    scenario = Scenario(
+        rules=[
+            Rule(text_contains="weather", times=1, reply=Reply(tool_calls=[ToolCall("slow_weather", {"city": "Oslo"})]))
+        ]
+    )
+    ttl = 0.0 if handle == "stale" else 600.0
+    async with GeminiLiveSimulator(api_key=KEY, tls=False, scenario=scenario, handle_ttl_s=ttl) as sim:
+        started, release = anyio.Event(), anyio.Event()
+
+        @tool
+        async def slow_weather(city: str) -> str:
+            """Weather, slowly.
+
+            Args:
+                city: A city.
+            """
+            started.set()
+            await release.wait()
+            return f"rainy in {city}"
+
+        agent = BidiAgent(model=model_for(sim), tools=[slow_weather], reconnect=FAST_RETRY)
+        out = RecordingOutput()
+
+        connections = 0
+
+        async def release_when_reconnected(event: BidiOutputEvent) -> None:
+            nonlocal connections
+            if isinstance(event, BidiConnectionStartEvent):
+                connections += 1
+                if connections == 2:
+                    release.set()
+
+        async def drop_while_the_tool_runs() -> None:
+            await started.wait()
+            await sim.drop_all()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drop_while_the_tool_runs)
+            await run_until(
+                agent,
+                [Texts(["weather in Oslo?"])],
+                [out, release_when_reconnected],
+                lambda: any("rainy in Oslo" in f for f in finals(out, "assistant")),
+            )
+        assert_oracle_clean(sim)
+    assert [c.close_code for c in sim.connections if c.close_code not in (None, 1007)] == []
+    if handle == "stale":
+        assert "resumption_rejected" in [r.reason for r in out.of(BidiConnectionRestartEvent)]
+    first_call = out.of(BidiToolUseEvent)[0].tool_use_id
+    later = [m for c in sim.connections[1:] for m in c.received]
+    assert not [m for m in later if first_call in json.dumps(m.get("toolResponse", {}))]
+    assert any("rainy in Oslo" in m.get("realtimeInput", {}).get("text", "") for m in later)
 
 
 # ---------------------------------------------------------------- barge-in

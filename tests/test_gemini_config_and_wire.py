@@ -293,6 +293,7 @@ async def test_every_input_item_encodes_to_a_valid_message() -> None:
     await session.send(BidiAudioInputEvent(pcm, sample_rate=48000))
     await session.send(BidiTextInputEvent("hello"))
     await session.send(BidiImageInputEvent(b"\xff\xd8jpeg", mime_type="image/jpeg"))
+    issue_calls(session, "call-1", "call-2")
     await session.send(BidiToolResultEvent("call-1", "get_weather", "success", {"temp": 21}))
     await session.send(BidiToolResultEvent("call-2", "get_weather", "error", "no such city"))
     await session.send(CancelResponse("r1"))
@@ -308,6 +309,35 @@ async def test_every_input_item_encodes_to_a_valid_message() -> None:
         {"id": "call-1", "name": "get_weather", "response": {"output": {"temp": 21}}}
     ]
     assert messages[4]["toolResponse"]["functionResponses"][0]["response"] == {"error": "no such city"}
+
+
+def issue_calls(session: GeminiLiveSession, *ids: str) -> None:
+    """The service calls ``get_weather`` once per id on this connection."""
+    calls = [{"id": i, "name": "get_weather", "args": {"location": "Oslo"}} for i in ids]
+    message = wire.decode_server_message(json.dumps({"toolCall": {"functionCalls": calls}}))
+    assert isinstance(message, wire.ServerMessage)
+    session._translate(message)
+
+
+async def test_a_result_for_a_call_this_connection_never_issued_goes_in_as_text() -> None:
+    """A tool that outlived its connection: the new session never issued the call (no handle is issued
+    while calls are pending, a fresh session knows it only from the history), and a toolResponse naming
+    it is refused with 1007. Its outcome goes in as the user's text; a cancellation needs no answer."""
+    ws = FakeWebSocket()
+    session = session_on(ws)
+    issue_calls(session, "call-new")
+    await session.send(BidiToolResultEvent("call-old", "get_weather", "success", {"temp": 21}))
+    await session.send(BidiToolResultEvent("call-older", "get_weather", "cancelled", "stopped"))
+    await session.send(BidiToolResultEvent("call-new", "get_weather", "success", "sunny"))
+    await session.send(BidiToolResultEvent("call-new", "get_weather", "success", "again"))  # answered once only
+    messages = [assert_valid(m) for m in ws.sent]
+    assert len(messages) == 3
+    text = messages[0]["realtimeInput"]["text"]
+    assert "get_weather" in text and '"temp": 21' in text and "success" in text
+    assert messages[1]["toolResponse"]["functionResponses"] == [
+        {"id": "call-new", "name": "get_weather", "response": {"output": "sunny"}}
+    ]
+    assert "toolResponse" not in messages[2]
 
 
 async def test_stereo_audio_is_a_usage_error() -> None:

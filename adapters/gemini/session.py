@@ -221,6 +221,7 @@ class GeminiLiveSession:
         self._assistant_final_sent = False
         self._user_text = ""
         self._synthetic_calls: set[str] = set()
+        self._issued_calls: set[str] = set()  # calls of this connection still unanswered
         self._rate_of_mime: dict[str, int] = {}
         self.session_id: str | None = None
 
@@ -295,6 +296,7 @@ class GeminiLiveSession:
     async def send(self, item: ModelInput) -> None:
         # Remember the item's last wire index *before* writing: a resumption update that
         # names the message may be read by the receiving task before this one resumes.
+        text: str | None
         if isinstance(item, BidiAudioInputEvent):
             if item.channels != 1 or item.format != "pcm":
                 raise BidiUsageError(
@@ -308,19 +310,51 @@ class GeminiLiveSession:
             blob = {"mimeType": item.mime_type, "data": base64.b64encode(item.image).decode("ascii")}
             text = wire.encode_client_message(wire.RealtimeInput(video=blob))
         elif isinstance(item, BidiToolResultEvent):
-            call_id = None if item.tool_use_id in self._synthetic_calls else item.tool_use_id
-            response = wire.FunctionResponse(call_id, item.name, tool_response_body(item.status, item.content))
-            text = wire.encode_client_message(wire.ToolResponse([response]))
+            text = self._tool_result(item)
         elif isinstance(item, CancelResponse | TruncateResponse):
             # Gemini has neither message: it stops by itself on speech and cannot forget audio.
+            text = None
+        else:
+            raise BidiUsageError(f"Gemini Live cannot send {type(item).__name__}")
+        if text is None:
             if self._track:
                 self._item_last_index.append(self._next_index - 1)
             return
-        else:
-            raise BidiUsageError(f"Gemini Live cannot send {type(item).__name__}")
         if self._track:
             self._item_last_index.append(self._next_index)
         await self._write(text)
+
+    def _tool_result(self, item: BidiToolResultEvent) -> str | None:
+        """``toolResponse`` for a call this connection issued; otherwise the result as the user's text.
+
+        A tool that outlives its connection (a drop, a ``goAway`` rotation, a refused handle) has its
+        result sent on the next one. That session never issued the call: the service issues no
+        resumption handle while calls are pending, so a resumed session is from before the call,
+        and a fresh one knows it only from the seeded history. A ``toolResponse`` naming that id
+        is refused (close 1007, which ends the conversation), so the outcome goes in as text the
+        model reads (as the Nova adapter does). A cancelled call needs no answer: nothing waits.
+        """
+        if item.tool_use_id in self._issued_calls:
+            self._issued_calls.discard(item.tool_use_id)
+            call_id = None if item.tool_use_id in self._synthetic_calls else item.tool_use_id
+            response = wire.FunctionResponse(call_id, item.name, tool_response_body(item.status, item.content))
+            return wire.encode_client_message(wire.ToolResponse([response]))
+        if item.status == "cancelled":
+            logger.debug(
+                "%s: dropping the cancellation of %s, issued by an earlier connection",
+                self._connection_id,
+                item.tool_use_id,
+            )
+            return None
+        logger.debug(
+            "%s: %s was issued by an earlier connection; its result goes in as text",
+            self._connection_id,
+            item.tool_use_id,
+        )
+        body = json.dumps(tool_response_body(item.status, item.content), ensure_ascii=False, default=str)
+        return wire.encode_client_message(
+            wire.RealtimeInput(text=f"(The tool {item.name} returned {item.status}: {body})")
+        )
 
     def items_included(self, last_consumed_index: int) -> int:
         """How many ``send()`` items had every wire message consumed by ``last_consumed_index``.
@@ -420,6 +454,7 @@ class GeminiLiveSession:
         if message.tool_call is not None:
             self._tool_call(message.tool_call, out)
         if message.tool_call_cancellation is not None and message.tool_call_cancellation.ids:
+            self._issued_calls.difference_update(message.tool_call_cancellation.ids)  # nothing is sent for them
             out.append(BidiToolCancelEvent(tuple(message.tool_call_cancellation.ids)))
         if message.go_away is not None:
             left = wire.parse_duration(message.go_away.time_left)
@@ -493,6 +528,7 @@ class GeminiLiveSession:
             if not call_id:
                 call_id = f"{self._connection_id}-call-{len(self._synthetic_calls) + 1}"
                 self._synthetic_calls.add(call_id)
+            self._issued_calls.add(call_id)
             out.append(BidiToolUseEvent(call_id, fc.name, dict(fc.args or {})))
         self._finish(out, "tool_use")
 
