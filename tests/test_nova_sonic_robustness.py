@@ -533,12 +533,15 @@ SEQUENCES = {
             end("t2", "TOOL_USE"),
         ],
         [
-            "tool f {'a': 1}",
+            # A call without words is still a response, as OpenAI reports a function-call-only turn.
             "start r1",
-            "partial assistant Let me check. r1",
+            "tool f {'a': 1}",
+            "complete r1 tool_use",
+            "start r2",
+            "partial assistant Let me check. r2",
             "BidiErrorEvent",  # g's arguments are not an object
             "tool g {}",
-            "complete r1 tool_use",
+            "complete r2 tool_use",
         ],
     ),
 }

@@ -13,7 +13,7 @@ Translation with only the bookkeeping the wire needs, no policy:
   text, audio, final text, tool use). Adapters of other libraries report one
   response per block; we report one :class:`BidiResponseStartEvent` /
   :class:`BidiResponseCompleteEvent` per assistant turn: the turn starts at
-  the first ASSISTANT speculative text or audio block and completes at the
+  the first ASSISTANT speculative text, audio or TOOL block and completes at the
   first ASSISTANT block that ends with ``END_TURN`` (``complete``), at a
   TOOL block (``tool_use``), at an ``INTERRUPTED`` block (``interrupted``,
   after a :class:`BidiSpeechStartedEvent`), or at ``completionEnd``. The
@@ -535,6 +535,11 @@ class NovaSonicSession:
             rid = self._response_id
         elif role == "ASSISTANT":
             rid = self._response_id or self._last_response_id  # FINAL text trails the turn it transcribes
+        elif kind == "TOOL":
+            # A tool call is a response of its own when no words came first (as OpenAI reports a
+            # function-call-only turn: response start, the call, completion with ``tool_use``).
+            out += self._start_response()
+            rid = self._response_id
         else:
             rid = self._response_id
         content = _Content(type=kind, role=role, stage=stage, response_id=rid)
