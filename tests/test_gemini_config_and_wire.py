@@ -376,6 +376,32 @@ def test_history_turns_are_valid_and_skip_orphan_results() -> None:
     assert "call_orphan" not in json.dumps(turns)
 
 
+def test_each_seeded_call_is_followed_by_its_response_and_unanswered_calls_are_left_out() -> None:
+    """Gemini refuses a function call turn not followed by as many function responses. The history
+    records results when they were sent: after other turns, or not yet for a tool still running."""
+    history = (
+        TextMessage("user", "Weather in Oslo and Paris?"),
+        ToolCallMessage("c1", "get_weather", {"location": "Oslo"}),
+        ToolCallMessage("c2", "get_weather", {"location": "Paris"}),
+        TextMessage("user", "Hurry up."),
+        ToolResultMessage("c2", "get_weather", "success", "sunny"),
+        ToolResultMessage("c1", "get_weather", "error", "no data"),
+        ToolCallMessage("c3", "get_weather", {"location": "Rome"}),  # still running
+        TextMessage("assistant", "Paris is sunny."),
+    )
+    turns = history_turns(history)
+    assert_valid(wire.encode_client_message(wire.ClientContent(turns=turns)))
+    for i, turn in enumerate(turns):
+        for part in turn["parts"]:
+            if "functionCall" in part:
+                following = turns[i + 1]["parts"]
+                assert [p["functionResponse"]["id"] for p in following] == [part["functionCall"]["id"]]
+    shown = [next(iter(t["parts"][0])) + ":" + json.dumps(t["parts"][0])[-30:] for t in turns]
+    assert [t["role"] for t in turns] == ["user", "model", "user", "model", "user", "user", "model"], shown
+    assert "c3" not in json.dumps(turns)
+    assert turns[2]["parts"][0]["functionResponse"]["response"] == {"error": "no data"}
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),

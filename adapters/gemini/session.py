@@ -147,24 +147,34 @@ def tool_response_body(status: str, content: Any) -> dict[str, Any]:
 
 
 def history_turns(history: Iterable[Message]) -> list[dict[str, Any]]:
-    """``clientContent.turns`` seeding a fresh session. Tool results whose call is not in the
-    history are skipped (a response must answer a call the session knows)."""
+    """``clientContent.turns`` seeding a fresh session.
+
+    Gemini refuses contents where a function call turn is not followed by a
+    turn with as many function responses (400 "the number of function response
+    parts is equal to the number of function call parts of the function call
+    turn"). The history records a result when it was sent, possibly after other
+    turns (the user spoke while the tool ran), and a call whose tool still runs
+    has none yet. So each answered call goes in with its response right after
+    it; a call without a result is left out (its result, when the tool ends,
+    goes to the new session as text, see :meth:`GeminiLiveSession._tool_result`),
+    and so is a result whose call is not in the history.
+    """
     messages = list(history)
-    calls = {m.tool_use_id for m in messages if isinstance(m, ToolCallMessage)}
+    results = {m.tool_use_id: m for m in messages if isinstance(m, ToolResultMessage)}
     turns: list[dict[str, Any]] = []
     for message in messages:
         if isinstance(message, TextMessage):
             role = "user" if message.role == "user" else "model"
             turns.append({"role": role, "parts": [{"text": message.text}]})
-        elif isinstance(message, ToolCallMessage):
+        elif isinstance(message, ToolCallMessage) and message.tool_use_id in results:
+            result = results.pop(message.tool_use_id)
             call = {"id": message.tool_use_id, "name": message.name, "args": dict(message.input)}
-            turns.append({"role": "model", "parts": [{"functionCall": call}]})
-        elif isinstance(message, ToolResultMessage) and message.tool_use_id in calls:
             response = {
                 "id": message.tool_use_id,
                 "name": message.name,
-                "response": tool_response_body(message.status, message.content),
+                "response": tool_response_body(result.status, result.content),
             }
+            turns.append({"role": "model", "parts": [{"functionCall": call}]})
             turns.append({"role": "user", "parts": [{"functionResponse": response}]})
     return turns
 
