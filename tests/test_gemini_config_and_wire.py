@@ -268,6 +268,14 @@ def test_key_never_in_repr_even_in_a_query_string() -> None:
     assert "a-different-secret" not in repr(other)
 
 
+def test_a_query_in_base_url_stays_after_the_path() -> None:
+    model = BidiGeminiLiveModel(api_key=KEY, base_url="https://proxy.example/live/?key=k-1234&x=1")
+    path = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+    assert model.url == f"wss://proxy.example/live{path}?key=k-1234&x=1"
+    full = BidiGeminiLiveModel(api_key=KEY, base_url=f"wss://proxy.example{path}?key=k-1234")
+    assert full.url == f"wss://proxy.example{path}?key=k-1234"
+
+
 # ---------------------------------------------------------------- client messages
 
 

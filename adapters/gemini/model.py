@@ -171,7 +171,10 @@ class BidiGeminiLiveModel:
         if not isinstance(base_url, str):
             raise BidiUsageError("base_url must be a string")
         url = _ws_url(base_url)
-        return url if "BidiGenerateContent" in url else url + path
+        where, question, query = url.partition("?")  # a query (say ?key=...) stays at the end
+        if "BidiGenerateContent" not in where:
+            where = where.rstrip("/") + path
+        return where + question + query
 
     def __repr__(self) -> str:
         backend = ", vertexai=True" if self.vertexai else ""
