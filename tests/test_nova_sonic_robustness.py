@@ -288,6 +288,23 @@ async def test_refusals_are_typed_errors(status: int, body: bytes) -> None:
     assert "req-fuzz" in str(error)
 
 
+async def test_an_exception_quoting_a_secret_in_a_raw_body_is_redacted_before_it_is_cut() -> None:
+    """A modeled exception whose payload is not JSON is quoted only in part; a secret
+    straddling the cut must not leave its first half in the error."""
+    secret = "fuzz-secret-key-000000"  # model_at's secret key, standing in for any secret the service echoes
+
+    async def script(conn: h2.connection.H2Connection, sid: int, stream: TLSStream) -> None:
+        conn.send_headers(sid, [(":status", "200")])
+        await read_setup(conn, stream)
+        headers = {":message-type": "exception", ":exception-type": "validationException"}
+        conn.send_data(sid, encode_message(headers, ("z" * 290 + secret).encode()), end_stream=True)
+
+    with anyio.fail_after(15):
+        _seen, error = await with_server(script, lambda port: run_client(model_at(port)))
+    assert isinstance(error, BidiProviderError) and error.code == "ValidationException"
+    assert "fuzz-sec" not in str(error)
+
+
 # ---------------------------------------------------------------- silence and stubbornness
 
 

@@ -366,6 +366,17 @@ def test_refusals_before_the_stream_are_typed_and_carry_the_request_id() -> None
     assert "wJalrXUtnFEMI" not in str(secret)
 
 
+def test_a_secret_where_a_raw_body_is_cut_is_not_quoted_in_part() -> None:
+    """A body that is not JSON is quoted only in part; the cut must not split a secret
+    past the redaction (the service quotes the session token in its canonical request)."""
+    token = "FwoGZXIvYXdzEBEaDSessionToken0123456789abcdef"
+    body = ("<html>" + "x" * 280 + token + "</html>").encode()
+    error = error_for_response(403, {}, body, secrets=(token,))
+    assert token[:8] not in str(error) and "***" in str(error)
+    in_stream = error_for_exception("validationException", "y" * 290 + token, None, (token,), max_length=300)
+    assert token[:8] not in str(in_stream)
+
+
 # ---------------------------------------------------------------- config
 
 

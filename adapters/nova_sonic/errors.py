@@ -32,6 +32,8 @@ RETRYABLE_EXCEPTIONS = frozenset(
         "modelStreamErrorException",
     }
 )
+_MAX_RAW_MESSAGE = 300
+"""A body that is not JSON is quoted only this far (it may be an HTML page from a proxy)."""
 SILENCE_TIMEOUT_CODE = "InternalErrorCode=531"
 """In a ValidationException's message: no input for about 175 s. A new stream, seeded with the history, continues."""
 
@@ -53,12 +55,15 @@ def _exception_name(kind: str) -> str:
 
 
 def error_for_exception(
-    kind: str, message: str, request_id: str | None, secrets: tuple[str, ...] = ()
+    kind: str, message: str, request_id: str | None, secrets: tuple[str, ...] = (), *, max_length: int | None = None
 ) -> NovaSonicProviderError:
-    """The error for a modeled exception the service sent inside the stream."""
+    """The error for a modeled exception the service sent inside the stream.
+
+    ``max_length`` cuts the message, after redaction (a secret cut in two would
+    no longer be found whole)."""
     name = _exception_name(kind)
     lowered = name[:1].lower() + name[1:]
-    message = redact(message or name, *secrets)
+    message = redact(message or name, *secrets)[:max_length]
     retryable = lowered in RETRYABLE_EXCEPTIONS or (
         lowered == "validationException" and SILENCE_TIMEOUT_CODE in message
     )
@@ -78,7 +83,8 @@ def error_for_response(
             message = str(parsed.get("message") or parsed.get("Message") or "")
             kind = kind or str(parsed.get("__type") or "")
     except ValueError:
-        message = body.decode("utf-8", "replace")[:300]
+        # Redacted before it is cut: a secret cut in two would no longer be found whole.
+        message = redact(body.decode("utf-8", "replace"), *secrets)[:_MAX_RAW_MESSAGE]
     name = _exception_name(kind) if kind else f"HTTP{status}"
     message = redact(f"HTTP {status}: {message or 'the request was refused'}", *secrets)
     retryable = status == 429 or status >= 500 or name in ("ExpiredTokenException", "ThrottlingException")

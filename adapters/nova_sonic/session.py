@@ -449,15 +449,15 @@ class NovaSonicSession:
                 return [BidiErrorEvent(message=f"malformed server event: {exc}"[:300], code="protocol_error")]
             return self._translate(event)
         if kind == "exception":
-            text = ""
+            text, cut = "", None
             try:
                 body = json.loads(message.payload) if message.payload else {}
                 if isinstance(body, dict):
                     text = str(body.get("message") or body.get("Message") or "")
             except ValueError:
-                text = message.payload.decode("utf-8", "replace")[:300]
+                text, cut = message.payload.decode("utf-8", "replace"), 300  # cut after redaction
             raise error_for_exception(
-                str(headers.get(":exception-type", "exception")), text, self.request_id, self._secrets
+                str(headers.get(":exception-type", "exception")), text, self.request_id, self._secrets, max_length=cut
             )
         if kind == "error":
             code = str(headers.get(":error-code", "error"))
