@@ -325,6 +325,19 @@ def test_history_is_user_first_alternating_text_within_40_kb() -> None:
     assert kept[0][0] == "USER" and len(kept) < 100
 
 
+def test_one_long_message_is_cut_to_its_end_not_dropped_with_all_the_history() -> None:
+    """A user who pasted a long text and got an answer: after a rotation the new
+    stream still knows the end of that text and the answer (40 KB in all)."""
+    pasted = "é" * 30_000 + " what do you think?"  # 60 kB of UTF-8
+    history = (TextMessage("user", pasted), TextMessage("assistant", "It is long."))
+    turns = history_turns(history)
+    assert [role for role, _ in turns] == ["USER", "ASSISTANT"]
+    assert turns[0][1].endswith(" what do you think?") and turns[1][1] == "It is long."
+    assert sum(len(t.encode()) for _, t in turns) in (40 * 1024, 40 * 1024 - 1)  # a cut é is dropped
+    (alone,) = history_turns((TextMessage("user", pasted),))
+    assert alone[0] == "USER" and alone[1].endswith("think?") and len(alone[1].encode()) <= 40 * 1024
+
+
 def test_text_is_split_into_1_kb_pieces_without_breaking_characters() -> None:
     text = "é" * 700 + "abc"
     pieces = split_utf8(text)

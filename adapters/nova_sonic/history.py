@@ -37,8 +37,9 @@ def history_turns(history: tuple[HistoryMessage, ...], max_bytes: int = HISTORY_
     that), so the model knows what it already looked up without a replayed
     TOOL block, which a new stream cannot take because it never issued that
     call. Consecutive messages of one role are joined; the oldest turns are
-    dropped until the whole fits ``max_bytes``; leading ASSISTANT turns are
-    dropped (the first must be USER).
+    dropped until the whole fits ``max_bytes`` (the oldest one kept is cut to
+    its end if need be, so one long message does not empty the history);
+    leading ASSISTANT turns are dropped (the first must be USER).
     """
     turns: list[list[str]] = []
     for message in history:
@@ -54,15 +55,19 @@ def history_turns(history: tuple[HistoryMessage, ...], max_bytes: int = HISTORY_
             turns[-1][1] += "\n" + text
         else:
             turns.append([role, text])
-    result = [(role, text) for role, text in turns]
-    while result and sum(len(text.encode("utf-8")) for _, text in result) > max_bytes:
-        result.pop(0)
+    # The newest turns that fit; the oldest of them cut to its end if it alone overflows (what
+    # a long message says last is what the model needs most). One pass from the newest: linear.
+    sizes = [len(text.encode("utf-8")) for _, text in turns]
+    start, room = len(turns), max_bytes
+    while start > 0 and room > 0:
+        start -= 1
+        room -= sizes[start]
+    result = [(role, text) for role, text in turns[start:]]
+    if result and room < 0:
+        keep = sizes[start] + room
+        result[0] = (result[0][0], result[0][1].encode("utf-8")[-keep:].decode("utf-8", "ignore"))
     while result and result[0][0] != "USER":
         result.pop(0)
-    if result and len(result[0][1].encode("utf-8")) > max_bytes:
-        # One enormous first message: keep its end, which is what the model needs most.
-        text = result[0][1].encode("utf-8")[-max_bytes:].decode("utf-8", "ignore")
-        result[0] = (result[0][0], text)
     return result
 
 
