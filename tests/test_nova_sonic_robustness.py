@@ -349,6 +349,33 @@ async def test_a_quiet_server_that_answers_pings_stays_connected() -> None:
     assert summary(seen) == ["usage 1/2"]
 
 
+async def test_a_server_that_answers_pings_but_grants_no_window_fails_the_setup() -> None:
+    """The setup waits for flow-control credit without a bound of its own; a server
+    that answers pings (so the watchdog is content) but never opens its window must
+    fail the connection, not hang ``connect()`` forever."""
+
+    async def starve(conn: h2.connection.H2Connection, sid: int, stream: TLSStream) -> None:
+        conn.send_headers(sid, [(":status", "200")])
+        await stream.send(conn.data_to_send())
+        while True:  # h2 answers the pings; no DATA is ever acknowledged
+            conn.receive_data(await stream.receive())
+            await stream.send(conn.data_to_send())
+
+    async def client(port: int) -> BaseException | None:
+        try:
+            async with model_at(port, read_timeout_s=0.6).connect(ConnectRequest(system_prompt="s" * 100_000)):
+                pass
+        except BidiConnectionError as exc:
+            return exc
+        return None
+
+    with anyio.fail_after(10):
+        error = await with_server(starve, client)
+    assert isinstance(error, BidiConnectionError) and error.retryable
+    assert "no flow-control credit" in str(error)
+    assert our_tasks() == set()
+
+
 async def test_closing_is_bounded_when_the_server_never_ends_the_stream() -> None:
     async def accept_forever(conn: h2.connection.H2Connection, sid: int, stream: TLSStream) -> None:
         conn.send_headers(sid, [(":status", "200")])

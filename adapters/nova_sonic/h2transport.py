@@ -167,9 +167,16 @@ class H2Stream:
             raise BidiConnectionError("the request stream is already closed")
 
     async def send(self, data: bytes) -> None:
-        """Send request body bytes, waiting for flow-control credit as needed."""
+        """Send request body bytes, waiting for flow-control credit as needed.
+
+        A server that answers pings but grants no credit for ``read_timeout_s``
+        fails the stream: the watchdog only sees silence, and the wait would
+        otherwise last forever (the setup, unlike ``NovaSonicSession.send``, has
+        no bound of its own).
+        """
         view = memoryview(data)
         offset = 0
+        starved_until: float | None = None
         while offset < len(view):
             changed = self._changed
             self._raise_if_unsendable()
@@ -178,8 +185,16 @@ class H2Stream:
             except h2.exceptions.StreamClosedError:
                 raise self._error or BidiConnectionError("the server closed the stream") from None
             if credit <= 0:
-                await changed.wait()
+                if starved_until is None:
+                    starved_until = anyio.current_time() + self.read_timeout_s
+                with anyio.move_on_after(starved_until - anyio.current_time()):
+                    await changed.wait()
+                if anyio.current_time() >= starved_until and self._error is None:
+                    self._fail(
+                        BidiConnectionError(f"the server granted no flow-control credit for {self.read_timeout_s:g} s")
+                    )
                 continue
+            starved_until = None
             chunk = view[offset : offset + credit]
             try:
                 self._conn.send_data(self.stream_id, chunk.tobytes())
