@@ -41,6 +41,7 @@ reconnect never duplicates an item still waiting to be sent.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
@@ -289,6 +290,10 @@ def _audio(conv: Conversation, ev: BidiAudioStreamEvent) -> Transition:
         return conv, ()  # late audio of a response that ended or was cut short
     if ev.response_id is None:
         ev = attrs.evolve(ev, response_id=rid)
+    if not conv.tracks_playback:
+        # received_ms is read only when playback is tracked; not counting it saves a
+        # copy of the whole state per audio chunk, the hottest path of a conversation.
+        return conv, (Emit(ev),)
     return attrs.evolve(conv, received_ms=conv.received_ms + ev.duration_ms), (Emit(ev),)
 
 
@@ -462,7 +467,12 @@ def _tool_withdrawn(conv: Conversation, ev: BidiToolCancelEvent) -> Transition:
 
 def _playback(conv: Conversation, ev: PlaybackProgress) -> Transition:
     report = ev.report
-    conv = attrs.evolve(conv, tracks_playback=True)
+    if not conv.tracks_playback:
+        # An output that did not declare ``reports_playback`` started reporting: the audio
+        # received so far went uncounted, so the current response counts as unbounded
+        # (never assumed fully played by arithmetic; only its ``finished`` report ends it,
+        # and a truncate says what was played).
+        conv = attrs.evolve(conv, tracks_playback=True, received_ms=math.inf if conv.response_id else conv.received_ms)
     if report.response_id != conv.audible_id:
         return conv, ()
     conv = attrs.evolve(conv, played_ms=max(conv.played_ms, report.played_ms))
