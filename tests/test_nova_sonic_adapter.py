@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 from botocore.credentials import Credentials, RefreshableCredentials
 from hpack.huffman import HuffmanEncoder
@@ -55,6 +56,7 @@ from bidi_core import (
     tool,
 )
 from ports.events import BidiAudioInputEvent, BidiOutputEvent
+from ports.model import ConnectRequest
 from tests.support import RecordingOutput, our_tasks
 
 AKID = "AKIDNOVATEST"
@@ -596,6 +598,75 @@ async def test_no_credential_or_signature_in_debug_logs(
     texts = Texts(["hello"])
     await run_until(agent, [texts], [out, texts.observe], lambda: finals(out, "assistant") != [])
     assert_no_secrets(caplog, SECRET, "session-token-0123456789")
+
+
+_ASSUMED = ("AKIDASSUMEDROLE", "assumed-secret-0123456789abcdef", "assumed-session-token-0123456789")
+_STS_ANSWER = f"""<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
+<Credentials><AccessKeyId>{_ASSUMED[0]}</AccessKeyId><SecretAccessKey>{_ASSUMED[1]}</SecretAccessKey>
+<SessionToken>{_ASSUMED[2]}</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>
+<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/nova/s</Arn><AssumedRoleId>AROA:s</AssumedRoleId>
+</AssumedRoleUser></AssumeRoleResult><ResponseMetadata><RequestId>sts-1</RequestId></ResponseMetadata>
+</AssumeRoleResponse>""".encode()
+
+
+async def _fake_sts(listener: anyio.abc.SocketListener) -> None:
+    """Answers one AssumeRole call (HTTP/1.1 on 127.0.0.1) as STS does."""
+    async with await listener.accept() as conn:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await conn.receive()
+        head, _, body = request.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        while len(body) < length:
+            body += await conn.receive()
+        await conn.send(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nx-amzn-RequestId: sts-1\r\n"
+            + f"Content-Length: {len(_STS_ANSWER)}\r\nConnection: close\r\n\r\n".encode()
+            + _STS_ANSWER
+        )
+
+
+async def test_botocore_debug_logs_of_an_assume_role_keep_no_credential(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Credentials from a role (botocore's chain calls STS, as for SSO and web identity):
+    botocore logs that call at DEBUG (its signature, and STS's answer with the new
+    secret key and token), and the call runs because we resolve credentials."""
+    for name in [n for n in os.environ if n.startswith("AWS_") and n != "AWS_CA_BUNDLE"]:
+        monkeypatch.delenv(name)
+    base_secret = "base-secret-0123456789abcdef"
+    (tmp_path / "credentials").write_text(
+        f"[base]\naws_access_key_id = AKIDBASE\naws_secret_access_key = {base_secret}\n"
+    )
+    (tmp_path / "config").write_text(
+        "[profile nova]\nrole_arn = arn:aws:iam::123456789012:role/nova\nsource_profile = base\nregion = us-east-1\n"
+    )
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    for name, value in {
+        "AWS_CONFIG_FILE": str(tmp_path / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+        "AWS_PROFILE": "nova",
+        "AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{port}",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.DEBUG)
+    akid, secret, token = _ASSUMED
+    async with (
+        listener,
+        NovaSonicSimulator(credentials={akid: secret}, session_tokens={akid: token}) as sim,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(_fake_sts, listener.listeners[0])
+        model = BidiNovaSonicModel(endpoint_url=sim.endpoint_url, verify=sim.ca_cert_pem_path)  # botocore's chain
+        with anyio.fail_after(15):
+            async with model.connect(ConnectRequest(system_prompt="hi")):
+                pass
+        assert [s.access_key_id for s in sim.streams] == [akid]  # signed with the role's keys
+        assert_clean(sim)
+    assert any(r.name.startswith("botocore") for r in caplog.records)  # botocore did log at DEBUG
+    assert_no_secrets(caplog, secret, token, base_secret)
 
 
 # ---------------------------------------------------------------- the example

@@ -6,6 +6,7 @@ import itertools
 import logging
 import os
 import ssl
+import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -33,6 +34,36 @@ STREAM_LIMIT_S = 8 * 60.0
 DEFAULT_REGION = "us-east-1"
 
 _ids = itertools.count(1)
+
+
+class _CredentialThreadFilter(logging.Filter):
+    """Drops botocore's DEBUG records made while a thread resolves our credentials.
+
+    Resolving may call STS or SSO (roles, SSO profiles, web identity), and
+    botocore logs those calls at DEBUG: the request's signature and headers
+    (``botocore.auth``, ``botocore.endpoint``: the SSO bearer token, the source
+    session token) and the answer's body (``botocore.parsers``: the new secret
+    key and session token). Only records of the resolving thread are dropped,
+    so the app's own boto3 clients log as before.
+    """
+
+    LOGGERS = ("botocore.auth", "botocore.endpoint", "botocore.parsers", "botocore.utils")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG or record.thread not in self.threads
+
+    def install(self) -> None:
+        for name in self.LOGGERS:
+            log = logging.getLogger(name)
+            if self not in log.filters:
+                log.addFilter(self)
+
+
+_quiet_resolution = _CredentialThreadFilter()
 
 
 def _session_region(session: Any) -> str | None:
@@ -186,11 +217,20 @@ class BidiNovaSonicModel:
         return f"{self._base_path}/model/{quote(self._model_id, safe='')}/invoke-with-bidirectional-stream"
 
     def _resolve_credentials(self) -> AwsCredentials:
-        """Blocking (the chain may read files or call STS/SSO/IMDS): run in a worker thread."""
-        source = self._credentials
-        if source is None:
-            source = self._boto_session.get_credentials()
-        frozen = source.get_frozen_credentials() if source is not None else None
+        """Blocking (the chain may read files or call STS/SSO/IMDS): run in a worker thread.
+
+        botocore's DEBUG records of this thread are dropped meanwhile (see
+        :class:`_CredentialThreadFilter`)."""
+        _quiet_resolution.install()
+        thread = threading.get_ident()
+        _quiet_resolution.threads.add(thread)
+        try:
+            source = self._credentials
+            if source is None:
+                source = self._boto_session.get_credentials()
+            frozen = source.get_frozen_credentials() if source is not None else None
+        finally:
+            _quiet_resolution.threads.discard(thread)
         if frozen is None or not frozen.access_key or not frozen.secret_key:
             raise BidiProviderError(
                 "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
