@@ -553,8 +553,8 @@ async def _open_via_httpx(
         import httpx_ws
     except ImportError:
         raise BidiUsageError(
-            "a proxy from the environment (HTTP_PROXY/HTTPS_PROXY/ALL_PROXY) applies to this host: install httpx "
-            "and httpx-ws to connect through it, or exclude the host with NO_PROXY"
+            "a proxy from the environment (HTTP_PROXY/HTTPS_PROXY/ALL_PROXY) applies to this host: install "
+            '"bidi-core[proxy]" (httpx and httpx-ws) to connect through it, or exclude the host with NO_PROXY'
         ) from None
 
     def session(stream: Any, **_ignored: Any) -> LeanWebSocket:
