@@ -55,9 +55,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the domain and the ports."""
+    """mypy --strict on the domain, the ports and the adapters."""
     session.install("-e", ".[dev]")
-    session.run("mypy", "--strict", "-p", "bidi_core", "-p", "ports")
+    session.run("mypy", "--strict", "-p", "bidi_core", "-p", "ports", "-p", "adapters")
 
 
 @nox.session(python=PYTHONS[0])

@@ -39,7 +39,7 @@ import ssl
 import time
 import urllib.request
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 from urllib.parse import urlsplit
@@ -378,11 +378,15 @@ def _upgrade_error(status: int, body: bytes, secrets: tuple[str, ...]) -> Except
     return BidiConnectionError(message)
 
 
+# The standard library's NO_PROXY matching; public but missing from typeshed.
+_proxy_bypass_environment: Callable[[str, dict[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+
+
 def _proxy_for(scheme: str, host: str) -> str | None:
     """The proxy httpx would use for this host from the environment, if any."""
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass_environment(host, proxies):
+    if not proxy or _proxy_bypass_environment(host, proxies):
         return None
     return proxy
 
@@ -495,8 +499,10 @@ async def open_websocket(
             if _asyncio_stream.on_asyncio():
                 stream = await _asyncio_stream.connect(host, port, context, tls_hostname=host if tls else None)
             else:
-                stream = await anyio.connect_tcp(
-                    host, port, ssl_context=context, tls_hostname=host if tls else None, tls_standard_compatible=False
+                stream = await (
+                    anyio.connect_tcp(host, port, ssl_context=context, tls_hostname=host, tls_standard_compatible=False)
+                    if tls
+                    else anyio.connect_tcp(host, port)
                 )
             connection, first_frames = await _handshake(stream, host_header, target, headers, secrets)
     except BaseException as exc:
@@ -570,10 +576,10 @@ async def _open_via_httpx(
                 http_url,
                 client,
                 headers=dict(headers),
-                session_class=session,  # type: ignore[arg-type]
+                session_class=session,  # type: ignore[arg-type,type-var]
                 keepalive_ping_interval_seconds=None,
             ) as ws:
-                yield ws  # type: ignore[misc]
+                yield ws
         except httpx_ws.WebSocketUpgradeError as exc:
             body = b""
             with suppress(httpx.HTTPError, RuntimeError):

@@ -20,9 +20,9 @@ import hmac
 from collections.abc import Mapping
 
 import attrs
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
+from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
+from botocore.credentials import Credentials  # type: ignore[import-untyped]
 
 from adapters.testing.nova_sonic_simulator.eventstream import Header, HeaderType, encode_headers
 
