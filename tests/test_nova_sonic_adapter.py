@@ -56,6 +56,7 @@ from bidi_core import (
     tool,
 )
 from ports.events import BidiAudioInputEvent, BidiOutputEvent
+from ports.messages import TextMessage
 from ports.model import ConnectRequest
 from tests.support import RecordingOutput, our_tasks
 
@@ -508,6 +509,18 @@ async def test_a_slow_reader_holds_the_service_back(simulator: NovaSonicSimulato
         await run_until(agent, [texts], [out, slow, texts.observe], lambda: bool(out.of(BidiResponseCompleteEvent)))
     total_ms = sum(a.duration_ms for a in out.of(BidiAudioStreamEvent))
     assert total_ms == pytest.approx(30_000, abs=1)
+
+
+async def test_a_long_history_is_split_and_trimmed_as_nova_takes_it(simulator: NovaSonicSimulator) -> None:
+    """AWS: one history textInput holds at most 1 KB, the whole history at most 40 KB
+    (the simulator refuses either). 40 messages of 3 KB: the newest fit, each in pieces."""
+    history = tuple(TextMessage("user" if i % 2 == 0 else "assistant", f"m{i} " + "é" * 1500) for i in range(40))
+    async with model_for(simulator).connect(ConnectRequest(history=history)):
+        pass
+    kept = inputs_of(simulator, "history")
+    assert kept[-1] == ("history", "ASSISTANT", history[-1].text)
+    assert kept[0][1] == "USER" and 10 <= len(kept) < 40
+    assert sum(len(text.encode()) for _, _, text in kept) <= 40 * 1024
 
 
 # ---------------------------------------------------------------- credentials

@@ -624,6 +624,17 @@ async def _two_audio_contents(client: MiniClient) -> None:
     await client.audio_start()
 
 
+async def _history_text_input_over_1_kb(client: MiniClient) -> None:
+    await client.start()
+    await client.text_content("USER", "é" * 600, interactive=False)  # 1200 bytes in one textInput
+
+
+async def _history_over_40_kb(client: MiniClient) -> None:
+    await client.start()
+    for i in range(41):  # 41 x 1 KB, each textInput within its limit
+        await client.text_content("USER" if i % 2 == 0 else "ASSISTANT", "x" * 1024, interactive=False)
+
+
 @pytest.mark.parametrize(
     ("script", "fragment", "model"),
     [
@@ -636,6 +647,8 @@ async def _two_audio_contents(client: MiniClient) -> None:
         (_wrong_prompt_name, "names prompt", MODEL),
         (_v1_turn_detection, "not supported by amazon.nova-sonic-v1:0", "amazon.nova-sonic-v1:0"),
         (_two_audio_contents, "only one at a time", MODEL),
+        (_history_text_input_over_1_kb, "at most 1KB", MODEL),
+        (_history_over_40_kb, "exceeds 40KB", MODEL),
     ],
 )
 async def test_stream_refuses_bad_input_with_a_validation_exception(

@@ -16,7 +16,13 @@ choice is the strict one and says so):
   other content are open at a time (*strict choice*);
 * a content name is used once per prompt (*strict choice*);
 * a tool result answers a ``toolUseId`` this stream issued and has not had a result for;
-* ``promptEnd`` needs every content closed; nothing but ``sessionEnd`` follows it.
+* ``promptEnd`` needs every content closed; nothing but ``sessionEnd`` follows it;
+* a history ``textInput`` holds at most 1 KB, the whole history at most 40 KB
+  (Nova 2 Sonic user guide, "Managing chat history",
+  docs.aws.amazon.com/nova/latest/nova2-userguide/sonic-chat-history.html:
+  "One textInput cannot be larger than 1KB. If so, split into multiple
+  textInputs in the same content block"; "Overall chat history cannot be
+  larger than 40KB"). KB is read as 1024 bytes of UTF-8.
 
 No I/O: :meth:`InputOrder.accept` returns what happened (:class:`Accepted`) or raises
 :class:`OrderError`.
@@ -41,7 +47,10 @@ from adapters.testing.nova_sonic_simulator.schema import (
     ToolResult,
 )
 
-__all__ = ["Accepted", "InputOrder", "OrderError", "Phase"]
+__all__ = ["HISTORY_MAX", "HISTORY_TEXT_INPUT_MAX", "Accepted", "InputOrder", "OrderError", "Phase"]
+
+HISTORY_TEXT_INPUT_MAX = 1024
+HISTORY_MAX = 40 * 1024
 
 Phase = Literal["session", "prompt", "system", "history", "live", "prompt_ended", "session_ended", "closed"]
 
@@ -91,6 +100,7 @@ class InputOrder:
         self.pending_tools: dict[str, str] = {}
         """toolUseId -> tool name, issued by the model and not yet answered."""
         self.history_count = 0
+        self.history_bytes = 0
 
     # ------------------------------------------------------------------ the model's side
 
@@ -153,6 +163,13 @@ class InputOrder:
         if isinstance(event, AudioInput):
             return Accepted("audio", pcm=base64.b64decode(event.content))
         assert isinstance(event, TextInput | ToolResult)  # the only other content events
+        if content.type == "TEXT" and not content.interactive and content.role in ("USER", "ASSISTANT"):
+            size = len(event.content.encode("utf-8"))
+            if size > HISTORY_TEXT_INPUT_MAX:
+                raise OrderError(f"A history textInput holds {size} bytes; at most 1KB: split it.")
+            self.history_bytes += size
+            if self.history_bytes > HISTORY_MAX:
+                raise OrderError(f"The chat history exceeds 40KB ({self.history_bytes} bytes): trim it.")
         content.parts.append(event.content)
         return Accepted("text_part", text=event.content, role=content.role)
 
