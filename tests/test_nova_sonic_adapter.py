@@ -357,6 +357,7 @@ async def test_validation_error_ends_the_conversation_with_aws_message() -> None
     assert isinstance(error, NovaSonicProviderError)
     assert error.code == "ValidationException" and not error.retryable
     assert "Invalid input request" in str(error)
+    assert error.request_id and error.request_id in str(error)  # the stream's x-amzn-requestid, for AWS support
     assert isinstance(out.events[-1], BidiConnectionCloseEvent)
 
 
