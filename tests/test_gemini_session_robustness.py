@@ -81,6 +81,7 @@ class RawServer:
         self.script = list(script)
         self.received: list[Any] = []
         self._changed = anyio.Event()
+        self.closed = anyio.Event()  # the client's side ended (close frame or EOF)
 
     async def wait_received(self, n: int) -> None:
         while len(self.received) < n:
@@ -120,6 +121,8 @@ class RawServer:
                     await read_some()
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
+            finally:
+                self.closed.set()
 
 
 @asynccontextmanager
@@ -453,3 +456,27 @@ async def test_transparent_updates_count_the_items_the_handle_holds() -> None:
     assert events == [BidiResumptionUpdateEvent("h", inputs_included=3)]
     assert [next(iter(m)) for m in server.received] == ["setup", "clientContent", *["realtimeInput"] * 3]
     assert server.received[0]["setup"]["sessionResumption"] == {"transparent": True}
+
+
+async def test_cancelled_mid_setup_leaves_nothing_running_and_closes_the_socket() -> None:
+    """The caller gives up while the service has the setup but has not answered: connect() ends at once,
+    with the socket closed and no task of ours left behind."""
+    before = {t.id for t in anyio.get_running_tasks()}
+    with anyio.fail_after(10):
+        async with serving([Await(1)]) as (server, url):
+            model = BidiGeminiLiveModel(api_key=KEY, base_url=url, setup_timeout_s=600)
+            entered = False
+            async with anyio.create_task_group() as tg:
+
+                async def connect() -> None:
+                    nonlocal entered
+                    async with model.connect(ConnectRequest()):
+                        entered = True
+
+                tg.start_soon(connect)
+                await server.wait_received(1)  # the setup arrived; setupComplete never will
+                tg.cancel_scope.cancel()
+            assert not entered
+            leftover = [t.name for t in anyio.get_running_tasks() if t.id not in before]
+            assert [n for n in leftover if "serve" not in n] == []
+            await server.closed.wait()  # the server saw the client go
