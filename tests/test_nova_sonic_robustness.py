@@ -70,8 +70,7 @@ def model_at(port: int, **kwargs: Any) -> BidiNovaSonicModel:
         region="us-east-1",
         credentials=Credentials("AKIDFUZZ", "fuzz-secret-key-000000"),
         ssl_context=client_context(),
-        close_timeout_s=1.0,
-        **kwargs,
+        **{"close_timeout_s": 1.0, **kwargs},
     )
 
 
@@ -415,6 +414,39 @@ async def test_cancellation_leaves_nothing_running(where: str) -> None:
 
     with anyio.fail_after(10):
         await with_server(accept, cancel_soon if where == "receiving" else client)
+    assert our_tasks() == set()
+
+
+async def test_cancelled_in_the_tls_handshake_or_waiting_for_the_response_leaves_nothing_running() -> None:
+    """The two waits before ``connect()`` yields: a server that takes the TCP connection
+    but never answers TLS, and one that reads the setup but never sends its headers."""
+
+    async def mute_tls(listener: anyio.abc.SocketListener) -> None:
+        async with await listener.accept() as tcp:
+            await tcp.receive()  # the ClientHello, never answered
+            await anyio.sleep_forever()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(mute_tls, listener.listeners[0])
+        with anyio.fail_after(5), anyio.move_on_after(0.3) as scope:
+            async with model_at(port).connect(ConnectRequest()):
+                pass  # pragma: no cover - the handshake never completes
+        assert scope.cancelled_caught
+        tg.cancel_scope.cancel()
+
+    async def never_answer(port: int) -> tuple[bool, float]:
+        with anyio.fail_after(5), anyio.move_on_after(0.3) as scope:
+            async with model_at(port, response_timeout_s=30, close_timeout_s=0.2).connect(ConnectRequest()):
+                pass  # pragma: no cover - the response never comes
+        return scope.cancelled_caught, anyio.current_time() - scope.deadline
+
+    cancelled, closing_s = await with_server(lambda conn, sid, stream: anyio.sleep_forever(), never_answer)
+    assert cancelled
+    # The polite close gives up after close_timeout_s; the socket then closes at once, not after
+    # waiting (2 s) for a TLS close_notify this server never sends.
+    assert closing_s < 1.5
     assert our_tasks() == set()
 
 

@@ -387,8 +387,16 @@ async def open_stream(
     """
     try:
         with anyio.fail_after(connect_timeout_s):
+            # Not "standard compatible": closing does not wait for the server's TLS close_notify
+            # (HTTP/2 ends with GOAWAY; a server that never answers would hold every close, a
+            # cancelled one included, for the whole close timeout), and a close without it is EOF.
             sock = await anyio.connect_tcp(
-                host, port, tls=True, ssl_context=ssl_context, tls_hostname=tls_hostname or host
+                host,
+                port,
+                tls=True,
+                ssl_context=ssl_context,
+                tls_hostname=tls_hostname or host,
+                tls_standard_compatible=False,
             )
     except TimeoutError:
         raise BidiConnectionError(f"connecting to {host}:{port} timed out after {connect_timeout_s:g} s") from None
