@@ -384,6 +384,19 @@ def test_history_turns_are_valid_and_skip_orphan_results() -> None:
     assert "call_orphan" not in json.dumps(turns)
 
 
+async def test_empty_text_is_neither_seeded_nor_sent() -> None:
+    """Gemini refuses an empty text part ("Unable to submit request because it has an empty text
+    parameter"): a blank transcript in the history or a blank typed line would end the conversation."""
+    turns = history_turns((TextMessage("user", "hi"), TextMessage("assistant", ""), TextMessage("user", "  ")))
+    assert turns == [{"role": "user", "parts": [{"text": "hi"}]}]
+    ws = FakeWebSocket()
+    session = session_on(ws)
+    await session.send(BidiTextInputEvent(""))
+    await session.send(BidiTextInputEvent(" \n"))
+    await session.send(BidiTextInputEvent("ok"))
+    assert [json.loads(m) for m in ws.sent] == [{"realtimeInput": {"text": "ok"}}]
+
+
 def test_each_seeded_call_is_followed_by_its_response_and_unanswered_calls_are_left_out() -> None:
     """Gemini refuses a function call turn not followed by as many function responses. The history
     records results when they were sent: after other turns, or not yet for a tool still running."""

@@ -157,13 +157,16 @@ def history_turns(history: Iterable[Message]) -> list[dict[str, Any]]:
     has none yet. So each answered call goes in with its response right after
     it; a call without a result is left out (its result, when the tool ends,
     goes to the new session as text, see :meth:`GeminiLiveSession._tool_result`),
-    and so is a result whose call is not in the history.
+    and so is a result whose call is not in the history. Empty texts are left
+    out too: Gemini refuses an empty text part (google-gemini/deprecated-generative-ai-js#361).
     """
     messages = list(history)
     results = {m.tool_use_id: m for m in messages if isinstance(m, ToolResultMessage)}
     turns: list[dict[str, Any]] = []
     for message in messages:
         if isinstance(message, TextMessage):
+            if not message.text.strip():
+                continue  # Gemini refuses an empty text part ("has an empty text parameter")
             role = "user" if message.role == "user" else "model"
             turns.append({"role": role, "parts": [{"text": message.text}]})
         elif isinstance(message, ToolCallMessage) and message.tool_use_id in results:
@@ -315,7 +318,8 @@ class GeminiLiveSession:
                 )
             text = wire.audio_input(base64.b64encode(item.audio).decode("ascii"), item.sample_rate)
         elif isinstance(item, BidiTextInputEvent):
-            text = wire.encode_client_message(wire.RealtimeInput(text=item.text))
+            # Empty text says nothing, and Gemini refuses empty text parts: nothing to send.
+            text = wire.encode_client_message(wire.RealtimeInput(text=item.text)) if item.text.strip() else None
         elif isinstance(item, BidiImageInputEvent):
             blob = {"mimeType": item.mime_type, "data": base64.b64encode(item.image).decode("ascii")}
             text = wire.encode_client_message(wire.RealtimeInput(video=blob))
