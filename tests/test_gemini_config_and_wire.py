@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from adapters.gemini import BidiGeminiLiveModel, wire
 from adapters.gemini.config import parse_provider_config
 from adapters.gemini.session import GeminiLiveSession, build_setup, history_turns, tool_response_body
 from adapters.testing.gemini_simulator import check_client_message
-from ports.errors import BidiUsageError
+from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError
 from ports.events import BidiAudioInputEvent, BidiImageInputEvent, BidiTextInputEvent, BidiToolResultEvent
 from ports.messages import TextMessage, ToolCallMessage, ToolResultMessage
 from ports.model import CancelResponse, ConnectRequest, ModelCapabilities, ToolSpec, TruncateResponse
@@ -249,6 +250,50 @@ async def test_vertex_headers_take_a_token_function_sync_or_async() -> None:
         await sync._headers()
     express = BidiGeminiLiveModel("m", vertexai=True, api_key=KEY)
     assert (await express._headers())[0] == {"x-goog-api-key": KEY}
+
+
+def _service_account_file(directory: Any, token_uri: str) -> str:
+    """A real service-account key file (a fresh RSA key) whose token endpoint is ``token_uri``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    info = {
+        "type": "service_account",
+        "project_id": "p",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": "sa@p.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+    path = directory / "service-account.json"
+    path.write_text(json.dumps(info))
+    return str(path)
+
+
+async def test_application_default_credentials_that_cannot_refresh_now_are_retryable(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token is fetched for every connection, rotations included: a network fault reaching the token
+    endpoint must let the core reconnect, not end the conversation; missing credentials must not retry."""
+    pytest.importorskip("google.auth")
+    with socket.socket() as probe:  # a port nothing listens on: the token request is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = _service_account_file(tmp_path, f"http://127.0.0.1:{port}/token")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", path)
+    model = BidiGeminiLiveModel("m", vertexai=True, project="p")
+    with pytest.raises(BidiConnectionError) as caught:
+        await model._headers()
+    assert caught.value.retryable is True
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    with pytest.raises(BidiProviderError) as missing:
+        await model._headers()
+    assert (missing.value.code, missing.value.retryable) == ("authentication_failed", False)
 
 
 def test_capabilities() -> None:

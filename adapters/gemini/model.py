@@ -34,7 +34,7 @@ from adapters.gemini.config import GeminiConfig, parse_provider_config
 from adapters.gemini.session import GeminiLiveSession, build_setup, describe_setup, history_turns
 from adapters.websocket import open_websocket
 from ports.audio import AudioFormat
-from ports.errors import BidiProviderError, BidiUsageError, redact
+from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError, redact
 from ports.model import ConnectRequest, ModelCapabilities
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "BidiGeminiLiveModel"]
@@ -268,11 +268,22 @@ def _default_credentials_token() -> str:
         ) from None
     try:
         credentials, _project = google.auth.default(scopes=[CLOUD_SCOPE])
-        credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call,unused-ignore]
-    except Exception as exc:
+    except Exception as exc:  # DefaultCredentialsError: none configured, or unreadable
         raise BidiProviderError(
             f"could not get Vertex AI credentials: {type(exc).__name__}", code="authentication_failed"
         ) from None
+    try:
+        credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call,unused-ignore]
+    except Exception as exc:
+        # A new token is fetched for every connection, rotations included: a network fault or a
+        # refusal the library calls transient must not end a conversation that reconnecting saves.
+        import google.auth.exceptions  # type: ignore[import-untyped,unused-ignore]
+
+        transient = isinstance(exc, google.auth.exceptions.TransportError) or getattr(exc, "retryable", False) is True
+        message = f"could not refresh the Vertex AI access token: {type(exc).__name__}"
+        if transient:
+            raise BidiConnectionError(message) from None
+        raise BidiProviderError(message, code="authentication_failed") from None
     token = credentials.token
     if not isinstance(token, str) or not token:
         raise BidiProviderError("Application Default Credentials gave no access token", code="authentication_failed")
