@@ -103,12 +103,19 @@ class ReconnectPolicy:
     with the last error. Delays grow from ``initial_backoff_s`` by
     ``multiplier`` up to ``max_backoff_s``. A provider's refusal that is not
     retryable (bad credentials) is never retried.
+
+    A connection that opened and then ended counts as a failure only if the
+    provider said nothing on it and it lasted less than ``stable_after_s``:
+    a provider that accepts and drops at once must not reconnect in a tight
+    loop forever, but a quiet one that ends an idle stream after minutes
+    (Nova Sonic's silence timeout) is healthy, however often it happens.
     """
 
     max_attempts: int = 5
     initial_backoff_s: float = 0.5
     max_backoff_s: float = 8.0
     multiplier: float = 2.0
+    stable_after_s: float = 10.0
 
     def delay(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1-based)."""
@@ -574,13 +581,15 @@ class BidiAgent:
                     async with self.model.connect(request) as session:
                         logger.debug("connected: %s", session.connection_id)
                         self._events_on_connection = 0
+                        opened_at = anyio.current_time()
                         self._dispatch(Connected(session.connection_id, self.model.model_id, session.capabilities))
                         await self._serve(session)
                     logger.debug("connection closed")
-                    if self._events_on_connection:
+                    lasted = anyio.current_time() - opened_at
+                    if self._events_on_connection or lasted >= self.reconnect_policy.stable_after_s:
                         failures = 0
                     elif not self._closed.is_set():
-                        # Lost before the provider said anything: back off as for a failed connect.
+                        # Lost at once, before the provider said anything: back off as for a failed connect.
                         failures += 1
                         if failures >= self.reconnect_policy.max_attempts:
                             error = BidiConnectionError(f"the connection failed {failures} times in a row")

@@ -516,6 +516,18 @@ async def test_connection_loss_reconnects_with_history_and_buffered_input() -> N
     assert texts.count("third") == 1
 
 
+async def test_a_provider_that_accepts_and_drops_at_once_ends_the_conversation_after_max_attempts() -> None:
+    """Opened, then dropped before saying anything, again and again: not a
+    tight reconnect loop forever, but a failure after ``max_attempts``."""
+    dropped = [Step(end=End(BidiConnectionError("reset by peer")))]
+    model = ScriptedModel([dropped, dropped, dropped, dropped])
+    out = RecordingOutput()
+    with anyio.fail_after(5), pytest.raises(BidiConnectionError, match="failed 3 times in a row"):
+        await BidiAgent(model=model, reconnect=FAST_RETRY).run(outputs=[out])
+    assert len(model.requests) == 3
+    assert out.of(BidiConnectionCloseEvent)[-1].reason == "error"
+
+
 async def test_input_sent_while_connecting_is_delivered_once_in_order() -> None:
     gate = anyio.Event()
     model = ScriptedModel(

@@ -316,6 +316,19 @@ async def test_silence_timeout_restarts_seeded_with_history(simulator: NovaSonic
     assert ("history", "USER", "remember me") in simulator.user_inputs
 
 
+@pytest.mark.scenario(silence_timeout_s=0.3)
+async def test_an_idle_user_is_never_hung_up_on(simulator: NovaSonicSimulator) -> None:
+    """Nova ends a stream nobody talks on; a fresh stream says nothing until the
+    user does. Stream after idle stream, far more than ``max_attempts``, the
+    conversation stays open: the quiet streams lived, they did not fail."""
+    policy = ReconnectPolicy(max_attempts=2, initial_backoff_s=0.01, max_backoff_s=0.05, stable_after_s=0.1)
+    agent = BidiAgent(model=model_for(simulator), reconnect=policy)
+    out = RecordingOutput()
+    await run_until(agent, [], [out], lambda: len(out.of(BidiConnectionStartEvent)) >= 5)
+    assert [e.reason for e in out.of(BidiConnectionCloseEvent)] == ["client_disconnect"]
+    assert all("531" in (r.details or "") for r in out.of(BidiConnectionRestartEvent))
+
+
 @pytest.mark.parametrize(
     "kind", ["model_timeout", "throttling", "unavailable", "internal", "model_stream_error", "rst", "goaway"]
 )
