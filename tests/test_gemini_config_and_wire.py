@@ -13,6 +13,8 @@ import json
 import socket
 from typing import Any
 
+import anyio
+import anyio.abc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -294,6 +296,37 @@ async def test_application_default_credentials_that_cannot_refresh_now_are_retry
     with pytest.raises(BidiProviderError) as missing:
         await model._headers()
     assert (missing.value.code, missing.value.retryable) == ("authentication_failed", False)
+
+
+async def test_a_token_endpoint_that_never_answers_does_not_hold_up_cancellation(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """google-auth waits up to two minutes for the token endpoint, in a thread: a caller that gives up
+    (stop(), Ctrl+C) must not wait for it."""
+    pytest.importorskip("google.auth")
+    accepted = anyio.Event()
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        monkeypatch.setenv(
+            "GOOGLE_APPLICATION_CREDENTIALS", _service_account_file(tmp_path, f"http://127.0.0.1:{port}/t")
+        )
+        model = BidiGeminiLiveModel("m", vertexai=True, project="p")
+        held: list[anyio.abc.ByteStream] = []
+
+        async def hold(stream: anyio.abc.ByteStream) -> None:
+            held.append(stream)  # read nothing, answer nothing
+            accepted.set()
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(listener.serve, hold)
+                async with anyio.create_task_group() as caller:
+                    caller.start_soon(model._headers)
+                    await accepted.wait()
+                    caller.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
+        for stream in held:
+            await stream.aclose()  # the abandoned thread's request fails now and the thread ends
 
 
 def test_capabilities() -> None:

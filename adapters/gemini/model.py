@@ -198,7 +198,10 @@ class BidiGeminiLiveModel:
     async def _token(self) -> str | None:
         token = self._access_token
         if token is None:
-            return None if self._api_key else await anyio.to_thread.run_sync(_default_credentials_token)
+            if self._api_key:
+                return None
+            # Abandoned on cancellation: a token endpoint that does not answer must not hold up stop().
+            return await anyio.to_thread.run_sync(_default_credentials_token, abandon_on_cancel=True)
         if isinstance(token, str):
             return token
         value = token()
