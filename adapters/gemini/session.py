@@ -46,6 +46,9 @@ import binascii
 import bisect
 import json
 import logging
+import math
+import sys
+from array import array
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
@@ -233,6 +236,9 @@ class GeminiLiveSession:
         self._assistant_text = ""
         self._assistant_final_sent = False
         self._user_text = ""
+        # Loud microphone audio since the model's last response began: what tells a new user
+        # turn's first transcription from a late piece of the previous one (see _server_content).
+        self._heard_speech = False
         self._synthetic_calls: set[str] = set()
         self._issued_calls: set[str] = set()  # calls of this connection still unanswered
         self._rate_of_mime: dict[str, int] = {}
@@ -316,6 +322,8 @@ class GeminiLiveSession:
                     f"Gemini Live takes mono 16-bit PCM; got {item.format} x {item.channels} channels "
                     "(open the microphone at the model's capabilities.input_audio, as BidiAudioIO does)"
                 )
+            if not self._heard_speech and self._response_id is None and _sounds_like_speech(item.audio):
+                self._heard_speech = True
             text = wire.audio_input(base64.b64encode(item.audio).decode("ascii"), item.sample_rate)
         elif isinstance(item, BidiTextInputEvent):
             # Empty text says nothing, and Gemini refuses empty text parts: nothing to send.
@@ -418,6 +426,7 @@ class GeminiLiveSession:
 
     def _start(self, out: list[ModelEvent]) -> str:
         if self._response_id is None:
+            self._heard_speech = False
             self._final_user_transcript(out)
             self._responses += 1
             self._response_id = f"{self._connection_id}-r{self._responses}"
@@ -494,12 +503,21 @@ class GeminiLiveSession:
     def _server_content(self, content: wire.ServerContent, out: list[ModelEvent]) -> None:
         if content.input_transcription is not None and content.input_transcription.text:
             delta = content.input_transcription.text
-            if not self._user_text and self._response_id is None and self._config.speech_interrupts:
+            if (
+                not self._user_text
+                and self._response_id is None
+                and self._heard_speech
+                and self._config.speech_interrupts
+            ):
                 # Gemini signals barge-in (``interrupted``) only while it is generating; it
                 # generates faster than real time, so the user often talks over an answer
                 # that is complete but still playing. The first words of a new user turn
                 # are the only sign of that: report them as speech, and the core silences
-                # the audio still playing (the provider has nothing to cancel).
+                # the audio still playing (the provider has nothing to cancel). Input
+                # transcriptions come in no guaranteed order, so a late piece of the user's
+                # previous turn looks the same; it is a new turn only if the microphone
+                # sent something loud since the last response began.
+                self._heard_speech = False
                 out.append(BidiSpeechStartedEvent())
             self._user_text += delta
             out.append(BidiTranscriptStreamEvent(delta, self._user_text, "user", False))
@@ -585,3 +603,20 @@ def describe_setup(setup: wire.Setup) -> str:
     if "sessionResumption" in data and "handle" in data["sessionResumption"]:
         data["sessionResumption"]["handle"] = "***"
     return json.dumps({k: data[k] for k in data if k not in ("systemInstruction", "tools")})[:500]
+
+
+_SPEECH_RMS = 0.02 * 32768
+"""About -34 dBFS: quieter than any voice close to a microphone, louder than a quiet room."""
+
+
+def _sounds_like_speech(pcm: bytes) -> bool:
+    """Whether a block of 16-bit PCM is loud enough to be someone talking (its RMS).
+
+    Only computed while waiting for the user's next turn, until it says yes."""
+    samples = array("h")
+    samples.frombytes(pcm[: len(pcm) & ~1])
+    if sys.byteorder == "big":
+        samples.byteswap()
+    if not samples:
+        return False
+    return math.sqrt(sum(x * x for x in samples) / len(samples)) >= _SPEECH_RMS
