@@ -14,14 +14,14 @@ Pure Python (``array``), so the ``simulators`` extra needs no numpy.
 
 from __future__ import annotations
 
-import math
 import re
-import sys
-from array import array
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import attrs
+
+from adapters.testing._simulator_kit import audio as kit
+from adapters.testing._simulator_kit.audio import rms, speech_ms, split_words
 
 __all__ = [
     "INPUT_RATE",
@@ -40,11 +40,10 @@ __all__ = [
 
 INPUT_RATE = 16_000
 OUTPUT_RATE = 24_000
-VAD_FRAME_MS = 20
+VAD_FRAME_MS = kit.VAD_FRAME_MS
 SPEECH_RMS = 0.02
 """RMS (of full scale) that counts as speech: about -34 dBFS; ``loud()`` is far above, ``silence()`` is 0."""
 
-_LITTLE_ENDIAN = sys.byteorder == "little"
 _RATE = re.compile(r"(?:^|;)\s*rate\s*=\s*(\d+)\s*(?:;|$)")
 
 
@@ -57,23 +56,9 @@ def pcm_rate(mime_type: str) -> int | None:
     return int(match.group(1)) if match else INPUT_RATE
 
 
-def _to_bytes(samples: array[int]) -> bytes:
-    if not _LITTLE_ENDIAN:
-        samples.byteswap()
-    return samples.tobytes()
-
-
 def tone(ms: int, *, rate: int = OUTPUT_RATE, amplitude: float = 0.25, hz: int = 400) -> bytes:
     """``ms`` of a sine tone, PCM16 LE mono at ``rate``: the simulator's voice (24 kHz by default)."""
-    n = ms * rate // 1000
-    scale = amplitude * 32767
-    step = 2 * math.pi * hz / rate
-    if rate % hz:
-        return _to_bytes(array("h", (round(scale * math.sin(step * i)) for i in range(n))))
-    period = rate // hz  # the period tiles exactly: build one and repeat it
-    one = array("h", (round(scale * math.sin(step * i)) for i in range(period)))
-    reps, rest = divmod(n, period)
-    return _to_bytes(one * reps + one[:rest])
+    return kit.tone(ms, rate=rate, amplitude=amplitude, hz=hz)
 
 
 def loud(ms: int, *, rate: int = INPUT_RATE, amplitude: float = 0.3) -> bytes:
@@ -83,23 +68,7 @@ def loud(ms: int, *, rate: int = INPUT_RATE, amplitude: float = 0.3) -> bytes:
 
 def silence(ms: int, *, rate: int = INPUT_RATE) -> bytes:
     """``ms`` of digital silence, PCM16 at ``rate`` (16 kHz by default)."""
-    return bytes(ms * rate // 1000 * 2)
-
-
-def rms(pcm: bytes) -> float:
-    """Root mean square of PCM16 LE, as a fraction of full scale (0..1)."""
-    usable = len(pcm) - len(pcm) % 2
-    if usable == 0:
-        return 0.0
-    samples = array("h", pcm[:usable])
-    if not _LITTLE_ENDIAN:
-        samples.byteswap()
-    return math.sqrt(sum(s * s for s in samples) / len(samples)) / 32768
-
-
-def speech_ms(text: str, *, ms_per_char: int = 60, min_ms: int = 200, max_ms: int = 10_000) -> int:
-    """How long the simulator "speaks" ``text``: proportional to its length, bounded."""
-    return max(min_ms, min(max_ms, ms_per_char * len(text)))
+    return kit.silence(ms, rate=rate)
 
 
 def chunk_plan(total_ms: int, pattern: Sequence[int] = (100, 40, 160, 80, 120)) -> list[int]:
@@ -115,22 +84,6 @@ def chunk_plan(total_ms: int, pattern: Sequence[int] = (100, 40, 160, 80, 120)) 
         sizes.append(size)
         remaining -= size
     return sizes
-
-
-def split_words(text: str, parts: int) -> list[str]:
-    """Cut ``text`` into ``parts`` pieces on word boundaries; the pieces join back to ``text`` (some may be empty)."""
-    words: list[str] = []
-    start = 0
-    for i, ch in enumerate(text):
-        if ch.isspace() and i + 1 < len(text) and not text[i + 1].isspace():
-            words.append(text[start : i + 1])
-            start = i + 1
-    if start < len(text):
-        words.append(text[start:])
-    pieces = [""] * max(parts, 1)
-    for i, word in enumerate(words):
-        pieces[i * len(pieces) // max(len(words), 1)] += word
-    return pieces
 
 
 @attrs.frozen
@@ -149,39 +102,22 @@ class EnergyVAD:
 
     def __init__(self, *, silence_duration_ms: int = 500) -> None:
         self.silence_duration_ms = silence_duration_ms
-        self.clock_ms = 0.0
-        self.speaking = False
-        self._quiet_ms = 0.0
-        self._pending = b""
-        self._rate = INPUT_RATE
+        self._turns = kit.EnergyTurns(rms_threshold=SPEECH_RMS, silence_ms=silence_duration_ms, rate=INPUT_RATE)
+
+    @property
+    def clock_ms(self) -> float:
+        return self._turns.clock_ms
+
+    @property
+    def speaking(self) -> bool:
+        return self._turns.speaking
 
     def reset(self) -> None:
-        """Forget any speech in progress."""
-        self.speaking = False
-        self._quiet_ms = 0.0
-        self._pending = b""
+        """Forget any speech in progress (``audioStreamEnd``), and the partial frame with it."""
+        self._turns.reset(drop_pending=True)
 
     def feed(self, pcm: bytes, rate: int) -> Iterator[VadEvent]:
         """Advance the clock by ``pcm`` (PCM16 at ``rate``) and yield the turn boundaries it contains."""
-        if rate != self._rate:
-            self._pending = b""
-            self._rate = rate
-        data = self._pending + pcm
-        frame = max(2, VAD_FRAME_MS * rate // 1000 * 2)
-        whole = len(data) - len(data) % frame
-        self._pending = data[whole:]
-        for offset in range(0, whole, frame):
-            self.clock_ms += VAD_FRAME_MS
-            is_loud = rms(data[offset : offset + frame]) >= SPEECH_RMS
-            if not self.speaking and is_loud:
-                self.speaking = True
-                self._quiet_ms = 0.0
-                yield VadEvent("started", int(self.clock_ms - VAD_FRAME_MS))
-            elif self.speaking and is_loud:
-                self._quiet_ms = 0.0
-            elif self.speaking:
-                self._quiet_ms += VAD_FRAME_MS
-                if self._quiet_ms >= self.silence_duration_ms:
-                    self.speaking = False
-                    self._quiet_ms = 0.0
-                    yield VadEvent("stopped", int(self.clock_ms))
+        for kind in self._turns.feed(pcm, rate):
+            at = self.clock_ms - VAD_FRAME_MS if kind == "started" else self.clock_ms
+            yield VadEvent(kind, int(at))

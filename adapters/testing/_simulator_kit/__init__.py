@@ -1,0 +1,10 @@
+"""What the provider simulators share, because it is the same logic at every provider.
+
+Each simulator (``openai_simulator``, ``gemini_simulator``, ``nova_sonic_simulator``)
+keeps what is its service's own (rates, thresholds, defaults, wire formats) and
+passes it to these helpers; its public names stay where they were. Like the
+simulators, the kit never imports our client adapters: a simulator that shared
+code with the client it tests would share its bugs.
+
+* :mod:`.audio`: PCM16 tones, silence and energy turn detection at any rate.
+"""
