@@ -7,4 +7,5 @@ simulators, the kit never imports our client adapters: a simulator that shared
 code with the client it tests would share its bugs.
 
 * :mod:`.audio`: PCM16 tones, silence and energy turn detection at any rate.
+* :mod:`.cli`: running a demo simulator from the command line.
 """

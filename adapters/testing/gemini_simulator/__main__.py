@@ -15,11 +15,10 @@ function's response, and otherwise echoes what it was told.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from collections.abc import Iterator
 
-import anyio
-
+from adapters.testing._simulator_kit.cli import demo_parser, run_demo
 from adapters.testing.gemini_simulator.scenario import Reply, Rule, Scenario, ToolCall
 from adapters.testing.gemini_simulator.server import GeminiLiveSimulator
 
@@ -35,11 +34,7 @@ DEMO = Scenario(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m adapters.testing.gemini_simulator", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8766, help="port (default: 8766; 0 picks a free one)")
+    parser = demo_parser("python -m adapters.testing.gemini_simulator", __doc__, port=8766)
     parser.add_argument(
         "--api-key", default="test-key", help="the x-goog-api-key clients must send (default: test-key)"
     )
@@ -47,13 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="serve ws:// instead of wss://")
     parser.add_argument("--speedup", type=float, default=1.0, help="output pace, x real time (default: 1.0)")
     parser.add_argument("--lifetime-s", type=float, default=None, help="goAway and close connections after this long")
-    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every connection and refused message")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
 
-    async def serve() -> None:
-        sim = GeminiLiveSimulator(
+    def start(args: argparse.Namespace) -> GeminiLiveSimulator:
+        return GeminiLiveSimulator(
             api_key=None if args.any_key else args.api_key,
             scenario=DEMO,
             tls=not args.plain,
@@ -64,18 +55,16 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             strict=False,
         )
-        async with sim:
-            print(f"Gemini Live simulator: {sim.url()}", flush=True)
-            if sim.tls:
-                print(f"CA certificate to trust: {sim.ca_cert_pem_path}", flush=True)
-            print("Ctrl+C to stop", flush=True)
-            await anyio.sleep_forever()
 
-    try:
-        anyio.run(serve, backend=args.backend)
-    except KeyboardInterrupt:
-        return 0
-    return 0
+    def announce(sim: GeminiLiveSimulator, args: argparse.Namespace) -> Iterator[str]:
+        yield f"Gemini Live simulator: {sim.url()}"
+        if sim.tls:
+            yield f"CA certificate to trust: {sim.ca_cert_pem_path}"
+        yield "Ctrl+C to stop"
+
+    return run_demo(
+        parser, argv, verbose_help="log every connection and refused message", start=start, announce=announce
+    )
 
 
 if __name__ == "__main__":

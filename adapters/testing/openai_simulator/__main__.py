@@ -12,11 +12,10 @@ tool's result, and otherwise echoes what it was told.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from collections.abc import Iterator
 
-import anyio
-
+from adapters.testing._simulator_kit.cli import demo_parser, run_demo
 from adapters.testing.openai_simulator.scenario import Reply, Rule, Scenario, ToolCall
 from adapters.testing.openai_simulator.server import OpenAIRealtimeSimulator
 
@@ -32,22 +31,14 @@ DEMO = Scenario(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m adapters.testing.openai_simulator", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    parser = demo_parser("python -m adapters.testing.openai_simulator", __doc__, port=8765)
     parser.add_argument("--api-key", default="sk-test", help="the Bearer key clients must send (default: sk-test)")
     parser.add_argument("--any-key", action="store_true", help="accept any API key")
     parser.add_argument("--speedup", type=float, default=1.0, help="output pace, x real time (default: 1.0)")
     parser.add_argument("--session-limit-s", type=float, default=None, help="expire sessions after this many seconds")
-    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every connection and client error")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
 
-    async def serve() -> None:
-        sim = OpenAIRealtimeSimulator(
+    def start(args: argparse.Namespace) -> OpenAIRealtimeSimulator:
+        return OpenAIRealtimeSimulator(
             api_key=None if args.any_key else args.api_key,
             scenario=DEMO,
             session_limit_s=args.session_limit_s,
@@ -56,15 +47,11 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             strict=False,
         )
-        async with sim:
-            print(f"OpenAI Realtime simulator: {sim.base_url}  (websocket_base_url; Ctrl+C to stop)", flush=True)
-            await anyio.sleep_forever()
 
-    try:
-        anyio.run(serve, backend=args.backend)
-    except KeyboardInterrupt:
-        return 0
-    return 0
+    def announce(sim: OpenAIRealtimeSimulator, args: argparse.Namespace) -> Iterator[str]:
+        yield f"OpenAI Realtime simulator: {sim.base_url}  (websocket_base_url; Ctrl+C to stop)"
+
+    return run_demo(parser, argv, verbose_help="log every connection and client error", start=start, announce=announce)
 
 
 if __name__ == "__main__":
