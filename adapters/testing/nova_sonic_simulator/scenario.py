@@ -27,6 +27,7 @@ from typing import Any, Literal, get_args
 
 import attrs
 
+from adapters.testing._simulator_kit.rules import first_to_fire, spoken_transcript, words_match
 from adapters.testing.nova_sonic_simulator.errors import ServiceException
 
 __all__ = ["Fault", "FaultKind", "Reply", "Rule", "Scenario", "ToolResultInput", "ToolUse", "TurnInput"]
@@ -97,12 +98,7 @@ class Rule:
     times: int | None = None
 
     def matches(self, turn: TurnInput) -> bool:
-        text = turn.text.strip().casefold()
-        if self.text_contains is not None and self.text_contains.casefold() not in text:
-            return False
-        if self.text_equals is not None and self.text_equals.strip().casefold() != text:
-            return False
-        if self.spoken_turn is not None and self.spoken_turn != turn.spoken_turn:
+        if not words_match(self, turn):
             return False
         return self.tool_result_for is None or any(
             self.tool_result_for in (result.name, result.tool_use_id) for result in turn.tool_results
@@ -120,9 +116,7 @@ class Scenario:
 
     def transcript(self, spoken_turn: int) -> str:
         """What the user said in spoken turn ``spoken_turn``; a placeholder past the list."""
-        if spoken_turn < len(self.transcripts):
-            return self.transcripts[spoken_turn]
-        return f"(spoken turn {spoken_turn})"
+        return spoken_transcript(self.transcripts, spoken_turn)
 
 
 FaultKind = Literal[
@@ -193,12 +187,9 @@ class ScenarioState:
 
     def choose(self, turn: TurnInput) -> Reply:
         """The first matching rule that still may fire; else a default."""
-        for index, rule in enumerate(self.scenario.rules):
-            if rule.times is not None and self.fired.get(index, 0) >= rule.times:
-                continue
-            if rule.matches(turn):
-                self.fired[index] = self.fired.get(index, 0) + 1
-                return rule.reply
+        rule = first_to_fire(self.scenario.rules, self.fired, lambda rule: rule.matches(turn))
+        if rule is not None:
+            return rule.reply
         if turn.tool_results and not turn.text:
             return self.scenario.default_after_tool
         return self.scenario.default
