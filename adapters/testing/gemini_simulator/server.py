@@ -33,6 +33,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.utilities import RemoteProtocolError
 
+from adapters.testing._simulator_kit.listener import Changes, Serving
 from adapters.testing.gemini_simulator.connection import WRITE_TIMEOUT_S, Connection
 from adapters.testing.gemini_simulator.oracle import SimulatorBug
 from adapters.testing.gemini_simulator.records import (
@@ -106,7 +107,6 @@ class GeminiLiveSimulator:
         self.transparent_resumption = transparent_resumption
         self.strict = strict
         self._host = host
-        self._requested_port = port
         self._ctx = Context(
             scenario=ScenarioState(self.scenario),
             handles=Handles(handle_ttl_s),
@@ -124,12 +124,10 @@ class GeminiLiveSimulator:
         self.sessions: list[SessionState] = []
         self._current: SessionState | None = None
         self._live: list[Connection] = []
-        self._changed = anyio.Event()
+        self._changes = Changes()
+        self._serving = Serving(host, port)
         self._authority: Authority | None = None
         self._server_ssl: ssl.SSLContext | None = None
-        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._port: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -137,41 +135,24 @@ class GeminiLiveSimulator:
         if self.tls:
             self._authority = Authority()
             self._server_ssl = self._authority.server_context()
-        listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._requested_port)
-        self._listener = listener
-        self._port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
-        tg.start_soon(listener.serve, self._handle, tg)
+        await self._serving.serve(await self._serving.tcp(), self._handle)
         logger.info("Gemini Live simulator listening on %s", self.ws_base_url)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        assert self._tg is not None and self._listener is not None, "not entered"
-        self._tg.cancel_scope.cancel()
         try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
-                raise exc from None
-            raise
+            return await self._serving.stop(exc_type, exc, tb)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._listener.aclose()
             if self._authority is not None:
                 self._authority.remove()
-            self._tg = None
 
     # ------------------------------------------------------------------ addresses and trust
 
     @property
     def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the simulator is not running: use `async with`")
-        return self._port
+        return self._serving.port
 
     @property
     def ws_base_url(self) -> str:
@@ -230,14 +211,12 @@ class GeminiLiveSimulator:
     async def wait_until(self, predicate: Callable[[], bool], limit_s: float = 10.0) -> None:
         """Wait until ``predicate()`` holds (checked whenever a record changes); TimeoutError after ``limit_s``."""
         with anyio.fail_after(limit_s):
-            while not predicate():
-                await self._changed.wait()
+            await self._changes.wait_until(predicate)
 
     # ------------------------------------------------------------------ internals
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        self._changes.notify()
 
     def _on_state(self, record: ConnectionRecord, state: SessionState) -> None:
         if not any(s is state for s in self.sessions):

@@ -22,6 +22,7 @@ import anyio.abc
 import trustme
 from anyio.streams.tls import TLSAttribute, TLSListener
 
+from adapters.testing._simulator_kit.listener import Changes, Serving
 from adapters.testing.nova_sonic_simulator.h2conn import H2ServerConnection
 from adapters.testing.nova_sonic_simulator.records import (
     RefusedRequest,
@@ -97,7 +98,6 @@ class NovaSonicSimulator:
         self.initial_window_size = initial_window_size
         self.data_frame_bytes = data_frame_bytes
         self._host = host
-        self._requested_port = port
         self._state = ScenarioState(self.scenario, faults)
         self.streams: list[StreamRecord] = []
         self.refused: list[RefusedRequest] = []
@@ -118,10 +118,8 @@ class NovaSonicSimulator:
             notify=self._notify,
         )
         self._requests = 0
-        self._changed = anyio.Event()
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._listener: TLSListener | None = None
-        self._port: int | None = None
+        self._changes = Changes()
+        self._serving = Serving(host, port)
         self._tmpdir: str | None = None
         self._ca: trustme.CA | None = None
         self.ca_cert_pem_path = ""
@@ -137,31 +135,17 @@ class NovaSonicSimulator:
         self._tmpdir = tempfile.mkdtemp(prefix="nova-sim-")
         self.ca_cert_pem_path = os.path.join(self._tmpdir, "ca.pem")
         self._ca.cert_pem.write_to_path(self.ca_cert_pem_path)
-        tcp = await anyio.create_tcp_listener(local_host=self._host, local_port=self._requested_port)
-        self._port = int(tcp.extra(anyio.abc.SocketAttribute.local_port))
-        self._listener = TLSListener(tcp, server_ctx, standard_compatible=False)
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
-        tg.start_soon(self._listener.serve, self._handle, tg)
+        tcp = await self._serving.tcp()
+        await self._serving.serve(TLSListener(tcp, server_ctx, standard_compatible=False), self._handle)
         logger.info("Nova Sonic simulator listening on %s", self.endpoint_url)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        assert self._tg is not None and self._listener is not None, "not entered"
-        self._tg.cancel_scope.cancel()
         try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
-                raise exc from None
-            raise
+            return await self._serving.stop(exc_type, exc, tb)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._listener.aclose()
-            self._tg = None
             for record in self.streams:
                 if record.ended_by is None:
                     record.ended_by = "server"
@@ -172,9 +156,7 @@ class NovaSonicSimulator:
 
     @property
     def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the simulator is not running: use `async with`")
-        return self._port
+        return self._serving.port
 
     @property
     def endpoint_url(self) -> str:
@@ -189,14 +171,12 @@ class NovaSonicSimulator:
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds; checked whenever a record changes. Bound it with ``anyio.fail_after``."""
-        while not predicate():
-            await self._changed.wait()
+        await self._changes.wait_until(predicate)
 
     # ------------------------------------------------------------------ internals
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        self._changes.notify()
 
     def _next_request_index(self) -> int:
         index = self._requests

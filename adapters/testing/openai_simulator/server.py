@@ -37,6 +37,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from adapters.testing._simulator_kit.listener import Changes, Serving
 from adapters.testing.openai_simulator.errors import ServiceError, SimulatorBug
 from adapters.testing.openai_simulator.oracle import check_server_event
 from adapters.testing.openai_simulator.records import (
@@ -311,7 +312,6 @@ class OpenAIRealtimeSimulator:
         self.drop_after_messages = drop_after_messages
         self.strict = strict
         self._host = host
-        self._requested_port = port
         self._ctx = SessionContext(
             state=ScenarioState(self.scenario),
             ids=Ids(),
@@ -326,46 +326,24 @@ class OpenAIRealtimeSimulator:
         self.client_errors: list[ClientError] = []
         self.oracle_failures: list[OracleFailure] = []
         self._live: list[_Connection] = []
-        self._changed = anyio.Event()
-        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._port: int | None = None
+        self._changes = Changes()
+        self._serving = Serving(host, port)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
-        listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._requested_port)
-        self._listener = listener
-        self._port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
-        tg.start_soon(listener.serve, self._handle, tg)
+        await self._serving.serve(await self._serving.tcp(), self._handle)
         logger.info("OpenAI Realtime simulator listening on %s", self.base_url)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        assert self._tg is not None and self._listener is not None, "not entered"
-        self._tg.cancel_scope.cancel()
-        try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            # The body's own failure (an assertion in a test, say) comes out as itself, not wrapped in a group.
-            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
-                raise exc from None
-            raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._listener.aclose()
-            self._tg = None
+        return await self._serving.stop(exc_type, exc, tb)
 
     @property
     def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the simulator is not running: use `async with`")
-        return self._port
+        return self._serving.port
 
     @property
     def base_url(self) -> str:
@@ -390,14 +368,12 @@ class OpenAIRealtimeSimulator:
 
         Bound it with ``anyio.fail_after``: the simulator does not guess how long a test may wait.
         """
-        while not predicate():
-            await self._changed.wait()
+        await self._changes.wait_until(predicate)
 
     # ------------------------------------------------------------------ internals
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        self._changes.notify()
 
     def _oracle_failure(self, index: int, event: dict[str, Any], detail: str) -> None:
         self.oracle_failures.append(OracleFailure(index, event, detail))
