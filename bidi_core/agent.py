@@ -380,6 +380,8 @@ class BidiAgent:
             raise BidiUsageError("run() needs a fresh agent; it starts and stops the conversation itself")
         if any(getattr(o, "reports_playback", False) for o in outs):
             self._conv = attrs.evolve(self._conv, tracks_playback=True)
+        else:
+            self._conv = attrs.evolve(self._conv, audio_unobserved=True)
         queues = [OutputQueue(self._output_queue_size, type(o).__name__) for o in outs]
         try:
             async with AsyncExitStack() as io_stack:

@@ -173,7 +173,10 @@ class Conversation:
     (after the model finished generating it, outputs can still be playing it);
     ``received_ms``/``played_ms`` measure that audio. ``tracks_playback`` is
     True when some output reports playback; without it nothing is assumed
-    heard after a response completes. ``audible_elsewhere`` says the audible
+    heard after a response completes. ``audio_unobserved`` is set by the shell
+    when no output declared that it reports playback: received audio is then
+    not counted (the count would never be read, and copying the state for
+    every audio chunk is the hottest path's main cost). ``audible_elsewhere`` says the audible
     response came over an earlier connection: a barge-in still silences it,
     but the provider is told nothing of a response it never saw.
     ``interrupted_ids`` fences late audio of responses cut short (the most
@@ -191,6 +194,7 @@ class Conversation:
     received_ms: float = 0.0
     played_ms: float = 0.0
     tracks_playback: bool = False
+    audio_unobserved: bool = False
     interrupted_ids: tuple[str, ...] = ()
     pending_tools: frozenset[ToolCall] = frozenset()
     withdrawn_tools: frozenset[str] = frozenset()
@@ -290,9 +294,7 @@ def _audio(conv: Conversation, ev: BidiAudioStreamEvent) -> Transition:
         return conv, ()  # late audio of a response that ended or was cut short
     if ev.response_id is None:
         ev = attrs.evolve(ev, response_id=rid)
-    if not conv.tracks_playback:
-        # received_ms is read only when playback is tracked; not counting it saves a
-        # copy of the whole state per audio chunk, the hottest path of a conversation.
+    if conv.audio_unobserved:
         return conv, (Emit(ev),)
     return attrs.evolve(conv, received_ms=conv.received_ms + ev.duration_ms), (Emit(ev),)
 
@@ -467,12 +469,13 @@ def _tool_withdrawn(conv: Conversation, ev: BidiToolCancelEvent) -> Transition:
 
 def _playback(conv: Conversation, ev: PlaybackProgress) -> Transition:
     report = ev.report
-    if not conv.tracks_playback:
-        # An output that did not declare ``reports_playback`` started reporting: the audio
-        # received so far went uncounted, so the current response counts as unbounded
-        # (never assumed fully played by arithmetic; only its ``finished`` report ends it,
-        # and a truncate says what was played).
-        conv = attrs.evolve(conv, tracks_playback=True, received_ms=math.inf if conv.response_id else conv.received_ms)
+    if conv.audio_unobserved:
+        # An output that did not declare ``reports_playback`` reports after all: what
+        # the current response received went uncounted, so it counts as unbounded
+        # (audible until the output says it finished; a truncate says what was played).
+        received = math.inf if conv.response_id is not None else conv.received_ms
+        conv = attrs.evolve(conv, audio_unobserved=False, received_ms=received)
+    conv = attrs.evolve(conv, tracks_playback=True)
     if report.response_id != conv.audible_id:
         return conv, ()
     conv = attrs.evolve(conv, played_ms=max(conv.played_ms, report.played_ms))

@@ -76,7 +76,14 @@ class BidiInput(Protocol):
 
 @runtime_checkable
 class BidiOutput(Protocol):
-    """A sink of conversation events: speakers, a terminal, a socket."""
+    """A sink of conversation events: speakers, a terminal, a socket.
+
+    An output that tells the agent how much audio it played
+    (:meth:`AgentView.report_playback`) says so with a class attribute
+    ``reports_playback = True``, as ``BidiAudioIO``'s output does: the
+    conversation then counts the audio it receives, to know what is still
+    audible and what to truncate to. Without one, it does not count.
+    """
 
     async def start(self, agent: AgentView) -> None:
         """Open the sink. Called once before the first ``__call__``."""

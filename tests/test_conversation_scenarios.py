@@ -68,9 +68,6 @@ from tests.conversation_samples import audio_out
 
 evolve = attrs.evolve
 CAPS = ModelCapabilities()
-TRACKING = Conversation(tracks_playback=True)
-"""The start of a conversation with an output that reports playback (as ``BidiAudioIO`` declares)."""
-
 TIMERS_OFF = (CancelTimer(ROTATION_TIMER), CancelTimer(CONNECTION_AGE_TIMER))
 
 
@@ -119,10 +116,8 @@ def responding(conv: Conversation, rid: str = "r1") -> Conversation:
 
 
 def with_audio(conv: Conversation, rid: str, ms: int) -> Conversation:
-    """Audio of ``rid``; counted only when some output reports playback (nothing else reads the count)."""
     chunk = audio_out(rid, ms)
-    counted = evolve(conv, received_ms=conv.received_ms + ms) if conv.tracks_playback else conv
-    return expect(conv, chunk, counted, (Emit(chunk),))
+    return expect(conv, chunk, evolve(conv, received_ms=conv.received_ms + ms), (Emit(chunk),))
 
 
 def cut_off(rid: str, stop_reason: str, reason: str, details: str) -> tuple[Effect, ...]:
@@ -152,7 +147,7 @@ def test_connect_text_turn_audio_response_complete() -> None:
 
     # Audio without a response id belongs to the current response.
     bare = audio_out(None, 20)
-    conv = expect(conv, bare, conv, (Emit(evolve(bare, response_id="r1")),))
+    conv = expect(conv, bare, evolve(conv, received_ms=40.0), (Emit(evolve(bare, response_id="r1")),))
 
     partial = BidiTranscriptStreamEvent("Hel", "Hel", "assistant", False, "r1")
     conv = expect(conv, partial, conv, (Emit(partial),))
@@ -162,7 +157,7 @@ def test_connect_text_turn_audio_response_complete() -> None:
     done = BidiResponseCompleteEvent("r1", "complete")
     # Nobody reports playback: nothing is assumed still audible.
     conv = expect(conv, done, evolve(conv, phase=Phase.LISTENING, response_id=None, audible_id=None), (Emit(done),))
-    assert conv == Conversation(phase=Phase.LISTENING, connection_id="c1")
+    assert conv == Conversation(phase=Phase.LISTENING, connection_id="c1", received_ms=40.0)
 
     # A late or duplicate completion, and late audio, change nothing.
     conv = expect(conv, done, conv)
@@ -209,7 +204,7 @@ def test_input_while_connecting_is_flushed_in_order_on_connect() -> None:
 @pytest.mark.parametrize("played", [None, 60.0, 150.0], ids=["untracked", "played-60", "played-past-received"])
 def test_barge_in_while_responding(cancels_on_speech: bool, can_truncate: bool, played: float | None) -> None:
     caps = ModelCapabilities(can_truncate=can_truncate, cancels_on_speech=cancels_on_speech)
-    conv = responding(connected(caps, conv=TRACKING if played is not None else None))
+    conv = responding(connected(caps))
     conv = with_audio(conv, "r1", 50)
     conv = with_audio(conv, "r1", 50)
     if played is not None:
@@ -326,7 +321,7 @@ def test_speech_while_listening_with_nothing_playing_is_a_no_op() -> None:
 
 def test_speech_while_the_last_response_is_still_playing_interrupts_without_cancel() -> None:
     caps = ModelCapabilities(can_truncate=True, cancels_on_speech=False)
-    conv = with_audio(responding(connected(caps, conv=TRACKING)), "r1", 100)
+    conv = with_audio(responding(connected(caps)), "r1", 100)
     conv = expect(
         conv, PlaybackProgress(PlaybackReport("r1", 40.0)), evolve(conv, tracks_playback=True, played_ms=40.0)
     )
@@ -355,7 +350,7 @@ def test_speech_while_the_last_response_is_still_playing_interrupts_without_canc
 
 
 def test_playback_finished_after_completion_ends_audibility() -> None:
-    conv = with_audio(responding(connected(ModelCapabilities(can_truncate=True), conv=TRACKING)), "r1", 100)
+    conv = with_audio(responding(connected(ModelCapabilities(can_truncate=True))), "r1", 100)
     conv = expect(
         conv, PlaybackProgress(PlaybackReport("r1", 20.0)), evolve(conv, tracks_playback=True, played_ms=20.0)
     )
@@ -376,7 +371,7 @@ def test_playback_finished_after_completion_ends_audibility() -> None:
 
 
 def test_response_played_to_the_end_before_it_completes_is_not_audible_after() -> None:
-    conv = with_audio(responding(connected(ModelCapabilities(can_truncate=True), conv=TRACKING)), "r1", 40)
+    conv = with_audio(responding(connected(ModelCapabilities(can_truncate=True))), "r1", 40)
     # The speaker drained r1 while the model was still generating: r1 stays audible...
     conv = expect(
         conv,
@@ -652,7 +647,7 @@ def test_connection_lost_mid_response_restarts_buffers_and_flushes_in_order() ->
 
 
 def _interrupted() -> Conversation:
-    conv = with_audio(responding(connected(conv=TRACKING)), "r1", 20)
+    conv = with_audio(responding(connected()), "r1", 20)
     return expect(
         conv,
         BidiSpeechStartedEvent(),
@@ -711,7 +706,7 @@ def test_a_response_cut_off_by_a_restart_completes_before_the_restart(interrupte
 )
 def test_restart_from_listening_keeps_the_last_answer_playing(event: object, reason: str, details: str) -> None:
     caps = ModelCapabilities(can_truncate=True, cancels_on_speech=False)
-    conv = with_audio(responding(connected(caps, conv=TRACKING)), "r1", 100)
+    conv = with_audio(responding(connected(caps)), "r1", 100)
     conv = expect(
         conv, PlaybackProgress(PlaybackReport("r1", 40.0)), evolve(conv, tracks_playback=True, played_ms=40.0)
     )
@@ -755,7 +750,7 @@ def test_barge_in_on_an_answer_from_the_previous_connection_silences_it_without_
     trigger: str, cancels_on_speech: bool
 ) -> None:
     caps = ModelCapabilities(can_truncate=True, cancels_on_speech=cancels_on_speech)
-    conv = with_audio(responding(connected(caps, conv=TRACKING)), "r1", 100)
+    conv = with_audio(responding(connected(caps)), "r1", 100)
     conv = expect(
         conv, PlaybackProgress(PlaybackReport("r1", 40.0)), evolve(conv, tracks_playback=True, played_ms=40.0)
     )
@@ -848,7 +843,7 @@ def test_restart_from_listening_with_nothing_audible_clears_nothing() -> None:
         evolve(conv, phase=Phase.RESTARTING, connection_id=None),
         (*TIMERS_OFF, Emit(BidiConnectionRestartEvent("connection_lost", "reset")), Reconnect("connection_lost")),
     )
-    assert (conv.audible_id, conv.audible_elsewhere) == (None, False)
+    assert (conv.audible_id, conv.audible_elsewhere, conv.received_ms) == (None, False, 20.0)
 
 
 def test_a_new_connection_forgets_the_interrupted_ids_of_the_old_one() -> None:
@@ -1030,7 +1025,7 @@ def test_closing_mid_response_completes_the_response(interrupted: bool, close: o
 
 
 def test_closing_with_the_last_response_still_playing_completes_nothing() -> None:
-    conv = with_audio(responding(connected(ModelCapabilities(can_truncate=True), conv=TRACKING)), "r1", 100)
+    conv = with_audio(responding(connected(ModelCapabilities(can_truncate=True))), "r1", 100)
     conv = expect(
         conv, PlaybackProgress(PlaybackReport("r1", 40.0)), evolve(conv, tracks_playback=True, played_ms=40.0)
     )
@@ -1056,7 +1051,7 @@ def test_closing_with_the_last_response_still_playing_completes_nothing() -> Non
 
 def _goodbye_still_playing() -> Conversation:
     """The model said goodbye (r1, 100 ms, 40 ms of it played) and called stop_conversation."""
-    conv = with_audio(responding(connected(ModelCapabilities(can_truncate=True), conv=TRACKING)), "r1", 100)
+    conv = with_audio(responding(connected(ModelCapabilities(can_truncate=True))), "r1", 100)
     stop_call = BidiToolUseEvent("t1", "stop_conversation")
     conv = expect(
         conv,
@@ -1180,7 +1175,7 @@ def test_expiring_while_responding_rotates_at_the_next_turn_boundary() -> None:
 
 
 def test_rotation_at_a_turn_boundary_keeps_the_answer_playing() -> None:
-    conv = with_audio(responding(connected(ModelCapabilities(can_truncate=True), conv=TRACKING)), "r1", 100)
+    conv = with_audio(responding(connected(ModelCapabilities(can_truncate=True))), "r1", 100)
     conv = expect(
         conv, PlaybackProgress(PlaybackReport("r1", 40.0)), evolve(conv, tracks_playback=True, played_ms=40.0)
     )
@@ -1395,21 +1390,34 @@ def test_a_rejected_resumption_forgets_the_handle_and_says_so() -> None:
     assert conv.phase is Phase.RESTARTING
 
 
-def test_an_output_that_starts_reporting_mid_response_never_has_its_audio_assumed_played() -> None:
-    """An output that did not declare ``reports_playback``: the audio received
-    before its first report went uncounted, so the response stays audible until
-    the output says it finished, and a barge-in truncates to what it played."""
-    conv = with_audio(responding(connected(ModelCapabilities(can_truncate=True, cancels_on_speech=True))), "r1", 100)
-    assert conv.received_ms == 0.0  # not counted: nobody was known to track playback
+def test_audio_nobody_observes_is_not_counted() -> None:
+    """No output declared that it reports playback: received audio goes uncounted
+    (nothing reads the count), and the rest of the turn is as usual."""
+    conv = responding(connected(conv=Conversation(audio_unobserved=True)))
+    chunk = audio_out("r1", 20)
+    conv = expect(conv, chunk, conv, (Emit(chunk),))
+    done = BidiResponseCompleteEvent("r1", "complete")
+    conv = expect(conv, done, evolve(conv, phase=Phase.LISTENING, response_id=None, audible_id=None), (Emit(done),))
+    assert conv.received_ms == 0.0
+
+
+def test_an_undeclared_output_reporting_mid_response_never_has_its_audio_assumed_played() -> None:
+    """An output reports playback without having declared it: what the response
+    received went uncounted, so it stays audible until the output says it
+    finished, and a barge-in truncates to what was played."""
+    caps = ModelCapabilities(can_truncate=True, cancels_on_speech=True)
+    conv = responding(connected(caps, conv=Conversation(audio_unobserved=True)))
+    chunk = audio_out("r1", 100)
+    conv = expect(conv, chunk, conv, (Emit(chunk),))
     conv = expect(
         conv,
         PlaybackProgress(PlaybackReport("r1", 30.0)),
-        evolve(conv, tracks_playback=True, received_ms=math.inf, played_ms=30.0),
+        evolve(conv, audio_unobserved=False, tracks_playback=True, received_ms=math.inf, played_ms=30.0),
     )
+    conv = with_audio(conv, "r1", 20)  # counted from now on
     done = BidiResponseCompleteEvent("r1", "complete")
-    # 30 ms played of an unknown amount: still audible after the completion.
     conv = expect(conv, done, evolve(conv, phase=Phase.LISTENING, response_id=None), (Emit(done),))
-    assert conv.audible_id == "r1"
+    assert conv.audible_id == "r1"  # 30 ms played of an unknown amount: still audible
     conv = expect(
         conv,
         BidiSpeechStartedEvent(),
@@ -1420,3 +1428,14 @@ def test_an_output_that_starts_reporting_mid_response_never_has_its_audio_assume
             SendToModel(TruncateResponse("r1", 30)),
         ),
     )
+
+
+def test_an_undeclared_output_reporting_between_responses_starts_counting_exactly() -> None:
+    conv = connected(conv=Conversation(audio_unobserved=True))
+    conv = expect(
+        conv,
+        PlaybackProgress(PlaybackReport("r0", 5.0, finished=True)),
+        evolve(conv, audio_unobserved=False, tracks_playback=True),
+    )
+    conv = with_audio(responding(conv), "r1", 40)
+    assert conv.received_ms == 40.0
