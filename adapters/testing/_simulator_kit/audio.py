@@ -16,9 +16,12 @@ from array import array
 from collections.abc import Iterator
 from typing import Literal
 
+import attrs
+
 __all__ = [
     "VAD_FRAME_MS",
     "EnergyTurns",
+    "VadEvent",
     "pcm_ms",
     "rms",
     "silence",
@@ -99,6 +102,14 @@ def split_words(text: str, parts: int) -> list[str]:
     for i, word in enumerate(words):
         pieces[i * len(pieces) // max(len(words), 1)] += word
     return pieces
+
+
+@attrs.frozen
+class VadEvent:
+    """A turn boundary at ``at_ms`` of input audio since the connection opened, for services that report when."""
+
+    kind: Literal["started", "stopped"]
+    at_ms: int
 
 
 class EnergyTurns:

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from typing import Literal
-
-import attrs
 
 from adapters.testing._simulator_kit import audio as kit
-from adapters.testing._simulator_kit.audio import rms, speech_ms, split_words
+from adapters.testing._simulator_kit.audio import VadEvent, rms, speech_ms, split_words
 
 __all__ = [
     "INPUT_RATE",
@@ -84,14 +81,6 @@ def chunk_plan(total_ms: int, pattern: Sequence[int] = (100, 40, 160, 80, 120)) 
         sizes.append(size)
         remaining -= size
     return sizes
-
-
-@attrs.frozen
-class VadEvent:
-    """A turn boundary, at ``at_ms`` of input audio since the connection opened."""
-
-    kind: Literal["started", "stopped"]
-    at_ms: int
 
 
 class EnergyVAD:

@@ -21,12 +21,9 @@ boundaries reported with ``prefix_padding_ms`` and a floor.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Literal
-
-import attrs
 
 from adapters.testing._simulator_kit import audio as kit
-from adapters.testing._simulator_kit.audio import rms, speech_ms
+from adapters.testing._simulator_kit.audio import VadEvent, rms, speech_ms
 from adapters.testing._simulator_kit.audio import split_words as split_words  # the session imports it from here
 
 __all__ = [
@@ -88,14 +85,6 @@ def chunk_plan(total_ms: int, pattern: Sequence[int] = (100, 150, 50, 125, 75)) 
         sizes.append(size)
         remaining -= size
     return sizes
-
-
-@attrs.frozen
-class VadEvent:
-    """A turn boundary on the session's audio clock (ms of audio appended since the connection opened)."""
-
-    kind: Literal["started", "stopped"]
-    at_ms: int
 
 
 class EnergyVAD:
