@@ -3,7 +3,8 @@
 Each simulator's ``__main__`` says what is its own (its options, how to build it
 from them, what to print once it listens); the rest is the same everywhere:
 ``--host``/``--port`` first, ``--backend`` and ``-v`` last, logging to stderr,
-serving until Ctrl+C, which is a normal exit (status 0), not a traceback.
+serving until Ctrl+C, which is a normal exit (status 0), not a traceback, even
+when trio delivers it inside a connection's task.
 """
 
 from __future__ import annotations
@@ -58,4 +59,10 @@ def run_demo(
         anyio.run(serve, backend=args.backend)
     except KeyboardInterrupt:
         return 0
+    except BaseExceptionGroup as group:
+        # Trio raises KeyboardInterrupt in whatever task runs when Ctrl+C comes, a connection's too: then it
+        # arrives wrapped in the task groups it crossed. Ctrl+C and nothing else is still a normal exit.
+        if group.split(KeyboardInterrupt)[1] is None:
+            return 0
+        raise
     return 0
