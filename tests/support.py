@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
+import pytest
 
 from ports.events import (
     BidiAudioStreamEvent,
@@ -118,3 +119,61 @@ def our_tasks() -> set[str]:
 
 def thread_count() -> int:
     return threading.active_count()
+
+
+# ---------------------------------------------------------------- driving a conversation against a simulator
+
+
+class Texts:
+    """An input that types lines, each after the previous answer completed (a
+    polite user); pass ``observe`` as an output so it sees the answers."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = list(lines)
+        self.ready = anyio.Event()
+        self.ready.set()
+
+    async def __call__(self) -> str:
+        if not self.lines:
+            await anyio.sleep_forever()
+        await self.ready.wait()
+        self.ready = anyio.Event()
+        return self.lines.pop(0)
+
+    async def observe(self, event: BidiOutputEvent) -> None:
+        if isinstance(event, BidiResponseCompleteEvent) and event.stop_reason == "complete":
+            self.ready.set()
+
+
+async def run_until(
+    agent: Any, inputs: list[Any], outputs: list[Any], done: Callable[[], bool], limit_s: float = 15
+) -> None:
+    """Run the agent until ``done()`` holds for the events seen (checked after
+    each event, never by polling), then stop it; fail after ``limit_s``."""
+    changed = anyio.Event()
+
+    async def watch(event: BidiOutputEvent) -> None:
+        nonlocal changed
+        changed.set()
+        changed = anyio.Event()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run, inputs, [*outputs, watch])
+        with anyio.fail_after(limit_s):
+            while not done():
+                await changed.wait()
+        agent.request_stop()
+
+
+def finals(out: RecordingOutput, role: str | None = None) -> list[str]:
+    """The final transcripts an output saw (of one role, or all)."""
+    return [t.text for t in out.of(BidiTranscriptStreamEvent) if t.is_final and role in (None, t.role)]
+
+
+def assert_no_secret(caplog: pytest.LogCaptureFixture, secret: str) -> None:
+    """``secret`` is in no captured log record: message, arguments or exception."""
+    for record in caplog.records:
+        assert secret not in record.getMessage()
+        assert secret not in str(record.args)
+        if record.exc_info and record.exc_info[1] is not None:
+            assert secret not in str(record.exc_info[1])

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from bidi_core import (
     tool,
 )
 from ports.events import BidiAudioInputEvent, BidiOutputEvent
-from tests.support import RecordingOutput, our_tasks
+from tests.support import RecordingOutput, Texts, assert_no_secret, finals, our_tasks, run_until
 
 KEY = "AIza-test-not-a-real-key-0123456789"
 FAST_RETRY = ReconnectPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
@@ -91,26 +91,6 @@ def texts_in_state(sim: GeminiLiveSimulator) -> list[str]:
     return [value for kind, value in sim.user_inputs if kind == "text"]
 
 
-class Texts:
-    """Types lines, each after the previous answer completed (a polite user)."""
-
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = list(lines)
-        self.ready = anyio.Event()
-        self.ready.set()
-
-    async def __call__(self) -> str:
-        if not self.lines:
-            await anyio.sleep_forever()
-        await self.ready.wait()
-        self.ready = anyio.Event()
-        return self.lines.pop(0)
-
-    async def observe(self, event: BidiOutputEvent) -> None:
-        if isinstance(event, BidiResponseCompleteEvent) and event.stop_reason == "complete":
-            self.ready.set()
-
-
 class Mic:
     """Says ``audio`` once (when ``when`` is set, if given), then stays quiet."""
 
@@ -124,27 +104,6 @@ class Mic:
             await self.when.wait()
         self.said = True
         return BidiAudioInputEvent(self.audio, sample_rate=self.rate)
-
-
-async def run_until(agent: BidiAgent, inputs: list[Any], outputs: list[Any], done: Callable[[], bool]) -> None:
-    """Run the agent until ``done()`` holds for the events seen, then stop it."""
-    changed = anyio.Event()
-
-    async def watch(event: BidiOutputEvent) -> None:
-        nonlocal changed
-        changed.set()
-        changed = anyio.Event()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(agent.run, inputs, [*outputs, watch])
-        with anyio.fail_after(15):
-            while not done():
-                await changed.wait()
-        agent.request_stop()
-
-
-def finals(out: RecordingOutput, role: str | None = None) -> list[str]:
-    return [t.text for t in out.of(BidiTranscriptStreamEvent) if t.is_final and role in (None, t.role)]
 
 
 # ---------------------------------------------------------------- turns
@@ -809,14 +768,6 @@ async def test_key_never_logged_during_a_conversation(
     assert any(r.name.startswith("bidi_core.adapters.gemini") for r in caplog.records)
     assert_no_secret(caplog, KEY)
     assert KEY not in repr(agent.model)
-
-
-def assert_no_secret(caplog: pytest.LogCaptureFixture, secret: str) -> None:
-    for record in caplog.records:
-        assert secret not in record.getMessage()
-        assert secret not in str(record.args)
-        if record.exc_info and record.exc_info[1] is not None:
-            assert secret not in str(record.exc_info[1])
 
 
 async def test_unreachable_endpoint_retries_then_fails_with_a_connection_error() -> None:

@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ from bidi_core import (
 from ports.events import BidiAudioInputEvent, BidiOutputEvent
 from ports.messages import TextMessage
 from ports.model import ConnectRequest
-from tests.support import RecordingOutput, our_tasks
+from tests.support import RecordingOutput, Texts, finals, our_tasks, run_until
 
 AKID = "AKIDNOVATEST"
 SECRET = "nova-secret-key-0123456789abcdef"
@@ -87,49 +87,6 @@ def model_for(sim: NovaSonicSimulator, **kwargs: Any) -> BidiNovaSonicModel:
 
 def inputs_of(sim: NovaSonicSimulator, kind: str) -> list[tuple[Any, ...]]:
     return [i for i in sim.user_inputs if i[0] == kind]
-
-
-class Texts:
-    """Types lines, each after the previous answer completed (a polite user)."""
-
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = list(lines)
-        self.ready = anyio.Event()
-        self.ready.set()
-
-    async def __call__(self) -> str:
-        if not self.lines:
-            await anyio.sleep_forever()
-        await self.ready.wait()
-        self.ready = anyio.Event()
-        return self.lines.pop(0)
-
-    async def observe(self, event: BidiOutputEvent) -> None:
-        if isinstance(event, BidiResponseCompleteEvent) and event.stop_reason == "complete":
-            self.ready.set()
-
-
-async def run_until(
-    agent: BidiAgent, inputs: list[Any], outputs: list[Any], done: Callable[[], bool], limit_s: float = 15
-) -> None:
-    """Run the agent until ``done()`` holds for the events seen, then stop it."""
-    changed = anyio.Event()
-
-    async def watch(event: BidiOutputEvent) -> None:
-        nonlocal changed
-        changed.set()
-        changed = anyio.Event()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(agent.run, inputs, [*outputs, watch])
-        with anyio.fail_after(limit_s):
-            while not done():
-                await changed.wait()
-        agent.request_stop()
-
-
-def finals(out: RecordingOutput, role: str | None = None) -> list[str]:
-    return [t.text for t in out.of(BidiTranscriptStreamEvent) if t.is_final and role in (None, t.role)]
 
 
 # ---------------------------------------------------------------- turns

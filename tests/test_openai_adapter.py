@@ -9,7 +9,7 @@ fails a test whose client sent anything the oracle rejected.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -34,7 +34,7 @@ from bidi_core import (
 )
 from ports.events import BidiAudioInputEvent, BidiOutputEvent
 from ports.io import AgentView, PlaybackReport
-from tests.support import RecordingOutput, our_tasks
+from tests.support import RecordingOutput, Texts, assert_no_secret, our_tasks, run_until
 
 KEY = "sk-test-not-a-real-key-0123456789"
 FAST_RETRY = ReconnectPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
@@ -71,45 +71,6 @@ def user_texts(sim: OpenAIRealtimeSimulator) -> list[str]:
             if item.get("type") == "message" and item.get("role") == "user":
                 texts += [c["text"] for c in item["content"] if c.get("type") == "input_text"]
     return texts
-
-
-class Texts:
-    """Types lines, each after the previous answer completed (a polite user)."""
-
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = list(lines)
-        self.ready = anyio.Event()
-        self.ready.set()
-
-    async def __call__(self) -> str:
-        if not self.lines:
-            await anyio.sleep_forever()
-        await self.ready.wait()
-        self.ready = anyio.Event()
-        return self.lines.pop(0)
-
-    async def observe(self, event: BidiOutputEvent) -> None:
-        if isinstance(event, BidiResponseCompleteEvent) and event.stop_reason == "complete":
-            self.ready.set()
-
-
-async def run_until(agent: BidiAgent, inputs: list[Any], outputs: list[Any], done: Callable[[], bool]) -> None:
-    """Run the agent until ``done()`` holds for the events seen, then stop it."""
-    changed = anyio.Event()
-    seen: list[BidiOutputEvent] = []
-
-    async def watch(event: BidiOutputEvent) -> None:
-        nonlocal changed
-        seen.append(event)
-        changed.set()
-        changed = anyio.Event()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(agent.run, inputs, [*outputs, watch])
-        with anyio.fail_after(15):
-            while not done():
-                await changed.wait()
-        agent.request_stop()
 
 
 # ---------------------------------------------------------------- turns
@@ -337,14 +298,6 @@ async def test_key_never_logged_during_a_conversation(
     await run_until(agent, [texts], [out, texts.observe], lambda: bool(out.of(BidiResponseCompleteEvent)))
     assert caplog.records
     assert_no_secret(caplog, KEY)
-
-
-def assert_no_secret(caplog: pytest.LogCaptureFixture, secret: str) -> None:
-    for record in caplog.records:
-        assert secret not in record.getMessage()
-        assert secret not in str(record.args)
-        if record.exc_info and record.exc_info[1] is not None:
-            assert secret not in str(record.exc_info[1])
 
 
 async def test_unreachable_endpoint_retries_then_fails_with_a_connection_error() -> None:
