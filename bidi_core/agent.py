@@ -69,6 +69,7 @@ from bidi_core.conversation import (
 )
 from bidi_core.history import coerce_messages
 from bidi_core.queues import OutputQueue, SendQueue
+from bidi_core.reconnect import ReconnectPolicy
 from bidi_core.tools import BidiTool, ToolRegistry
 from ports.errors import (
     BidiConnectionError,
@@ -93,33 +94,6 @@ from ports.model import BidiModel, BidiModelSession, ConnectRequest, ModelCapabi
 __all__ = ["BidiAgent", "ReconnectPolicy"]
 
 logger = logging.getLogger("bidi_core.agent")
-
-
-@attrs.frozen
-class ReconnectPolicy:
-    """How hard to try when a connection fails.
-
-    ``max_attempts`` consecutive failures to connect end the conversation
-    with the last error. Delays grow from ``initial_backoff_s`` by
-    ``multiplier`` up to ``max_backoff_s``. A provider's refusal that is not
-    retryable (bad credentials) is never retried.
-
-    A connection that opened and then ended counts as a failure only if the
-    provider said nothing on it and it lasted less than ``stable_after_s``:
-    a provider that accepts and drops at once must not reconnect in a tight
-    loop forever, but a quiet one that ends an idle stream after minutes
-    (Nova Sonic's silence timeout) is healthy, however often it happens.
-    """
-
-    max_attempts: int = 5
-    initial_backoff_s: float = 0.5
-    max_backoff_s: float = 8.0
-    multiplier: float = 2.0
-    stable_after_s: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        """Delay before retry number ``attempt`` (1-based)."""
-        return float(min(self.initial_backoff_s * self.multiplier ** (attempt - 1), self.max_backoff_s))
 
 
 class _Receiver:
