@@ -37,6 +37,7 @@ from typing import Any
 
 import attrs
 
+from adapters._config_checks import check_keys
 from ports.errors import BidiUsageError
 
 __all__ = ["DEFAULT_COMPRESSION", "GeminiConfig", "parse_provider_config"]
@@ -95,14 +96,6 @@ def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_keys(where: str, given: Any, allowed: set[str]) -> None:
-    if not isinstance(given, Mapping):
-        raise BidiUsageError(f"{where} must be a dict, got {type(given).__name__}")
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise BidiUsageError(f"unknown {where} key(s) {unknown}; allowed: {sorted(allowed)}")
-
-
 def _enum(where: str, value: Any, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value.upper() not in allowed:
         raise BidiUsageError(f"{where}={value!r} is not one of {list(allowed)}")
@@ -141,11 +134,11 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None, *, vertex: 
     if provider_config is not None and not isinstance(provider_config, Mapping):
         raise BidiUsageError(f"provider_config must be a dict, got {type(provider_config).__name__}")
     pc = copy.deepcopy(dict(provider_config or {}))
-    _check_keys("provider_config", pc, _TOP_KEYS)
+    check_keys("provider_config", pc, _TOP_KEYS)
     values: dict[str, Any] = {"transparent": vertex}
 
     audio = pc.get("audio") or {}
-    _check_keys("provider_config['audio']", audio, _AUDIO_KEYS)
+    check_keys("provider_config['audio']", audio, _AUDIO_KEYS)
     if "input_rate" in audio:
         rate = audio["input_rate"]
         if not _integer(rate) or not MIN_INPUT_RATE <= rate <= MAX_INPUT_RATE:
@@ -186,7 +179,7 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None, *, vertex: 
         if tr is None:
             values["input_transcription"] = values["output_transcription"] = False
         else:
-            _check_keys("provider_config['transcription']", tr, _TRANSCRIPTION_KEYS)
+            check_keys("provider_config['transcription']", tr, _TRANSCRIPTION_KEYS)
             for key in _TRANSCRIPTION_KEYS:
                 if key in tr:
                     if not isinstance(tr[key], bool):
@@ -198,7 +191,7 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None, *, vertex: 
         values["realtime_input_config"] = ric
 
     inference = pc.get("inference") or {}
-    _check_keys("provider_config['inference']", inference, set(_INFERENCE))
+    check_keys("provider_config['inference']", inference, set(_INFERENCE))
     generation: dict[str, Any] = {}
     for key, value in inference.items():
         wire_name, ok, what = _INFERENCE[key]
@@ -216,7 +209,7 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None, *, vertex: 
             values["resumption"] = False
             values["transparent"] = False
         else:
-            _check_keys("provider_config['session_resumption']", sr, _RESUMPTION_KEYS)
+            check_keys("provider_config['session_resumption']", sr, _RESUMPTION_KEYS)
             if "transparent" in sr:
                 if not isinstance(sr["transparent"], bool):
                     raise BidiUsageError("provider_config['session_resumption']['transparent'] must be True or False")
@@ -228,7 +221,7 @@ def _realtime_input_config(pc: Mapping[str, Any]) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     if "turn_detection" in pc:
         td = pc["turn_detection"]
-        _check_keys("provider_config['turn_detection']", td, _VAD_KEYS)
+        check_keys("provider_config['turn_detection']", td, _VAD_KEYS)
         if td.get("disabled"):
             raise BidiUsageError(
                 "provider_config['turn_detection']['disabled']=True is not supported: without the service's "
@@ -265,7 +258,7 @@ def _compression(cwc: Any) -> dict[str, Any] | None:
         return None
     if cwc is True:
         return dict(DEFAULT_COMPRESSION)
-    _check_keys("provider_config['context_window_compression']", cwc, _COMPRESSION_KEYS)
+    check_keys("provider_config['context_window_compression']", cwc, _COMPRESSION_KEYS)
     out: dict[str, Any] = {"slidingWindow": {}}
     for key in _COMPRESSION_KEYS:
         if key in cwc and (not _integer(cwc[key]) or cwc[key] < 1):

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from adapters._config_checks import check_keys
 from ports.errors import BidiUsageError
 
 __all__ = ["MODELS", "NOVA_2_SONIC", "NOVA_SONIC", "NovaSonicConfig", "parse_provider_config"]
@@ -34,14 +35,6 @@ _INFERENCE_ALIASES = {"max_tokens": "maxTokens", "top_p": "topP"}
 _INFERENCE_KEYS = {"maxTokens", "topP", "temperature", *_INFERENCE_ALIASES}
 _TURN_ALIASES = {"endpointing_sensitivity": "endpointingSensitivity"}
 _TURN_KEYS = {"endpointingSensitivity", *_TURN_ALIASES}
-
-
-def _check_keys(where: str, given: Any, allowed: set[str]) -> None:
-    if not isinstance(given, Mapping):
-        raise BidiUsageError(f"{where} must be a dict, got {type(given).__name__}")
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise BidiUsageError(f"unknown {where} key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
 def _number(where: str, value: Any, low: float, high: float) -> float:
@@ -71,11 +64,11 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None, model_id: s
     if provider_config is not None and not isinstance(provider_config, Mapping):
         raise BidiUsageError(f"provider_config must be a dict, got {type(provider_config).__name__}")
     pc = copy.deepcopy(dict(provider_config or {}))
-    _check_keys("provider_config", pc, _TOP_KEYS)
+    check_keys("provider_config", pc, _TOP_KEYS)
     values: dict[str, Any] = {}
 
     audio = pc.get("audio") or {}
-    _check_keys("provider_config['audio']", audio, _AUDIO_KEYS)
+    check_keys("provider_config['audio']", audio, _AUDIO_KEYS)
     for key in ("input_rate", "output_rate"):
         if key in audio:
             rate = audio[key]
@@ -96,7 +89,7 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None, model_id: s
         values["voice"] = voice
 
     inference = pc.get("inference") or {}
-    _check_keys("provider_config['inference']", inference, _INFERENCE_KEYS)
+    check_keys("provider_config['inference']", inference, _INFERENCE_KEYS)
     inference = {_INFERENCE_ALIASES.get(k, k): v for k, v in inference.items()}
     if "maxTokens" in inference:
         mt = inference["maxTokens"]
@@ -114,7 +107,7 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None, model_id: s
 
     if "turn_detection" in pc and pc["turn_detection"] is not None:
         td = pc["turn_detection"]
-        _check_keys("provider_config['turn_detection']", td, _TURN_KEYS)
+        check_keys("provider_config['turn_detection']", td, _TURN_KEYS)
         td = {_TURN_ALIASES.get(k, k): v for k, v in td.items()}
         if "endpointingSensitivity" in td:
             sensitivity = td["endpointingSensitivity"]

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from adapters._config_checks import check_keys
 from ports.errors import BidiUsageError
 
 __all__ = ["DEFAULT_TURN_DETECTION", "OpenAIConfig", "parse_provider_config"]
@@ -58,14 +59,6 @@ _VAD_KEYS = {
 _TRANSCRIPTION_KEYS = {"model", "language", "prompt"}
 
 
-def _check_keys(where: str, given: Mapping[str, Any], allowed: set[str]) -> None:
-    if not isinstance(given, Mapping):
-        raise BidiUsageError(f"{where} must be a dict, got {type(given).__name__}")
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise BidiUsageError(f"unknown {where} key(s) {unknown}; allowed: {sorted(allowed)}")
-
-
 @attrs.frozen
 class OpenAIConfig:
     """The effective session settings (what ``session.update`` carries)."""
@@ -89,11 +82,11 @@ class OpenAIConfig:
 def parse_provider_config(provider_config: Mapping[str, Any] | None) -> OpenAIConfig:
     """Validate ``provider_config`` and merge it over the defaults (never mutating either)."""
     pc = copy.deepcopy(dict(provider_config or {}))
-    _check_keys("provider_config", pc, _TOP_KEYS)
+    check_keys("provider_config", pc, _TOP_KEYS)
     values: dict[str, Any] = {}
 
     audio = pc.get("audio") or {}
-    _check_keys("provider_config['audio']", audio, _AUDIO_KEYS)
+    check_keys("provider_config['audio']", audio, _AUDIO_KEYS)
     for key in ("input_rate", "output_rate"):
         if key in audio and audio[key] not in SUPPORTED_RATES:
             raise BidiUsageError(
@@ -122,7 +115,7 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None) -> OpenAICo
             kind = td.get("type", "server_vad")
             if kind not in _VAD_KEYS:
                 raise BidiUsageError(f"turn_detection type {kind!r} is not one of {sorted(_VAD_KEYS)}")
-            _check_keys(f"turn_detection ({kind})", td, _VAD_KEYS[kind])
+            check_keys(f"turn_detection ({kind})", td, _VAD_KEYS[kind])
             base = dict(DEFAULT_TURN_DETECTION) if kind == "server_vad" else {"type": "semantic_vad"}
             td = {**base, **td, "type": kind}
         values["turn_detection"] = td
@@ -130,7 +123,7 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None) -> OpenAICo
     if "transcription" in pc:
         tr = pc["transcription"]
         if tr is not None:
-            _check_keys("provider_config['transcription']", tr, _TRANSCRIPTION_KEYS)
+            check_keys("provider_config['transcription']", tr, _TRANSCRIPTION_KEYS)
             tr = {**DEFAULT_TRANSCRIPTION, **tr}
         values["transcription"] = tr
 
@@ -141,7 +134,7 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None) -> OpenAICo
         values["noise_reduction"] = nr
 
     inference = dict(pc.get("inference") or {})
-    _check_keys("provider_config['inference']", inference, _INFERENCE_KEYS)
+    check_keys("provider_config['inference']", inference, _INFERENCE_KEYS)
     for key in _INFERENCE_KEYS:
         if key in pc:
             inference[key] = pc[key]
