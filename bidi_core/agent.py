@@ -1,19 +1,21 @@
 """BidiAgent: the shell that runs the conversation state machine.
 
 Everything here is I/O and scheduling; every decision is made by
-:func:`bidi_core.conversation.step`. The shell feeds it events (from the model,
-the inputs, the tools, the outputs, its timers) and applies the effects it
-returns. Applying effects never awaits: an effect appends to a queue, starts
-or cancels a task, or sets an event. That keeps effects in step order without
-a lock, on asyncio and on Trio alike.
+:func:`bidi_core.conversation.step`. The shell turns what happens (a model
+event, an input, a connection opening or failing, an item written, a tool
+ending, a timer) into events for it, and carries out the effects it returns,
+choosing nothing: when to connect, whether to retry, what joins the history,
+which error events to emit are the core's. Applying effects never awaits: an
+effect appends to a queue, starts or cancels a task, or sets an event. That
+keeps effects in step order without a lock, on asyncio and on Trio alike.
 
 Task tree (one task group, owned by the agent, entered by ``start()`` and
 left by ``stop()``)::
 
     BidiAgent task group
-    ├─ supervisor        connect / reconnect; owns each connection's scope
+    ├─ supervisor        opens each connection the core asks for; owns its scope
     │   ├─ reader        session.receive() -> step()
-    │   └─ writer        send queue -> session.send()
+    │   └─ writer        send FIFO -> session.send() -> step(Written)
     ├─ tool tasks        one cancel scope per call
     └─ timers            one cancel scope per timer
 
@@ -37,63 +39,63 @@ from typing import Any, Self, assert_never
 
 import anyio
 import anyio.abc
-import attrs
 
-from bidi_core.channels import InputLike, OutputLike, adapt_input, adapt_output, coerce_input
-from bidi_core.conversation import (
+from bidi_core.conversation import Conversation, ConversationConfig, IllegalTransition, Phase, step
+from bidi_core.effects import (
+    AppendHistory,
     CancelTimer,
     CancelTool,
     ClearPlayback,
     Close,
-    ConfirmDelivery,
-    Connected,
-    ConnectionLost,
-    Conversation,
+    CloseConnection,
     Effect,
     Emit,
-    IllegalTransition,
-    Phase,
-    PlaybackProgress,
-    Reconnect,
-    Record,
-    ResumptionRejected,
+    OpenConnection,
+    RetractHistory,
     RunTool,
     SendToModel,
     StartTimer,
+)
+from bidi_core.history import coerce_messages
+from bidi_core.inputs_outputs import (
+    InputLike,
+    OutputLike,
+    adapt_input,
+    adapt_output,
+    coerce_input,
+    reports_playback,
+)
+from bidi_core.queues import OutputQueue, SendFifo
+from bidi_core.reconnect import ReconnectPolicy
+from bidi_core.shell_events import (
+    Connected,
+    ConnectFailed,
+    ConnectionEnded,
+    Event,
+    InvalidInput,
+    PlaybackProgress,
+    Started,
     StopRequested,
     TimerFired,
     ToolCancelled,
     ToolFinished,
     UserInput,
-    step,
+    Written,
 )
-from bidi_core.history import coerce_messages
-from bidi_core.queues import OutputQueue, SendQueue
-from bidi_core.reconnect import ReconnectPolicy
 from bidi_core.tools import BidiTool, ToolRegistry
-from ports.errors import (
-    BidiConnectionError,
-    BidiError,
-    BidiProtocolError,
-    BidiProviderError,
-    BidiResumptionRejectedError,
-    BidiUsageError,
-)
-from ports.events import (
-    BidiErrorEvent,
-    BidiInputEvent,
-    BidiOutputEvent,
-    BidiTextInputEvent,
-    BidiToolResultEvent,
-    BidiToolUseEvent,
-)
+from ports.errors import BidiError, BidiUsageError
+from ports.events import BidiInputEvent, BidiOutputEvent, BidiToolUseEvent
 from ports.io import PlaybackReport
-from ports.messages import Message, TextMessage, ToolResultMessage
-from ports.model import BidiModel, BidiModelSession, ConnectRequest, ModelCapabilities, ModelInput
+from ports.messages import Message
+from ports.model import BidiModel, BidiModelSession, ConnectRequest, ModelCapabilities
 
 __all__ = ["BidiAgent", "ReconnectPolicy"]
 
 logger = logging.getLogger("bidi_core.agent")
+
+_CONTROL_ITEMS = 256
+"""Room in the send FIFO beside the core's send window, for the cancels and
+truncates barge-ins send (they belong to the connection, not the outbox)."""
 
 
 class _Receiver:
@@ -173,19 +175,23 @@ class BidiAgent:
         self.messages: list[Message] = coerce_messages(messages)
         self.reconnect_policy = reconnect or ReconnectPolicy()
         self._output_queue_size = output_queue_size
-        self._max_buffered_audio = max_buffered_audio
         self._drain_timeout_s = drain_timeout_s
         self._shutdown_timeout_s = shutdown_timeout_s
-        self._conv = Conversation(
-            interruptible_tools=self.tool_registry.interruptible, max_pending_audio_chunks=max_buffered_audio
+        config = ConversationConfig(
+            max_buffered_audio=max_buffered_audio,
+            reconnect=self.reconnect_policy,
+            interruptible_tools=self.tool_registry.interruptible,
         )
+        self._conv = Conversation(config=config)
         self._lifecycle = "new"  # new -> running -> stopped
         self._owner: anyio.TaskInfo | None = None
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._outputs: list[OutputQueue] = []
         self._receiver: OutputQueue | None = None
-        self._send_queue = SendQueue(max_audio=max_buffered_audio)
+        self._fifo = SendFifo(0)
+        self._open_order: OpenConnection | None = None
+        self._open_requested = anyio.Event()
         self._connection_done = anyio.Event()
         self._closed = anyio.Event()
         self._supervisor_done = anyio.Event()
@@ -193,7 +199,6 @@ class BidiAgent:
         self._error_raised = False
         self._tool_scopes: dict[str, anyio.CancelScope] = {}
         self._timer_scopes: dict[str, anyio.CancelScope] = {}
-        self._events_on_connection = 0
 
     def __repr__(self) -> str:
         tools = sorted(self.tool_registry.names)
@@ -219,7 +224,7 @@ class BidiAgent:
     @property
     def dropped_audio(self) -> int:
         """User audio blocks dropped because the connection could not take them."""
-        return self._send_queue.dropped_audio + self._conv.dropped_audio_chunks
+        return self._conv.outbox.dropped_audio
 
     def report_playback(self, report: PlaybackReport) -> None:
         """Called by outputs that play audio: how much of a response was heard."""
@@ -248,6 +253,7 @@ class BidiAgent:
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
         self._tg.start_soon(self._supervise, name="bidi_core supervisor")
+        self._dispatch(Started(outputs_report_playback=None))
 
     def _start(self, *, manual: bool) -> None:
         if self._lifecycle != "new":
@@ -296,7 +302,7 @@ class BidiAgent:
 
     def request_stop(self, reason: str = "client_disconnect") -> None:
         """Ask the conversation to end, from any task of the event loop. Never blocks."""
-        if self._conv.phase is not Phase.CLOSED and self._lifecycle == "running":
+        if self._lifecycle == "running":
             self._dispatch(StopRequested(reason))
 
     def _raise_close_error(self) -> None:
@@ -315,7 +321,7 @@ class BidiAgent:
         if self._lifecycle == "new":
             raise BidiUsageError("call start() (or use `async with agent`) before send()")
         item = coerce_input(event)
-        if self._lifecycle != "running" or self._conv.phase is Phase.CLOSED:
+        if self._lifecycle != "running":
             raise BidiUsageError("the conversation is closed; send() is no longer possible")
         self._dispatch(UserInput(item))
         await anyio.lowlevel.checkpoint()
@@ -352,10 +358,6 @@ class BidiAgent:
         outs = [adapt_output(x) for x in outputs]
         if self._lifecycle != "new":
             raise BidiUsageError("run() needs a fresh agent; it starts and stops the conversation itself")
-        if any(getattr(o, "reports_playback", False) for o in outs):
-            self._conv = attrs.evolve(self._conv, tracks_playback=True)
-        else:
-            self._conv = attrs.evolve(self._conv, audio_unobserved=True)
         queues = [OutputQueue(self._output_queue_size, type(o).__name__) for o in outs]
         try:
             async with AsyncExitStack() as io_stack:
@@ -367,6 +369,7 @@ class BidiAgent:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     tg.start_soon(self._supervise, name="bidi_core supervisor")
+                    self._dispatch(Started(outputs_report_playback=any(reports_playback(o) for o in outs)))
                     async with anyio.create_task_group() as io_tg:
                         outputs_done = [anyio.Event() for _ in outs]
                         for out, queue, done in zip(outs, queues, outputs_done, strict=True):
@@ -404,13 +407,13 @@ class BidiAgent:
             try:
                 item = coerce_input(raw)
             except BidiUsageError as exc:
-                # A bad message from a client (say, a browser socket) must not end the conversation.
                 logger.warning("input %s produced an invalid item: %s", type(inp).__name__, exc)
-                self._emit(BidiErrorEvent(message=str(exc), code="invalid_input"))
+                self._dispatch(InvalidInput(str(exc)))
                 continue
-            if self._conv.phase is Phase.CLOSED:
-                return
-            self._dispatch(UserInput(item))
+            try:
+                self._dispatch(UserInput(item))
+            except BidiUsageError:
+                return  # the conversation is over
 
     async def _output_loop(self, out: Any, queue: OutputQueue, done: anyio.Event) -> None:
         try:
@@ -421,17 +424,14 @@ class BidiAgent:
 
     # ------------------------------------------------------------------ the state machine
 
-    def _dispatch(self, event: object) -> None:
+    def _dispatch(self, event: Event) -> None:
         """Step the conversation and apply the effects, synchronously."""
         try:
             self._conv, effects = step(self._conv, event)
         except IllegalTransition as exc:
             if isinstance(event, UserInput):
                 raise BidiUsageError("the conversation is closed; input is no longer accepted") from exc
-            # A provider event that makes no sense now: report it, keep the conversation.
-            logger.warning("ignored: %s", exc)
-            self._emit(BidiErrorEvent(message=f"unexpected provider event: {exc}", code="protocol_error"))
-            return
+            raise
         for effect in effects:
             self._apply(effect)
 
@@ -439,7 +439,7 @@ class BidiAgent:
         if isinstance(effect, Emit):
             self._emit(effect.event)
         elif isinstance(effect, SendToModel):
-            self._send_queue.put(effect.item)
+            self._fifo.put(effect.item, effect.seq)
         elif isinstance(effect, RunTool):
             self._start_tool(effect.call)
         elif isinstance(effect, CancelTool):
@@ -456,13 +456,19 @@ class BidiAgent:
             timer = self._timer_scopes.pop(effect.name, None)
             if timer is not None:
                 timer.cancel()
-        elif isinstance(effect, Reconnect):
-            logger.debug("reconnecting: %s", effect.reason)
-            self._connection_done.set()
-        elif isinstance(effect, Record):
+        elif isinstance(effect, OpenConnection):
+            self._open_order = effect
+            self._open_requested.set()
+        elif isinstance(effect, CloseConnection):
+            logger.debug("leaving the connection: %s", effect.reason)
+            self._leave_connection()
+        elif isinstance(effect, AppendHistory):
             self.messages.append(effect.message)
-        elif isinstance(effect, ConfirmDelivery):
-            self._send_queue.confirm(effect.inputs_included)
+        elif isinstance(effect, RetractHistory):
+            for index in range(len(self.messages) - 1, -1, -1):
+                if self.messages[index] == effect.message:
+                    del self.messages[index]
+                    break
         elif isinstance(effect, Close):
             self._close(effect)
         else:  # pragma: no cover - the effect union is closed
@@ -480,8 +486,12 @@ class BidiAgent:
             self._close_error = effect.error
         for queue in self._outputs:
             queue.close()
-        self._send_queue.close()
         self._closed.set()
+        self._leave_connection()
+        self._open_requested.set()  # wakes the supervisor, which sees the end
+
+    def _leave_connection(self) -> None:
+        self._fifo.close()
         self._connection_done.set()
 
     # ------------------------------------------------------------------ tools and timers
@@ -502,18 +512,10 @@ class BidiAgent:
             self._tool_scopes.pop(call.tool_use_id, None)
         if outcome is None:
             logger.debug("tool %s (%s) cancelled", call.name, call.tool_use_id)
-            if self._lifecycle == "running":
-                self._dispatch(ToolCancelled(call.tool_use_id))
+            self._dispatch(ToolCancelled(call.tool_use_id))
             return
-        if outcome.error is not None:
-            self._emit(
-                BidiErrorEvent(
-                    message=str(outcome.result.content),
-                    code="tool_error",
-                    details=type(outcome.error).__name__,
-                )
-            )
-        self._dispatch(ToolFinished(outcome.result, ends_conversation=outcome.ends_conversation))
+        error_type = type(outcome.error).__name__ if outcome.error is not None else None
+        self._dispatch(ToolFinished(outcome.result, outcome.ends_conversation, error_type))
 
     def _start_timer(self, name: str, seconds: float) -> None:
         assert self._tg is not None
@@ -533,95 +535,70 @@ class BidiAgent:
 
     # ------------------------------------------------------------------ the connection
 
-    def _connect_request(self) -> ConnectRequest:
-        return ConnectRequest(
-            system_prompt=self.system_prompt,
-            tools=self.tool_registry.specs,
-            history=tuple(self.messages),
-            resume_handle=self._conv.resume_handle,
-        )
-
     async def _supervise(self) -> None:
-        """Keep a connection open while the conversation lives."""
-        failures = 0
+        """Open each connection the core asks for, one at a time, while the conversation lives."""
         try:
-            while not self._closed.is_set():
-                self._connection_done = anyio.Event()
-                request = self._connect_request()
-                replayed = self._send_queue.begin_connection(
-                    resuming=request.resume_handle is not None, keep_ledger=self.model.capabilities.resumable
-                )
-                if replayed:
-                    logger.debug("resuming: sending again %d item(s) the provider had not confirmed", replayed)
-                try:
-                    async with self.model.connect(request) as session:
-                        logger.debug("connected: %s", session.connection_id)
-                        self._events_on_connection = 0
-                        opened_at = anyio.current_time()
-                        self._dispatch(Connected(session.connection_id, self.model.model_id, session.capabilities))
-                        await self._serve(session)
-                    logger.debug("connection closed")
-                    lasted = anyio.current_time() - opened_at
-                    if self._events_on_connection or lasted >= self.reconnect_policy.stable_after_s:
-                        failures = 0
-                    elif not self._closed.is_set():
-                        # Lost at once, before the provider said anything: back off as for a failed connect.
-                        failures += 1
-                        if failures >= self.reconnect_policy.max_attempts:
-                            error = BidiConnectionError(f"the connection failed {failures} times in a row")
-                            self._dispatch(ConnectionLost(reason=str(error), retryable=False, error=error))
-                            break
-                        await anyio.sleep(self.reconnect_policy.delay(failures))
-                except BidiResumptionRejectedError as exc:
-                    if self._closed.is_set():
-                        break
-                    # Not a failure: the provider is there, it only forgot the session. The
-                    # next attempt (at once) opens a fresh one seeded with the history.
-                    logger.debug("resumption refused (%s); starting a fresh session", exc)
-                    self._dispatch(ResumptionRejected(str(exc)))
-                except Exception as exc:
-                    if self._closed.is_set():
-                        logger.debug("error while closing the connection", exc_info=True)
-                        break
-                    failures += 1
-                    retryable = isinstance(exc, BidiConnectionError | BidiProviderError) and exc.retryable
-                    if not retryable or failures >= self.reconnect_policy.max_attempts:
-                        logger.debug("giving up after %d attempt(s): %r", failures, exc)
-                        self._dispatch(ConnectionLost(reason=str(exc), retryable=False, error=exc))
-                        break
-                    delay = self.reconnect_policy.delay(failures)
-                    logger.debug("connection attempt %d failed (%r); retrying in %.2fs", failures, exc, delay)
-                    await anyio.sleep(delay)
+            while True:
+                await self._open_requested.wait()
+                self._open_requested = anyio.Event()
+                order, self._open_order = self._open_order, None
+                if self._closed.is_set():
+                    return
+                if order is not None:
+                    await self._connection(order)
         finally:
             self._supervisor_done.set()
 
-    async def _serve(self, session: BidiModelSession) -> None:
+    async def _connection(self, order: OpenConnection) -> None:
+        """Open one connection, serve it until it ends or the core leaves it, close it."""
+        request = ConnectRequest(
+            system_prompt=self.system_prompt,
+            tools=self.tool_registry.specs,
+            history=tuple(self.messages),
+            resume_handle=order.resume_handle,
+        )
+        self._connection_done = anyio.Event()
+        connection_id: str | None = None
+        try:
+            async with self.model.connect(request) as session:
+                connection_id = session.connection_id
+                logger.debug("connected: %s", connection_id)
+                config = self._conv.config
+                self._fifo = SendFifo(config.send_window + _CONTROL_ITEMS)
+                self._dispatch(Connected(connection_id, self.model.model_id, session.capabilities))
+                await self._serve(session, connection_id)
+            logger.debug("connection %s closed", connection_id)
+        except Exception as exc:
+            if connection_id is None:
+                logger.debug("connecting failed: %r", exc)
+                self._dispatch(ConnectFailed(exc))
+            else:
+                logger.debug("connection %s failed while closing: %r", connection_id, exc)
+                self._dispatch(ConnectionEnded(connection_id, exc))
+
+    async def _serve(self, session: BidiModelSession, connection_id: str) -> None:
         """Read and write one connection until it ends or the core moves on."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._reader, session, name="bidi_core reader")
-            tg.start_soon(self._writer, session, name="bidi_core writer")
+            tg.start_soon(self._reader, session, connection_id, name="bidi_core reader")
+            tg.start_soon(self._writer, session, self._fifo, connection_id, name="bidi_core writer")
             await self._connection_done.wait()
             tg.cancel_scope.cancel()
 
-    async def _reader(self, session: BidiModelSession) -> None:
+    async def _reader(self, session: BidiModelSession, connection_id: str) -> None:
         events = session.receive()
+        error: Exception | None = None
         try:
             async for event in events:
-                self._events_on_connection += 1
                 for queue in self._outputs:
                     if queue.full:
                         await queue.wait_for_room()
                 if self._connection_done.is_set():
-                    return
+                    return  # the core left this connection while we waited
                 self._dispatch(event)
-        except BidiError as exc:
-            self._connection_failed(exc)
-            return
         except Exception as exc:
-            # A bug in an adapter: end the conversation with it rather than hide it.
-            logger.exception("model session failed unexpectedly")
-            self._connection_failed(exc, retryable=False)
-            return
+            if not isinstance(exc, BidiError):
+                logger.exception("model session failed unexpectedly")
+            error = exc
         finally:
             # Adapters often write receive() as an async generator: close it here, in
             # this task, rather than leave it to the garbage collector.
@@ -629,48 +606,16 @@ class BidiAgent:
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
-        self._connection_failed(BidiConnectionError("the provider closed the connection"))
+        self._dispatch(ConnectionEnded(connection_id, error))
 
-    async def _writer(self, session: BidiModelSession) -> None:
-        queue = self._send_queue
+    async def _writer(self, session: BidiModelSession, fifo: SendFifo, connection_id: str) -> None:
         try:
-            while (item := await queue.peek()) is not None:
-                # Remembered before the write so the history keeps the order things happened in;
-                # forgotten again if the write fails (the item goes to the next connection instead).
-                remembered = self._remember_sent(item)
-                try:
-                    await session.send(item)
-                except BaseException:
-                    if remembered is not None:
-                        self.messages.remove(remembered)
-                    raise
-                queue.done(item)
-        except BidiError as exc:
-            self._connection_failed(exc)
+            while (pair := await fifo.get()) is not None:
+                item, seq = pair
+                await session.send(item)
+                if seq is not None:
+                    self._dispatch(Written(seq))
         except Exception as exc:
-            logger.exception("sending to the model failed unexpectedly")
-            self._connection_failed(exc, retryable=False)
-
-    def _remember_sent(self, item: ModelInput) -> Message | None:
-        """User text and tool results join the history as they are written to a connection."""
-        message: Message
-        if self._send_queue.is_replay(item):
-            return None  # the history got it when it was first written
-        if isinstance(item, BidiTextInputEvent):
-            message = TextMessage(role="user", text=item.text)
-        elif isinstance(item, BidiToolResultEvent):
-            message = ToolResultMessage(item.tool_use_id, item.name, item.status, item.content)
-        else:
-            return None
-        self.messages.append(message)
-        return message
-
-    def _connection_failed(self, exc: BaseException, *, retryable: bool | None = None) -> None:
-        if self._connection_done.is_set() or self._conv.phase is Phase.CLOSED:
-            return  # we were already leaving this connection
-        if retryable is None:
-            retryable = bool(getattr(exc, "retryable", False)) or isinstance(exc, BidiProtocolError)
-        if isinstance(exc, BidiProviderError) and not exc.retryable:
-            retryable = False
-        logger.debug("connection failed (retryable=%s): %r", retryable, exc)
-        self._dispatch(ConnectionLost(reason=str(exc), retryable=retryable, error=exc))
+            if not isinstance(exc, BidiError):
+                logger.exception("sending to the model failed unexpectedly")
+            self._dispatch(ConnectionEnded(connection_id, exc))

@@ -1,85 +1,94 @@
 """The conversation state machine: events in, new state and effects out.
 
-Rule 1 of this module: it does no I/O, reads no clock and imports no async
-library. Everything the conversation knows is in one frozen
-:class:`Conversation`; everything it wants done is returned as plain
-:data:`Effect` values that the shell (:mod:`bidi_core.agent`) carries out in
-order. Time is an event too: the core asks for a :class:`StartTimer` and the
-shell feeds back :class:`TimerFired`.
+Rule 1: it does no I/O, reads no clock and imports no async library.
+Everything the conversation knows is one frozen :class:`Conversation`;
+everything it wants done comes back as :mod:`bidi_core.effects` values that
+the shell (:mod:`bidi_core.agent`) carries out in order, choosing nothing.
+Time is an event too: the core asks for a timer and the shell reports
+:class:`~bidi_core.shell_events.TimerFired`.
 
-Rule 2: transitions are data. :data:`TRANSITIONS` maps ``(phase, event type)``
-to a handler; a pair missing from the table is illegal, and :func:`step`
-raises :class:`IllegalTransition` and changes nothing. ``scripts/
-render_state_diagram.py`` draws ``docs/state-diagram.md`` from the same table.
+Rule 2: the table says where each event leads. :data:`TRANSITIONS` maps
+``(phase, event type)`` to a :class:`Transition`: the handler that computes
+the effects and the phases it may lead to (none: it stays). A pair missing
+from the table is illegal: :func:`step` raises :class:`IllegalTransition` and
+changes nothing. After every handler, the :data:`SETTLING_RULES` (h11's
+state-triggered transitions) apply what follows from the state alone: tools
+pending while listening is tool-calling; a rotation waiting for a turn
+boundary starts at the boundary. ``scripts/render_state_diagram.py`` draws
+``docs/state-diagram.md`` from the table and the rules, nothing else.
 
-Phases::
+Phases: ``CONNECTING`` (the first connection), ``LISTENING``, ``RESPONDING``,
+``INTERRUPTED`` (a response cut short, its completion not yet seen),
+``TOOL_CALLING`` (tools running, nothing generating), ``RESTARTING`` (between
+connections) and ``CLOSED`` (absorbing: stragglers are accepted and ignored).
 
-    CONNECTING -> LISTENING <-> RESPONDING -> INTERRUPTED -> LISTENING
-    RESPONDING/LISTENING -> TOOL_CALLING -> RESPONDING | LISTENING
-    any live phase -> RESTARTING -> LISTENING | TOOL_CALLING
-    any phase -> CLOSED (absorbing)
+The decisions that live here and nowhere else: what an event means in each
+phase; when to connect, reconnect, back off and give up (the
+:class:`~bidi_core.reconnect.ReconnectPolicy`); which failures are worth
+another connection; what the user said that still has to reach the provider,
+and what joins the history and when (the :class:`~bidi_core.outbox.Outbox`);
+what a tool result becomes when the connection that asked for it is gone;
+which error events the user sees.
 
-``TOOL_CALLING`` means tools are running and no response is being generated;
-tools may also run while ``RESPONDING`` (their ids are in ``pending_tools``).
-
-Invariants (checked by ``tests/test_conversation_properties.py``):
-
-* no audio of a response is emitted after that response was interrupted;
-* every :class:`RunTool` ends in exactly one tool result sent to the model or
-  one cancellation the provider asked for;
-* ``CLOSED`` is absorbing;
-* user input accepted while connecting or restarting is sent to the next
-  connection, in order, exactly once;
-* an illegal event raises and changes nothing.
-
-History: the core records what the model said (final transcripts, tool
-calls). What the user said (text) and tool results enter the history when the
-shell has written them to a connection, so a history replayed after a
-reconnect never duplicates an item still waiting to be sent.
+Invariants (``tests/test_conversation_properties.py``): no audio of a
+response after it was interrupted; every tool call ends in exactly one result
+for the model, or a withdrawal the provider asked for; every accepted input
+reaches a connection exactly once, in order (audio beyond the cap dropped
+oldest-first and counted); ``CLOSED`` is absorbing; an illegal event raises
+and changes nothing.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
+import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
 import attrs
 
-from bidi_core.machine_io import (
+from bidi_core.effects import (
+    AppendHistory,
     CancelTimer,
     CancelTool,
     ClearPlayback,
     Close,
-    ConfirmDelivery,
-    Connected,
-    ConnectionLost,
+    CloseConnection,
     Effect,
     Emit,
-    Event,
-    PlaybackProgress,
-    Reconnect,
-    Record,
-    ResumptionRejected,
+    OpenConnection,
+    RetractHistory,
     RunTool,
     SendToModel,
     StartTimer,
+)
+from bidi_core.outbox import Entry, Outbox
+from bidi_core.reconnect import ReconnectPolicy
+from bidi_core.shell_events import (
+    Connected,
+    ConnectFailed,
+    ConnectionEnded,
+    Event,
+    InvalidInput,
+    PlaybackProgress,
+    Started,
     StopRequested,
     TimerFired,
     ToolCancelled,
     ToolFinished,
     UserInput,
+    Written,
 )
+from ports.errors import BidiConnectionError, BidiError, BidiProtocolError, BidiResumptionRejectedError
 from ports.events import (
-    BidiAudioInputEvent,
     BidiAudioStreamEvent,
     BidiConnectionCloseEvent,
     BidiConnectionExpiringEvent,
     BidiConnectionRestartEvent,
     BidiConnectionStartEvent,
     BidiErrorEvent,
-    BidiImageInputEvent,
     BidiInterruptionEvent,
     BidiResponseCompleteEvent,
     BidiResponseStartEvent,
@@ -93,37 +102,25 @@ from ports.events import (
     BidiUsageEvent,
     StopReason,
 )
-from ports.messages import TextMessage, ToolCallMessage, ToolResultMessage
-from ports.model import CancelResponse, ModelCapabilities, ModelInput, TruncateResponse
+from ports.messages import Message, TextMessage, ToolCallMessage, ToolResultMessage
+from ports.model import CancelResponse, ModelCapabilities, TruncateResponse
 
 __all__ = [
+    "BACKOFF_TIMER",
+    "CONNECTION_AGE_TIMER",
     "LIVE_PHASES",
+    "ROTATION_TIMER",
+    "SETTLING_RULES",
+    "STABLE_TIMER",
     "TRANSITIONS",
-    "CancelTimer",
-    "CancelTool",
-    "ClearPlayback",
-    "Close",
-    "ConfirmDelivery",
-    "Connected",
-    "ConnectionLost",
     "Conversation",
-    "Effect",
-    "Emit",
-    "Event",
+    "ConversationConfig",
     "IllegalTransition",
     "Phase",
-    "PlaybackProgress",
-    "Reconnect",
-    "Record",
-    "ResumptionRejected",
-    "RunTool",
-    "SendToModel",
-    "StartTimer",
-    "StopRequested",
-    "TimerFired",
-    "ToolCancelled",
-    "ToolFinished",
-    "UserInput",
+    "SettlingRule",
+    "ToolCall",
+    "Transition",
+    "orphaned_result_text",
     "step",
 ]
 
@@ -140,11 +137,29 @@ class Phase(enum.Enum):
 
 LIVE_PHASES = frozenset({Phase.LISTENING, Phase.RESPONDING, Phase.INTERRUPTED, Phase.TOOL_CALLING})
 """Phases with an open connection."""
+OFFLINE_PHASES = frozenset({Phase.CONNECTING, Phase.RESTARTING})
+"""Phases waiting for a connection."""
 
 ROTATION_TIMER = "rotate"
-"""Timer that forces a pending rotation even in the middle of a turn."""
+"""Forces a rotation that waited for a turn boundary too long."""
 CONNECTION_AGE_TIMER = "connection_age"
-"""Timer that starts a rotation before the provider's connection limit."""
+"""Starts a rotation before the provider's connection limit."""
+BACKOFF_TIMER = "backoff"
+"""Ends the wait before the next connection attempt."""
+STABLE_TIMER = "stable"
+"""Marks a quiet connection as healthy after ``stable_after_s``."""
+_CONNECTION_TIMERS = (ROTATION_TIMER, CONNECTION_AGE_TIMER, STABLE_TIMER)
+
+_INTERRUPTED_MEMORY = 16
+"""How many interrupted response ids to remember (late audio arrives within
+a few messages; an unbounded set would grow for hours)."""
+
+_UNCONFIRMED_SLACK = 256
+"""Room for text and tool results among the items a resumable provider has
+not confirmed, beyond the audio cap."""
+
+_GRACEFUL = frozenset({"user_request", "complete"})
+"""Close reasons after which the outputs play out what they hold (a goodbye)."""
 
 
 class IllegalTransition(Exception):
@@ -160,9 +175,29 @@ class IllegalTransition(Exception):
 
 
 @attrs.frozen
+class ConversationConfig:
+    """What never changes during a conversation.
+
+    ``max_buffered_audio``: audio blocks the outbox may hold (the memory
+    ceiling for user audio). ``send_window``: items handed to the connection's
+    writer at once. ``rotation_margin_s``: how long before a connection limit
+    to rotate. ``interruptible_tools``: tools a barge-in cancels.
+    """
+
+    max_buffered_audio: int = 1500
+    send_window: int = 16
+    rotation_margin_s: float = 30.0
+    reconnect: ReconnectPolicy = ReconnectPolicy()
+    interruptible_tools: frozenset[str] = frozenset()
+
+
+@attrs.frozen
 class ToolCall:
+    """A call in progress; ``issued_on`` is the connection whose model made it."""
+
     tool_use_id: str
     name: str
+    issued_on: str | None = None
 
 
 @attrs.frozen
@@ -170,27 +205,29 @@ class Conversation:
     """Everything the conversation knows.
 
     ``audible_id`` is the response whose audio the user may still be hearing
-    (after the model finished generating it, outputs can still be playing it);
-    ``received_ms``/``played_ms`` measure that audio. ``tracks_playback`` is
-    True when some output reports playback; without it nothing is assumed
-    heard after a response completes. ``audio_unobserved`` is set by the shell
-    when no output declared that it reports playback: received audio is then
-    not counted (the count would never be read, and copying the state for
-    every audio chunk is the hottest path's main cost). ``audible_elsewhere`` says the audible
-    response came over an earlier connection: a barge-in still silences it,
-    but the provider is told nothing of a response it never saw.
-    ``interrupted_ids`` fences late audio of responses cut short (the most
-    recent last; cleared for a new connection). ``pending_input`` holds user
-    input while no connection is open. ``rotate_pending`` is set when the
-    connection should be replaced at the next turn boundary.
+    (outputs play a response after the model finished generating it);
+    ``received_ms``/``played_ms`` measure that audio. ``tracks_playback``:
+    some output reports playback; without it nothing is assumed heard after a
+    response completes. ``audio_unobserved``: no output declared that it
+    reports playback, so received audio is not counted (the count would never
+    be read, and copying the state per audio chunk is the hottest path's main
+    cost). ``audible_from_old_connection``: the audible response came over an
+    earlier connection, so a barge-in silences it but tells the provider
+    nothing of a response it never saw. ``interrupted_ids``: responses cut
+    short whose late audio is dropped (most recent last; a new connection
+    starts with none). ``rotation_due``: why the connection should be
+    replaced at the next turn boundary. ``failures``: connection attempts
+    that failed in a row; ``connection_proven``: the open connection has
+    shown it works (the provider said something, or it lasted).
     """
 
+    config: ConversationConfig = ConversationConfig()
     phase: Phase = Phase.CONNECTING
     capabilities: ModelCapabilities = ModelCapabilities()
     connection_id: str | None = None
     response_id: str | None = None
     audible_id: str | None = None
-    audible_elsewhere: bool = False
+    audible_from_old_connection: bool = False
     received_ms: float = 0.0
     played_ms: float = 0.0
     tracks_playback: bool = False
@@ -198,27 +235,24 @@ class Conversation:
     interrupted_ids: tuple[str, ...] = ()
     pending_tools: frozenset[ToolCall] = frozenset()
     withdrawn_tools: frozenset[str] = frozenset()
-    interruptible_tools: frozenset[str] = frozenset()
-    pending_input: tuple[ModelInput, ...] = ()
-    dropped_audio_chunks: int = 0
-    max_pending_audio_chunks: int = 1500
-    rotate_pending: bool = False
-    rotation_margin_s: float = 30.0
+    outbox: Outbox = Outbox()
+    rotation_due: str | None = None
     resume_handle: str | None = attrs.field(default=None, repr=False)
+    failures: int = 0
+    connection_proven: bool = False
 
     def tool_ids(self) -> frozenset[str]:
         return frozenset(c.tool_use_id for c in self.pending_tools)
 
-
-Transition: TypeAlias = tuple[Conversation, tuple[Effect, ...]]
-Handler: TypeAlias = Callable[[Conversation, Any], Transition]
-
-_INTERRUPTED_FENCE = 16
-"""How many interrupted response ids to remember (late audio arrives within
-a few messages; an unbounded set would grow for hours)."""
+    def tool_call(self, tool_use_id: str) -> ToolCall | None:
+        return next((c for c in self.pending_tools if c.tool_use_id == tool_use_id), None)
 
 
-# --------------------------------------------------------------------------- handlers
+Result: TypeAlias = tuple[Conversation, tuple[Effect, ...]]
+Handler: TypeAlias = Callable[[Conversation, Any], Result]
+
+
+# --------------------------------------------------------------------------- the outbox, connections, history
 
 
 def _margin(margin_s: float, limit_s: float) -> float:
@@ -228,49 +262,277 @@ def _margin(margin_s: float, limit_s: float) -> float:
     return min(margin_s, limit_s / 10)
 
 
-def _connected(conv: Conversation, ev: Connected) -> Transition:
-    phase = Phase.TOOL_CALLING if conv.pending_tools else Phase.LISTENING
+def orphaned_result_text(result: BidiToolResultEvent) -> str:
+    """What the model reads when a tool outlived the connection that called it.
+
+    A new connection (a fresh session, or a resumed one, whose provider issues
+    no resumption handle while calls are pending) never issued that call and
+    refuses a result naming it; the history tells the model the call was made,
+    so its outcome goes in as the user's text.
+    """
+    content = result.content
+    body = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False, default=str)
+    return f"(The tool {result.name} returned {result.status}: {body})"
+
+
+def _history_of(item: object) -> Message | None:
+    """What an outbox item adds to the history when it is written."""
+    if isinstance(item, BidiTextInputEvent):
+        return TextMessage(role="user", text=item.text)
+    if isinstance(item, BidiToolResultEvent):
+        return ToolResultMessage(item.tool_use_id, item.name, item.status, item.content)
+    return None
+
+
+def _accept(conv: Conversation, item: Any, issued_on: str | None = None) -> Result:
+    """Take ``item`` into the outbox; hand it to the connection if one is open."""
+    box = conv.outbox.accept(item, conv.config.max_buffered_audio, _history_of(item), issued_on)
+    return _hand_off(attrs.evolve(conv, outbox=box))
+
+
+def _hand_off(conv: Conversation) -> Result:
+    """Give the open connection's writer what waits, up to the send window."""
+    if conv.phase not in LIVE_PHASES:
+        return conv, ()
+    box, entries = conv.outbox.hand(conv.config.send_window)
+    conv = attrs.evolve(conv, outbox=box)
+    effects: list[Effect] = []
+    for entry in entries:
+        conv, more = _send_entry(conv, entry)
+        effects += more
+    return conv, tuple(effects)
+
+
+def _send_entry(conv: Conversation, entry: Entry) -> Result:
+    """Hand one entry to the writer; its history is recorded now, so the
+    history keeps the order things were said in."""
+    recorded: tuple[Effect, ...] = (AppendHistory(entry.history),) if entry.history is not None else ()
+    item = entry.item
+    if isinstance(item, BidiToolResultEvent) and entry.issued_on != conv.connection_id:
+        if item.status == "cancelled":
+            # Nobody on this connection waits for it: only the history keeps the pair.
+            conv, _ = _written(conv, entry.seq)
+            return conv, recorded
+        item = BidiTextInputEvent(text=orphaned_result_text(item))
+    return conv, (*recorded, SendToModel(item, entry.seq))
+
+
+def _written(conv: Conversation, seq: int) -> Result:
+    """Entry ``seq`` reached the provider: forget it (or keep it for a resumed
+    session until the provider confirms it). One whose connection ended while
+    it was being written had its history retracted: it did arrive, so the
+    record comes back."""
+    keep = conv.config.max_buffered_audio + _UNCONFIRMED_SLACK if conv.capabilities.resumable else None
+    box, entry, returned = conv.outbox.mark_written(seq, keep)
+    conv = attrs.evolve(conv, outbox=box)
+    if returned and entry is not None and entry.history is not None:
+        return conv, (AppendHistory(entry.history),)
+    return conv, ()
+
+
+def _retryable(error: BaseException | None) -> bool:
+    """Whether another connection may help after ``error`` (``None``: the
+    provider ended the stream). A message we could not understand is worth a
+    fresh connection; an exception that is no :class:`BidiError` is a bug in
+    an adapter, and hiding it would hide the bug."""
+    if error is None or isinstance(error, BidiProtocolError):
+        return True
+    if isinstance(error, BidiError):
+        return bool(getattr(error, "retryable", False))
+    return False
+
+
+def _open(conv: Conversation) -> Effect:
+    return OpenConnection(conv.resume_handle)
+
+
+def _retry_later(conv: Conversation, error: BaseException, effects: Iterable[Effect]) -> Result:
+    """Count a failed attempt: back off before the next one, or, after
+    ``max_attempts`` in a row, give up with ``error``."""
+    failures = conv.failures + 1
+    policy = conv.config.reconnect
+    conv = attrs.evolve(conv, failures=failures)
+    if failures >= policy.max_attempts:
+        return _close(conv, "error", error, effects)
+    return conv, (*effects, StartTimer(BACKOFF_TIMER, policy.delay(failures)))
+
+
+# --------------------------------------------------------------------------- handlers: connections
+
+
+def _started(conv: Conversation, ev: Started) -> Result:
+    declared = ev.outputs_report_playback
+    conv = attrs.evolve(conv, tracks_playback=declared is True, audio_unobserved=declared is False)
+    return conv, (_open(conv),)
+
+
+def _connected(conv: Conversation, ev: Connected) -> Result:
+    resumed = conv.resume_handle is not None
     effects: list[Effect] = [Emit(BidiConnectionStartEvent(connection_id=ev.connection_id, model=ev.model))]
-    effects += [SendToModel(item) for item in conv.pending_input]
     limit = ev.capabilities.max_connection_s
     if limit is not None:
-        effects.append(StartTimer(CONNECTION_AGE_TIMER, limit - _margin(conv.rotation_margin_s, limit)))
-    new = attrs.evolve(
+        effects.append(StartTimer(CONNECTION_AGE_TIMER, limit - _margin(conv.config.rotation_margin_s, limit)))
+    effects.append(StartTimer(STABLE_TIMER, conv.config.reconnect.stable_after_s))
+    conv = attrs.evolve(
         conv,
-        phase=phase,
+        phase=Phase.LISTENING,
         capabilities=ev.capabilities,
         connection_id=ev.connection_id,
         response_id=None,
         interrupted_ids=(),  # response ids belong to a connection
-        pending_input=(),
-        rotate_pending=False,
+        rotation_due=None,
+        connection_proven=False,
+        outbox=conv.outbox.begin_connection(resumed),
+    )
+    conv, sent = _hand_off(conv)
+    return conv, (*effects, *sent)
+
+
+def _connect_failed(conv: Conversation, ev: ConnectFailed) -> Result:
+    if isinstance(ev.error, BidiResumptionRejectedError):
+        # Not a failure: the provider is there, it only forgot the session. The
+        # next attempt, at once, opens a fresh one seeded with the history.
+        details = f"{ev.error}; starting a fresh session seeded with the history"
+        conv = attrs.evolve(conv, resume_handle=None)
+        return conv, (Emit(BidiConnectionRestartEvent(reason="resumption_rejected", details=details)), _open(conv))
+    if not _retryable(ev.error):
+        return _close(conv, "error", ev.error, ())
+    return _retry_later(conv, ev.error, ())
+
+
+def _connection_ended(conv: Conversation, ev: ConnectionEnded) -> Result:
+    if ev.connection_id != conv.connection_id:
+        return conv, ()  # a connection the core had already left
+    if not _retryable(ev.error):
+        return _close(conv, "error", ev.error, ())
+    details = str(ev.error) if ev.error is not None else "the provider closed the connection"
+    proven = conv.connection_proven
+    conv, effects = _leave(conv, "connection_lost", details)
+    if proven:
+        return conv, (*effects, _open(conv))
+    # Lost before the provider said anything, and soon: back off as for a failed connect.
+    error = BidiConnectionError(f"the connection failed {conv.failures + 1} times in a row: {details}")
+    return _retry_later(conv, error, effects)
+
+
+def _stable(conv: Conversation, ev: TimerFired) -> Result:
+    return attrs.evolve(conv, connection_proven=True, failures=0), ()
+
+
+def _backoff_over(conv: Conversation, ev: TimerFired) -> Result:
+    return conv, (_open(conv),)
+
+
+def _leave(conv: Conversation, reason: str, details: str | None) -> Result:
+    """Leave the current connection. A response in flight is cut off: its
+    audio is discarded and it completes with ``error`` (``interrupted`` if it
+    was). The audio of a finished response plays on (a rotation at a turn
+    boundary must not cut off the answer the user is hearing); it now belongs
+    to an earlier connection. What the writer had not written waits again."""
+    effects: list[Effect] = []
+    if conv.response_id is not None:
+        rid = conv.response_id
+        cut: StopReason = "interrupted" if conv.phase is Phase.INTERRUPTED else "error"
+        effects += [ClearPlayback(rid), Emit(BidiResponseCompleteEvent(response_id=rid, stop_reason=cut))]
+        conv = attrs.evolve(
+            conv, interrupted_ids=_remember_interrupted(conv, rid), audible_id=None, played_ms=0.0, received_ms=0.0
+        )
+    elif conv.audible_id is not None:
+        conv = attrs.evolve(conv, audible_from_old_connection=True)
+    effects += [CancelTimer(name) for name in _CONNECTION_TIMERS]
+    effects += [Emit(BidiConnectionRestartEvent(reason=reason, details=details)), CloseConnection(reason)]
+    effects += [RetractHistory(e.history) for e in reversed(conv.outbox.in_flight) if e.history is not None]
+    conv = attrs.evolve(
+        conv,
+        phase=Phase.RESTARTING,
+        response_id=None,
+        rotation_due=None,
+        connection_id=None,
+        outbox=conv.outbox.leave_connection(),
+    )
+    return conv, tuple(effects)
+
+
+def _rotate(conv: Conversation, details: str) -> Result:
+    """Replace a healthy connection now (its limit is near)."""
+    conv, effects = _leave(conv, "expiring", details)
+    return conv, (*effects, _open(conv))
+
+
+def _expiring(conv: Conversation, ev: BidiConnectionExpiringEvent) -> Result:
+    """Rotate at the next turn boundary (a settling rule), but before the deadline."""
+    grace = max(ev.time_left_s - 1.0, 0.0)
+    why = f"provider closes in {ev.time_left_s:g}s"
+    return attrs.evolve(conv, rotation_due=why), (StartTimer(ROTATION_TIMER, grace),)
+
+
+def _connection_age(conv: Conversation, ev: TimerFired) -> Result:
+    limit = conv.capabilities.max_connection_s or conv.config.rotation_margin_s
+    return _expiring(conv, BidiConnectionExpiringEvent(time_left_s=_margin(conv.config.rotation_margin_s, limit)))
+
+
+def _rotation_deadline(conv: Conversation, ev: TimerFired) -> Result:
+    if conv.rotation_due is None:
+        return conv, ()
+    return _rotate(conv, "connection limit reached mid-turn")
+
+
+def _resume_handle(conv: Conversation, ev: BidiResumptionUpdateEvent) -> Result:
+    return attrs.evolve(conv, resume_handle=ev.handle, outbox=conv.outbox.confirm(ev.inputs_included)), ()
+
+
+def _close(conv: Conversation, reason: Any, error: BaseException | None, effects: Iterable[Effect]) -> Result:
+    """End the conversation. A graceful end lets the last words play out; any
+    other end silences the outputs."""
+    effects = list(effects)
+    if conv.audible_id is not None and reason not in _GRACEFUL:
+        effects.append(ClearPlayback(conv.audible_id))
+    if conv.response_id is not None:
+        # Every response start gets its completion, also when the conversation ends mid-response.
+        effects.append(Emit(BidiResponseCompleteEvent(response_id=conv.response_id, stop_reason="interrupted")))
+    effects += [CancelTool(c.tool_use_id) for c in sorted(conv.pending_tools, key=lambda c: c.tool_use_id)]
+    effects += [CancelTimer(name) for name in (*_CONNECTION_TIMERS, BACKOFF_TIMER)]
+    effects += [Emit(BidiConnectionCloseEvent(reason=reason, connection_id=conv.connection_id)), Close(reason, error)]
+    new = attrs.evolve(
+        conv,
+        phase=Phase.CLOSED,
+        response_id=None,
+        audible_id=None,
+        audible_from_old_connection=False,
+        pending_tools=frozenset(),
+        withdrawn_tools=frozenset(),
+        outbox=conv.outbox.clear(),
+        rotation_due=None,
     )
     return new, tuple(effects)
 
 
-def _send_input(conv: Conversation, ev: UserInput) -> Transition:
-    return conv, (SendToModel(ev.event),)
+def _stop(conv: Conversation, ev: StopRequested) -> Result:
+    return _close(conv, ev.reason, None, ())
 
 
-def _buffer_input(conv: Conversation, ev: UserInput) -> Transition:
-    return _buffer(conv, ev.event)
+# --------------------------------------------------------------------------- handlers: user input
 
 
-def _buffer(conv: Conversation, item: ModelInput) -> Transition:
-    """Keep ``item`` for the next connection. Audio beyond the bound drops
-    oldest-first (a few seconds of stale speech is worth less than what the
-    user says now); text and tool results are never dropped."""
-    pending = (*conv.pending_input, item)
-    dropped = conv.dropped_audio_chunks
-    audio_count = sum(isinstance(p, BidiAudioInputEvent) for p in pending)
-    if audio_count > conv.max_pending_audio_chunks:
-        first_audio = next(i for i, p in enumerate(pending) if isinstance(p, BidiAudioInputEvent))
-        pending = pending[:first_audio] + pending[first_audio + 1 :]
-        dropped += 1
-    return attrs.evolve(conv, pending_input=pending, dropped_audio_chunks=dropped), ()
+def _user_input(conv: Conversation, ev: UserInput) -> Result:
+    return _accept(conv, ev.event)
 
 
-def _response_start(conv: Conversation, ev: BidiResponseStartEvent) -> Transition:
+def _item_written(conv: Conversation, ev: Written) -> Result:
+    conv, recorded = _written(conv, ev.seq)
+    conv, sent = _hand_off(conv)
+    return conv, recorded + sent
+
+
+def _invalid_input(conv: Conversation, ev: InvalidInput) -> Result:
+    # A bad message from a client (say, a browser socket) must not end the conversation.
+    return conv, (Emit(BidiErrorEvent(message=ev.message, code="invalid_input")),)
+
+
+# --------------------------------------------------------------------------- handlers: responses
+
+
+def _response_start(conv: Conversation, ev: BidiResponseStartEvent) -> Result:
     effects: list[Effect] = []
     if conv.response_id is not None and conv.response_id != ev.response_id:
         # The provider moved on without closing the previous response.
@@ -281,14 +543,14 @@ def _response_start(conv: Conversation, ev: BidiResponseStartEvent) -> Transitio
         phase=Phase.RESPONDING,
         response_id=ev.response_id,
         audible_id=ev.response_id,
-        audible_elsewhere=False,
+        audible_from_old_connection=False,
         received_ms=0.0,
         played_ms=0.0,
     )
     return new, tuple(effects)
 
 
-def _audio(conv: Conversation, ev: BidiAudioStreamEvent) -> Transition:
+def _audio(conv: Conversation, ev: BidiAudioStreamEvent) -> Result:
     rid = ev.response_id if ev.response_id is not None else conv.response_id
     if rid is None or rid != conv.response_id or rid in conv.interrupted_ids:
         return conv, ()  # late audio of a response that ended or was cut short
@@ -299,175 +561,90 @@ def _audio(conv: Conversation, ev: BidiAudioStreamEvent) -> Transition:
     return attrs.evolve(conv, received_ms=conv.received_ms + ev.duration_ms), (Emit(ev),)
 
 
-def _drop(conv: Conversation, ev: object) -> Transition:
-    return conv, ()
-
-
-def _transcript(conv: Conversation, ev: BidiTranscriptStreamEvent) -> Transition:
-    effects: list[Effect] = [Emit(ev)]
+def _transcript(conv: Conversation, ev: BidiTranscriptStreamEvent) -> Result:
     if ev.is_final and ev.text:
-        effects.append(Record(TextMessage(role=ev.role, text=ev.text)))
-    return conv, tuple(effects)
-
-
-def _emit(conv: Conversation, ev: BidiUsageEvent | BidiErrorEvent) -> Transition:
+        return conv, (Emit(ev), AppendHistory(TextMessage(role=ev.role, text=ev.text)))
     return conv, (Emit(ev),)
 
 
-def _after_turn(conv: Conversation, effects: list[Effect]) -> Transition:
-    """The model is not generating: settle into LISTENING or TOOL_CALLING, and
-    rotate the connection now if a rotation was waiting for this boundary."""
-    phase = Phase.TOOL_CALLING if conv.pending_tools else Phase.LISTENING
-    conv = attrs.evolve(conv, phase=phase, response_id=None)
-    if conv.rotate_pending and phase is Phase.LISTENING:
-        return _begin_restart(conv, "expiring", "rotating at a turn boundary", effects)
-    return conv, tuple(effects)
+def _emit(conv: Conversation, ev: BidiUsageEvent | BidiErrorEvent) -> Result:
+    return conv, (Emit(ev),)
 
 
-def _response_complete(conv: Conversation, ev: BidiResponseCompleteEvent) -> Transition:
+def _ignore(conv: Conversation, ev: object) -> Result:
+    """Accepted and without consequence (a straggler of something already settled)."""
+    return conv, ()
+
+
+def _unexpected(conv: Conversation, ev: object) -> Result:
+    """A provider event that makes no sense now (an adapter bug, or a provider
+    that broke its protocol): reported, otherwise ignored."""
+    message = f"unexpected provider event: {type(ev).__name__} is not allowed while {conv.phase.value}"
+    return conv, (Emit(BidiErrorEvent(message=message, code="protocol_error")),)
+
+
+def _response_complete(conv: Conversation, ev: BidiResponseCompleteEvent) -> Result:
     if ev.response_id != conv.response_id:
         return conv, ()  # completion of a response already closed locally
     if not conv.tracks_playback or conv.played_ms >= conv.received_ms:
         # Nothing of it can still be playing: no output reports playback, or
         # everything received was already played (or it had no audio at all).
         conv = attrs.evolve(conv, audible_id=None)
-    return _after_turn(conv, [Emit(ev)])
+    return attrs.evolve(conv, phase=Phase.LISTENING, response_id=None), (Emit(ev),)
 
 
-def _interrupted_complete(conv: Conversation, ev: BidiResponseCompleteEvent) -> Transition:
+def _interrupted_complete(conv: Conversation, ev: BidiResponseCompleteEvent) -> Result:
     if ev.response_id != conv.response_id:
         return conv, ()
-    effects: list[Effect] = [Emit(attrs.evolve(ev, stop_reason="interrupted"))]
-    return _after_turn(conv, effects)
+    completed = Emit(attrs.evolve(ev, stop_reason="interrupted"))
+    return attrs.evolve(conv, phase=Phase.LISTENING, response_id=None), (completed,)
 
 
-def _fence(conv: Conversation, rid: str) -> tuple[str, ...]:
+def _remember_interrupted(conv: Conversation, rid: str) -> tuple[str, ...]:
     """``interrupted_ids`` with ``rid`` added as the most recent, bounded."""
-    kept = [i for i in conv.interrupted_ids if i != rid][-(_INTERRUPTED_FENCE - 1) :]
+    kept = [i for i in conv.interrupted_ids if i != rid][-(_INTERRUPTED_MEMORY - 1) :]
     return (*kept, rid)
 
 
-def _interrupt(conv: Conversation, rid: str, cancel: bool) -> tuple[Conversation, list[Effect]]:
+def _interrupt(conv: Conversation, rid: str, cancel: bool) -> Result:
     """Cut ``rid`` short: discard its audio everywhere, tell the user and the model."""
     effects: list[Effect] = [ClearPlayback(rid), Emit(BidiInterruptionEvent(reason="user_speech", response_id=rid))]
     if cancel and not conv.capabilities.cancels_on_speech:
         effects.append(SendToModel(CancelResponse(rid)))
-    if conv.capabilities.can_truncate and conv.tracks_playback and not conv.audible_elsewhere:
+    if conv.capabilities.can_truncate and conv.tracks_playback and not conv.audible_from_old_connection:
         heard = min(conv.played_ms, conv.received_ms)
         effects.append(SendToModel(TruncateResponse(response_id=rid, audio_end_ms=int(heard))))
     for call in sorted(conv.pending_tools, key=lambda c: c.tool_use_id):
-        if call.name in conv.interruptible_tools:
+        if call.name in conv.config.interruptible_tools:
             effects.append(CancelTool(call.tool_use_id))
-    # An answer from an earlier connection is not fenced: the current connection
-    # numbers its own responses and may reuse that id.
-    fence = conv.interrupted_ids if conv.audible_elsewhere else _fence(conv, rid)
+    # An answer from an earlier connection is not remembered as interrupted: the
+    # current connection numbers its own responses and may reuse that id.
+    remembered = conv.interrupted_ids if conv.audible_from_old_connection else _remember_interrupted(conv, rid)
     conv = attrs.evolve(
         conv,
         audible_id=None,
-        audible_elsewhere=False,
-        interrupted_ids=fence,
+        audible_from_old_connection=False,
+        interrupted_ids=remembered,
         played_ms=0.0,
         received_ms=0.0,
     )
-    return conv, effects
+    return conv, tuple(effects)
 
 
-def _speech_while_responding(conv: Conversation, ev: BidiSpeechStartedEvent) -> Transition:
+def _speech_while_responding(conv: Conversation, ev: BidiSpeechStartedEvent) -> Result:
     assert conv.response_id is not None
     conv, effects = _interrupt(conv, conv.response_id, cancel=True)
-    return attrs.evolve(conv, phase=Phase.INTERRUPTED), tuple(effects)
+    return attrs.evolve(conv, phase=Phase.INTERRUPTED), effects
 
 
-def _speech_while_idle(conv: Conversation, ev: BidiSpeechStartedEvent) -> Transition:
+def _speech_while_idle(conv: Conversation, ev: BidiSpeechStartedEvent) -> Result:
     """Speech with no response generating interrupts only audio still playing."""
     if conv.audible_id is None:
         return conv, ()
-    conv, effects = _interrupt(conv, conv.audible_id, cancel=False)
-    return conv, tuple(effects)
+    return _interrupt(conv, conv.audible_id, cancel=False)
 
 
-def _tool_use(conv: Conversation, ev: BidiToolUseEvent) -> Transition:
-    if ev.tool_use_id in conv.tool_ids():
-        return conv, (
-            Emit(BidiErrorEvent(message=f"duplicate tool call id {ev.tool_use_id!r}", code="protocol_error")),
-        )
-    call = ToolCall(ev.tool_use_id, ev.name)
-    phase = Phase.TOOL_CALLING if conv.phase is Phase.LISTENING else conv.phase
-    new = attrs.evolve(conv, phase=phase, pending_tools=conv.pending_tools | {call})
-    return new, (Emit(ev), Record(ToolCallMessage(ev.tool_use_id, ev.name, dict(ev.input))), RunTool(ev))
-
-
-def _finish_tool(conv: Conversation, tool_use_id: str) -> Conversation:
-    remaining = frozenset(c for c in conv.pending_tools if c.tool_use_id != tool_use_id)
-    conv = attrs.evolve(conv, pending_tools=remaining, withdrawn_tools=conv.withdrawn_tools - {tool_use_id})
-    if conv.phase is Phase.TOOL_CALLING and not remaining:
-        conv = attrs.evolve(conv, phase=Phase.LISTENING)
-    return conv
-
-
-def _deliver_result(conv: Conversation, result: BidiToolResultEvent) -> Transition:
-    """Tell the model a tool's outcome: now, or on the next connection."""
-    if conv.phase is Phase.RESTARTING:
-        return _buffer(conv, result)
-    return conv, (SendToModel(result),)
-
-
-def _tool_finished(conv: Conversation, ev: ToolFinished) -> Transition:
-    rid = ev.result.tool_use_id
-    if rid not in conv.tool_ids():
-        return conv, ()  # cancelled meanwhile; its cancellation already settled it
-    withdrawn = rid in conv.withdrawn_tools
-    r = ev.result
-    effects: list[Effect] = [Emit(r)]
-    conv = _finish_tool(conv, rid)
-    if ev.ends_conversation:
-        # Not sent: the conversation ends here. Kept so a later session knows.
-        effects.append(Record(ToolResultMessage(r.tool_use_id, r.name, r.status, r.content)))
-        return _close(conv, "user_request", None, effects)
-    if withdrawn:
-        effects.append(_withdrawn_record(r.tool_use_id, r.name))
-    else:
-        conv, sent = _deliver_result(conv, r)
-        effects += sent
-    if conv.rotate_pending and conv.phase is Phase.LISTENING:
-        return _begin_restart(conv, "expiring", "rotating at a turn boundary", effects)
-    return conv, tuple(effects)
-
-
-def _tool_cancelled(conv: Conversation, ev: ToolCancelled) -> Transition:
-    call = next((c for c in conv.pending_tools if c.tool_use_id == ev.tool_use_id), None)
-    if call is None:
-        return conv, ()
-    withdrawn = ev.tool_use_id in conv.withdrawn_tools
-    result = BidiToolResultEvent(
-        tool_use_id=call.tool_use_id, name=call.name, status="cancelled", content="The tool call was cancelled."
-    )
-    effects: list[Effect] = [Emit(result)]
-    conv = _finish_tool(conv, ev.tool_use_id)
-    if withdrawn:
-        effects.append(_withdrawn_record(call.tool_use_id, call.name))
-    else:
-        # We cancelled it (barge-in): the model still needs an answer for the call.
-        conv, sent = _deliver_result(conv, result)
-        effects += sent
-    if conv.rotate_pending and conv.phase is Phase.LISTENING:
-        return _begin_restart(conv, "expiring", "rotating at a turn boundary", effects)
-    return conv, tuple(effects)
-
-
-def _withdrawn_record(tool_use_id: str, name: str) -> Record:
-    """A withdrawn call's result is never sent, but the history keeps calls and
-    results in pairs (providers refuse a replayed call with no outcome)."""
-    return Record(ToolResultMessage(tool_use_id, name, "cancelled", "The model withdrew this call."))
-
-
-def _tool_withdrawn(conv: Conversation, ev: BidiToolCancelEvent) -> Transition:
-    ids = conv.tool_ids() & set(ev.tool_use_ids)
-    new = attrs.evolve(conv, withdrawn_tools=conv.withdrawn_tools | ids)
-    return new, tuple(CancelTool(i) for i in sorted(ids))
-
-
-def _playback(conv: Conversation, ev: PlaybackProgress) -> Transition:
+def _playback(conv: Conversation, ev: PlaybackProgress) -> Result:
     report = ev.report
     if conv.audio_unobserved:
         # An output that did not declare ``reports_playback`` reports after all: what
@@ -475,7 +652,8 @@ def _playback(conv: Conversation, ev: PlaybackProgress) -> Transition:
         # (audible until the output says it finished; a truncate says what was played).
         received = math.inf if conv.response_id is not None else conv.received_ms
         conv = attrs.evolve(conv, audio_unobserved=False, received_ms=received)
-    conv = attrs.evolve(conv, tracks_playback=True)
+    if not conv.tracks_playback:
+        conv = attrs.evolve(conv, tracks_playback=True)
     if report.response_id != conv.audible_id:
         return conv, ()
     conv = attrs.evolve(conv, played_ms=max(conv.played_ms, report.played_ms))
@@ -484,203 +662,263 @@ def _playback(conv: Conversation, ev: PlaybackProgress) -> Transition:
     return conv, ()
 
 
-def _resume_handle(conv: Conversation, ev: BidiResumptionUpdateEvent) -> Transition:
-    return attrs.evolve(conv, resume_handle=ev.handle), (ConfirmDelivery(ev.inputs_included),)
+# --------------------------------------------------------------------------- handlers: tools
 
 
-def _resumption_rejected(conv: Conversation, ev: ResumptionRejected) -> Transition:
-    """The handle is stale: forget it, so the next attempt opens a fresh
-    session seeded with the history, and tell the application."""
-    details = f"{ev.reason}; starting a fresh session seeded with the history"
-    restart = Emit(BidiConnectionRestartEvent(reason="resumption_rejected", details=details))
-    return attrs.evolve(conv, resume_handle=None), (restart,)
+def _tool_use(conv: Conversation, ev: BidiToolUseEvent) -> Result:
+    if ev.tool_use_id in conv.tool_ids():
+        return conv, (
+            Emit(BidiErrorEvent(message=f"duplicate tool call id {ev.tool_use_id!r}", code="protocol_error")),
+        )
+    call = ToolCall(ev.tool_use_id, ev.name, conv.connection_id)
+    new = attrs.evolve(conv, pending_tools=conv.pending_tools | {call})
+    return new, (Emit(ev), AppendHistory(ToolCallMessage(ev.tool_use_id, ev.name, dict(ev.input))), RunTool(ev))
 
 
-def _expiring(conv: Conversation, ev: BidiConnectionExpiringEvent) -> Transition:
-    """Rotate now if between turns; else at the next boundary, but before the deadline."""
-    if conv.phase is Phase.LISTENING:
-        return _begin_restart(conv, "expiring", f"provider closes in {ev.time_left_s:g}s", [])
-    grace = max(ev.time_left_s - 1.0, 0.0)
-    return attrs.evolve(conv, rotate_pending=True), (StartTimer(ROTATION_TIMER, grace),)
-
-
-def _timer(conv: Conversation, ev: TimerFired) -> Transition:
-    if conv.phase not in LIVE_PHASES:
-        return conv, ()  # a timer of a connection that is already gone
-    if ev.name == CONNECTION_AGE_TIMER:
-        limit = conv.capabilities.max_connection_s or conv.rotation_margin_s
-        return _expiring(conv, BidiConnectionExpiringEvent(time_left_s=_margin(conv.rotation_margin_s, limit)))
-    if ev.name == ROTATION_TIMER and conv.rotate_pending:
-        return _begin_restart(conv, "expiring", "connection limit reached mid-turn", [])
-    return conv, ()
-
-
-def _begin_restart(conv: Conversation, reason: str, details: str | None, effects: list[Effect]) -> Transition:
-    """Leave the current connection. A response in flight is cut off: its
-    audio is discarded and it completes with ``error`` (``interrupted`` if it
-    was). The audio of a finished response plays on (a rotation at a turn
-    boundary must not cut off the answer the user is hearing); it now belongs
-    to an earlier connection."""
-    effects = list(effects)
-    if conv.response_id is not None:
-        rid = conv.response_id
-        cut: StopReason = "interrupted" if conv.phase is Phase.INTERRUPTED else "error"
-        effects += [ClearPlayback(rid), Emit(BidiResponseCompleteEvent(response_id=rid, stop_reason=cut))]
-        conv = attrs.evolve(conv, interrupted_ids=_fence(conv, rid), audible_id=None, played_ms=0.0, received_ms=0.0)
-    elif conv.audible_id is not None:
-        conv = attrs.evolve(conv, audible_elsewhere=True)
-    effects += [
-        CancelTimer(ROTATION_TIMER),
-        CancelTimer(CONNECTION_AGE_TIMER),
-        Emit(BidiConnectionRestartEvent(reason=reason, details=details)),
-        Reconnect(reason),
-    ]
-    new = attrs.evolve(conv, phase=Phase.RESTARTING, response_id=None, rotate_pending=False, connection_id=None)
-    return new, tuple(effects)
-
-
-def _connection_lost(conv: Conversation, ev: ConnectionLost) -> Transition:
-    if ev.retryable:
-        return _begin_restart(conv, "connection_lost", ev.reason, [])
-    return _close(conv, "error", ev.error, [])
-
-
-def _connect_failed(conv: Conversation, ev: ConnectionLost) -> Transition:
-    """No connection could be opened (the shell has exhausted its retries)."""
-    return _close(conv, "error", ev.error, [])
-
-
-_GRACEFUL = frozenset({"user_request", "complete"})
-"""Close reasons after which the outputs play out what they hold (a goodbye)."""
-
-
-def _close(conv: Conversation, reason: Any, error: BaseException | None, effects: list[Effect]) -> Transition:
-    """End the conversation. A graceful end lets the last words play out; any
-    other end silences the outputs."""
-    effects = list(effects)
-    if conv.audible_id is not None and reason not in _GRACEFUL:
-        effects.append(ClearPlayback(conv.audible_id))
-    if conv.response_id is not None:
-        # Every response start gets its completion, also when the conversation ends mid-response.
-        effects.append(Emit(BidiResponseCompleteEvent(response_id=conv.response_id, stop_reason="interrupted")))
-    effects += [CancelTool(c.tool_use_id) for c in sorted(conv.pending_tools, key=lambda c: c.tool_use_id)]
-    effects += [
-        CancelTimer(ROTATION_TIMER),
-        CancelTimer(CONNECTION_AGE_TIMER),
-        Emit(BidiConnectionCloseEvent(reason=reason, connection_id=conv.connection_id)),
-        Close(reason, error),
-    ]
-    new = attrs.evolve(
-        conv,
-        phase=Phase.CLOSED,
-        response_id=None,
-        audible_id=None,
-        audible_elsewhere=False,
-        pending_tools=frozenset(),
-        withdrawn_tools=frozenset(),
-        pending_input=(),
-        rotate_pending=False,
+def _settle_tool(conv: Conversation, call: ToolCall, result: BidiToolResultEvent) -> Result:
+    """The call is over: the model hears its outcome (now or on the next
+    connection), unless the provider withdrew it."""
+    withdrawn = call.tool_use_id in conv.withdrawn_tools
+    conv = attrs.evolve(
+        conv, pending_tools=conv.pending_tools - {call}, withdrawn_tools=conv.withdrawn_tools - {call.tool_use_id}
     )
-    return new, tuple(effects)
+    if withdrawn:
+        # Never sent; the history keeps calls and results in pairs (providers refuse
+        # a replayed call with no outcome).
+        note = ToolResultMessage(call.tool_use_id, call.name, "cancelled", "The model withdrew this call.")
+        return conv, (Emit(result), AppendHistory(note))
+    conv, sent = _accept(conv, result, issued_on=call.issued_on)
+    return conv, (Emit(result), *sent)
 
 
-def _stop(conv: Conversation, ev: StopRequested) -> Transition:
-    return _close(conv, ev.reason, None, [])
+def _tool_finished(conv: Conversation, ev: ToolFinished) -> Result:
+    r = ev.result
+    call = conv.tool_call(r.tool_use_id)
+    if call is None:
+        return conv, ()  # cancelled meanwhile; its cancellation already settled it
+    effects: list[Effect] = []
+    if ev.error_type is not None:
+        effects.append(Emit(BidiErrorEvent(message=str(r.content), code="tool_error", details=ev.error_type)))
+    if ev.ends_conversation:
+        # Not sent: the conversation ends here. Kept so a later session knows.
+        conv = attrs.evolve(conv, pending_tools=conv.pending_tools - {call})
+        effects += [Emit(r), AppendHistory(ToolResultMessage(r.tool_use_id, r.name, r.status, r.content))]
+        return _close(conv, "user_request", None, effects)
+    conv, settled = _settle_tool(conv, call, r)
+    return conv, (*effects, *settled)
 
 
-def _tool_settled_after_close(conv: Conversation, ev: object) -> Transition:
-    return conv, ()
+def _tool_cancelled(conv: Conversation, ev: ToolCancelled) -> Result:
+    call = conv.tool_call(ev.tool_use_id)
+    if call is None:
+        return conv, ()
+    # We cancelled it (barge-in) or the provider withdrew it; either way the call is answered.
+    result = BidiToolResultEvent(
+        tool_use_id=call.tool_use_id, name=call.name, status="cancelled", content="The tool call was cancelled."
+    )
+    return _settle_tool(conv, call, result)
+
+
+def _tool_withdrawn(conv: Conversation, ev: BidiToolCancelEvent) -> Result:
+    ids = conv.tool_ids() & set(ev.tool_use_ids)
+    new = attrs.evolve(conv, withdrawn_tools=conv.withdrawn_tools | ids)
+    return new, tuple(CancelTool(i) for i in sorted(ids))
+
+
+# --------------------------------------------------------------------------- settling rules
+
+
+@attrs.frozen
+class SettlingRule:
+    """What follows from the state alone, whatever event led there (h11's
+    state-triggered transitions): in ``phase``, when ``applies``, ``apply``
+    moves the conversation to ``target``."""
+
+    name: str
+    phase: Phase
+    target: Phase
+    applies: Callable[[Conversation], bool]
+    apply: Callable[[Conversation], Result]
+
+
+SETTLING_RULES: tuple[SettlingRule, ...] = (
+    SettlingRule(
+        "tools pending",
+        Phase.LISTENING,
+        Phase.TOOL_CALLING,
+        lambda c: bool(c.pending_tools),
+        lambda c: (attrs.evolve(c, phase=Phase.TOOL_CALLING), ()),
+    ),
+    SettlingRule(
+        "no tool pending",
+        Phase.TOOL_CALLING,
+        Phase.LISTENING,
+        lambda c: not c.pending_tools,
+        lambda c: (attrs.evolve(c, phase=Phase.LISTENING), ()),
+    ),
+    SettlingRule(
+        "rotation due at a turn boundary",
+        Phase.LISTENING,
+        Phase.RESTARTING,
+        lambda c: c.rotation_due is not None,
+        lambda c: _rotate(c, f"{c.rotation_due}; rotating at a turn boundary"),
+    ),
+)
+"""Applied in order after every handler, each at most once."""
+
+
+def _settle(conv: Conversation, effects: tuple[Effect, ...]) -> Result:
+    for rule in SETTLING_RULES:
+        if conv.phase is rule.phase and rule.applies(conv):
+            conv, more = rule.apply(conv)
+            effects += more
+    return conv, effects
 
 
 # --------------------------------------------------------------------------- the table
 
-_MODEL_STREAM = (
+
+@attrs.frozen
+class Transition:
+    """One entry of the table: the handler and the phases it may lead to
+    (empty: the phase stays; the settling rules may still move it)."""
+
+    handler: Handler
+    targets: frozenset[Phase] = frozenset()
+
+
+_MODEL_EVENTS: tuple[type, ...] = (
+    BidiResponseStartEvent,
     BidiAudioStreamEvent,
     BidiTranscriptStreamEvent,
+    BidiResponseCompleteEvent,
     BidiUsageEvent,
     BidiErrorEvent,
     BidiToolUseEvent,
-    BidiToolCancelEvent,
-    BidiResumptionUpdateEvent,
-    BidiConnectionExpiringEvent,
-    BidiResponseStartEvent,
-    BidiResponseCompleteEvent,
     BidiSpeechStartedEvent,
+    BidiToolCancelEvent,
+    BidiConnectionExpiringEvent,
+    BidiResumptionUpdateEvent,
 )
 """Events only an open connection produces."""
 
 
-def _build_table() -> dict[tuple[Phase, type], Handler]:
-    t: dict[tuple[Phase, type], Handler] = {}
+def _proves_connection(handler: Handler) -> Handler:
+    """A provider that said something is there: its connection has proven
+    itself, and the count of failed attempts starts again."""
 
-    def add(phases: frozenset[Phase] | set[Phase], event_type: type, handler: Handler) -> None:
+    @functools.wraps(handler)
+    def heard(conv: Conversation, ev: Any) -> Result:
+        if not conv.connection_proven:
+            conv = attrs.evolve(conv, connection_proven=True, failures=0)
+        return handler(conv, ev)
+
+    return heard
+
+
+def _on_timer(handlers: Mapping[str, Handler]) -> Handler:
+    """Dispatch a timer by name; a timer nobody handles in this phase is a
+    straggler (it belonged to a connection already gone)."""
+
+    def timer(conv: Conversation, ev: TimerFired) -> Result:
+        return handlers.get(ev.name, _ignore)(conv, ev)
+
+    timer.__name__ = "_timer(" + ", ".join(handlers) + ")"
+    return timer
+
+
+def _build_table() -> dict[tuple[Phase, type], Transition]:
+    t: dict[tuple[Phase, type], Transition] = {}
+
+    def add(phases: Iterable[Phase], event_type: type, handler: Handler, *targets: Phase) -> None:
         for phase in phases:
-            t[(phase, event_type)] = handler
+            t[(phase, event_type)] = Transition(handler, frozenset(targets) - {phase})
 
-    live = set(LIVE_PHASES)
-    offline = {Phase.CONNECTING, Phase.RESTARTING}
+    live, offline = LIVE_PHASES, OFFLINE_PHASES
     not_closed = live | offline
+    listening_or_tools = {Phase.LISTENING, Phase.TOOL_CALLING}
+    R, C = Phase.RESTARTING, Phase.CLOSED
 
-    add(offline, Connected, _connected)
-    add(offline, ConnectionLost, _connect_failed)
-    add(offline, ResumptionRejected, _resumption_rejected)
-    add(offline, UserInput, _buffer_input)
-    add(live, UserInput, _send_input)
+    # The connection.
+    add({Phase.CONNECTING}, Started, _started)
+    add(offline, Connected, _connected, Phase.LISTENING)
+    add(offline, ConnectFailed, _connect_failed, C)
+    add(live, ConnectionEnded, _connection_ended, R, C)
+    add(offline, ConnectionEnded, _ignore)
+    add(offline, TimerFired, _on_timer({BACKOFF_TIMER: _backoff_over}))
+    live_timers = {STABLE_TIMER: _stable, CONNECTION_AGE_TIMER: _connection_age, ROTATION_TIMER: _rotation_deadline}
+    add(live, TimerFired, _on_timer(live_timers), R)
 
-    add(
-        {Phase.LISTENING, Phase.TOOL_CALLING, Phase.INTERRUPTED, Phase.RESPONDING},
-        BidiResponseStartEvent,
-        _response_start,
-    )
-    add({Phase.RESPONDING}, BidiResponseCompleteEvent, _response_complete)
-    add({Phase.INTERRUPTED}, BidiResponseCompleteEvent, _interrupted_complete)
-    add({Phase.LISTENING, Phase.TOOL_CALLING}, BidiResponseCompleteEvent, _drop)
-    add(live, BidiAudioStreamEvent, _audio)
-    add(live, BidiTranscriptStreamEvent, _transcript)
-    add(live, BidiUsageEvent, _emit)
-    add(live, BidiErrorEvent, _emit)
-    add({Phase.RESPONDING}, BidiSpeechStartedEvent, _speech_while_responding)
-    add({Phase.LISTENING, Phase.TOOL_CALLING, Phase.INTERRUPTED}, BidiSpeechStartedEvent, _speech_while_idle)
-    add(live, BidiToolUseEvent, _tool_use)
-    add(live, BidiToolCancelEvent, _tool_withdrawn)
-    add(live, BidiResumptionUpdateEvent, _resume_handle)
-    add(live, BidiConnectionExpiringEvent, _expiring)
-    add(live, ConnectionLost, _connection_lost)
-
-    add(not_closed, ToolFinished, _tool_finished)
-    add(not_closed, ToolCancelled, _tool_cancelled)
+    # The user.
+    add(not_closed, UserInput, _user_input)
+    add(not_closed, Written, _item_written)
+    add(not_closed, InvalidInput, _invalid_input)
     add(not_closed, PlaybackProgress, _playback)
-    add(not_closed, TimerFired, _timer)
-    add(not_closed, StopRequested, _stop)
+    add(not_closed, StopRequested, _stop, C)
 
-    # CLOSED is absorbing: stragglers of the shutdown are accepted and ignored.
-    # User input and model traffic there are illegal: the shell must not send them.
-    # A connection that opened while the conversation was closing is one of them.
-    for late in (ToolFinished, ToolCancelled, PlaybackProgress, TimerFired, StopRequested, ConnectionLost, Connected):
-        t[(Phase.CLOSED, late)] = _tool_settled_after_close
+    # The model.
+    model: list[tuple[Iterable[Phase], type, Handler, tuple[Phase, ...]]] = [
+        (live, BidiResponseStartEvent, _response_start, (Phase.RESPONDING,)),
+        ({Phase.RESPONDING}, BidiResponseCompleteEvent, _response_complete, (Phase.LISTENING,)),
+        ({Phase.INTERRUPTED}, BidiResponseCompleteEvent, _interrupted_complete, (Phase.LISTENING,)),
+        (listening_or_tools, BidiResponseCompleteEvent, _ignore, ()),
+        (live, BidiAudioStreamEvent, _audio, ()),
+        (live, BidiTranscriptStreamEvent, _transcript, ()),
+        (live, BidiUsageEvent, _emit, ()),
+        (live, BidiErrorEvent, _emit, ()),
+        ({Phase.RESPONDING}, BidiSpeechStartedEvent, _speech_while_responding, (Phase.INTERRUPTED,)),
+        (listening_or_tools | {Phase.INTERRUPTED}, BidiSpeechStartedEvent, _speech_while_idle, ()),
+        (live, BidiToolUseEvent, _tool_use, ()),
+        (live, BidiToolCancelEvent, _tool_withdrawn, ()),
+        (live, BidiResumptionUpdateEvent, _resume_handle, ()),
+        (live, BidiConnectionExpiringEvent, _expiring, ()),
+    ]
+    for phases, event_type, handler, targets in model:
+        add(phases, event_type, _proves_connection(handler), *targets)
+    for event_type in _MODEL_EVENTS:
+        add(offline, event_type, _unexpected)
+
+    # Tools.
+    add(not_closed, ToolFinished, _tool_finished, C)
+    add(not_closed, ToolCancelled, _tool_cancelled)
+
+    # CLOSED is absorbing: stragglers of the shutdown are accepted and ignored (a
+    # connection that opened while the conversation was closing is one of them).
+    # User input there is illegal: the conversation is over.
+    stragglers = (
+        Connected,
+        ConnectFailed,
+        ConnectionEnded,
+        Written,
+        InvalidInput,
+        ToolFinished,
+        ToolCancelled,
+        PlaybackProgress,
+        TimerFired,
+        StopRequested,
+        *_MODEL_EVENTS,
+    )
+    for late in stragglers:
+        add({C}, late, _ignore)
     return t
 
 
-TRANSITIONS: Mapping[tuple[Phase, type], Handler] = _build_table()
-"""``(phase, event type) -> handler``; a pair not in the table is illegal."""
+TRANSITIONS: Mapping[tuple[Phase, type], Transition] = _build_table()
+"""``(phase, event type) -> Transition``; a pair not in the table is illegal."""
 
 
-def step(conv: Conversation, event: Event) -> Transition:
+def step(conv: Conversation, event: Event) -> Result:
     """Apply ``event`` to ``conv``; return the new state and the effects to run.
 
     Raises :class:`IllegalTransition` (and changes nothing, since the state is
     immutable) when the table has no entry for ``(conv.phase, type(event))``.
     """
-    handler = TRANSITIONS.get((conv.phase, type(event)))
-    if handler is None:
+    transition = TRANSITIONS.get((conv.phase, type(event)))
+    if transition is None:
         raise IllegalTransition(conv.phase, event)
-    return handler(conv, event)
-
-
-def accepts_input(conv: Conversation) -> bool:
-    """Whether user input is accepted now (anything but CLOSED)."""
-    return conv.phase is not Phase.CLOSED
-
-
-# Input event classes the shell may wrap in UserInput.
-INPUT_EVENT_TYPES: tuple[type, ...] = (BidiTextInputEvent, BidiAudioInputEvent, BidiImageInputEvent)
+    new, effects = transition.handler(conv, event)
+    if new.phase is not conv.phase and new.phase not in transition.targets:  # pragma: no cover - a table bug
+        raise AssertionError(f"{conv.phase.name} x {type(event).__name__} led to {new.phase.name}, not in the table")
+    if new.phase is Phase.LISTENING or new.phase is Phase.TOOL_CALLING:
+        return _settle(new, effects)
+    return new, effects

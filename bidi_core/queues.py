@@ -1,13 +1,14 @@
 """The two kinds of queue the shell uses, both bounded and both single-consumer.
 
 They are plain deques with an :class:`anyio.Event` to wake the consumer, not
-memory object streams, because the conversation needs to reach inside them:
-an interruption removes every queued audio block of the interrupted response
-(so no stale sample is played), and audio waiting to be sent is dropped
-oldest-first when the connection cannot keep up. Putting never waits: the
-state machine's effects are applied synchronously, which is what keeps them in
-step order without a lock. The bound is enforced where waiting is harmless (the
-reader waits for room before reading the next provider message).
+memory object streams: putting never waits (the state machine's effects are
+applied synchronously, which is what keeps them in step order without a
+lock), and an output's queue must be reachable from inside: an interruption
+removes every queued audio block (so no stale sample is played). An output
+queue's bound is enforced where waiting is harmless (the reader waits for
+room before reading the next provider message); the send FIFO's bound holds
+because the core hands it no more than its send window. What to drop when the
+connection cannot keep up is the core's outbox's decision, not a queue's.
 """
 
 from __future__ import annotations
@@ -19,17 +20,14 @@ from typing import Generic, TypeVar
 
 import anyio
 
-from ports.events import BidiAudioInputEvent, BidiAudioStreamEvent, BidiOutputEvent
+from ports.events import BidiAudioStreamEvent, BidiOutputEvent
 from ports.model import ModelInput
 
-__all__ = ["OutputQueue", "SendQueue"]
+__all__ = ["OutputQueue", "SendFifo"]
 
 logger = logging.getLogger("bidi_core.queues")
 
 T = TypeVar("T")
-
-_LEDGER_SLACK = 256
-"""Room in the delivery ledger for items other than audio (text, tool results)."""
 
 
 class _Queue(Generic[T]):
@@ -115,114 +113,29 @@ class OutputQueue(_Queue[BidiOutputEvent]):
         return self._remove_where(lambda e: isinstance(e, BidiAudioStreamEvent))
 
 
-class SendQueue(_Queue[ModelInput]):
-    """Items waiting to be written to the model connection, in step order.
-
-    It outlives connections: what the old connection did not write goes to the
-    next one first. Audio beyond ``max_audio`` blocks is dropped oldest-first
-    and counted (``dropped_audio``); nothing else is ever dropped.
-
-    For providers that resume sessions it also keeps a **delivery ledger**:
-    the items written since the provider last confirmed what its session
-    state holds (:meth:`confirm`, driven by resumption updates). A provider
-    drops what it had not yet taken in when a connection breaks, so a resumed
-    session gets those items again, first, in order (:meth:`begin_connection`);
-    a fresh session gets the history instead and the ledger is forgotten.
+class SendFifo(_Queue[tuple[ModelInput, int | None]]):
+    """What one connection's writer has to write: ``(item, seq)`` pairs in
+    step order. Plain and bounded: the core hands over at most its send
+    window of outbox items, plus the few control items a barge-in sends, so
+    :meth:`put` never waits and never needs to drop. What it still holds
+    when its connection ends is simply forgotten: the core's outbox knows
+    which items were not written and sends them again.
     """
 
-    def __init__(self, max_audio: int) -> None:
+    def __init__(self, maxsize: int) -> None:
         super().__init__()
-        self.max_audio = max_audio
-        self.dropped_audio = 0
-        self._audio = 0
-        self._ledger: deque[ModelInput] | None = None  # None: this connection keeps no ledger
-        self._confirmed = 0  # items of this connection the provider confirmed or we stopped tracking
-        self._written = 0  # items written on this connection
-        self._replays: set[int] = set()  # ids of re-queued items (written once already)
+        self.maxsize = maxsize
 
-    def put(self, item: ModelInput) -> None:
-        if isinstance(item, BidiAudioInputEvent):
-            if self._audio >= self.max_audio:
-                self._drop_oldest_audio()
-            self._audio += 1
-        self._items.append(item)
+    def put(self, item: ModelInput, seq: int | None) -> None:
+        if self._closed:
+            return
+        if len(self._items) >= self.maxsize:
+            raise RuntimeError(f"send FIFO over its bound of {self.maxsize}: the core handed out too much")
+        self._items.append((item, seq))
         self._wake()
 
-    def _drop_oldest_audio(self) -> None:
-        for i, queued in enumerate(self._items):
-            if isinstance(queued, BidiAudioInputEvent):
-                del self._items[i]
-                self._replays.discard(id(queued))
-                self._audio -= 1
-                self.dropped_audio += 1
-                if self.dropped_audio in (1, 10, 100) or self.dropped_audio % 1000 == 0:
-                    logger.warning("model connection is slow: dropped %d audio blocks so far", self.dropped_audio)
-                return
-
-    async def peek(self) -> ModelInput | None:
-        """The oldest item without removing it, or None once closed and empty."""
+    async def get(self) -> tuple[ModelInput, int | None] | None:
+        """The oldest pair, or None once closed and empty."""
         if not await self._wait_nonempty():
             return None
-        return self._items[0]
-
-    def done(self, item: ModelInput) -> None:
-        """Remove ``item`` after it was written (unless already dropped)."""
-        if self._items and self._items[0] is item:
-            self._items.popleft()
-            self._replays.discard(id(item))
-            if isinstance(item, BidiAudioInputEvent):
-                self._audio -= 1
-            self._written += 1
-            if self._ledger is not None:
-                self._ledger.append(item)
-                if len(self._ledger) > self.max_audio + _LEDGER_SLACK:
-                    # A provider that stops confirming must not make us hold the whole conversation.
-                    self._ledger.popleft()
-                    self._confirmed += 1
-
-    def is_replay(self, item: ModelInput) -> bool:
-        """Whether ``item`` was written on an earlier connection and is being sent again."""
-        return id(item) in self._replays
-
-    # ------------------------------------------------------------------ the delivery ledger
-
-    def begin_connection(self, *, resuming: bool, keep_ledger: bool) -> int:
-        """Start counting for a new connection; return how many items are replayed.
-
-        ``resuming``: the new connection continues the provider's session, so
-        the items it never confirmed go first. ``keep_ledger``: the provider
-        confirms deliveries (it issues resumption handles), so keep one.
-        """
-        replayed = 0
-        if not resuming and self._replays:
-            # Replays queued for a resumption that the provider refused: a fresh
-            # session gets the history instead (text and tool results are in it).
-            stale = self._replays
-            self._remove_where(lambda item: id(item) in stale)
-            self._audio = sum(isinstance(item, BidiAudioInputEvent) for item in self._items)
-            self._replays = set()
-        if resuming and self._ledger:
-            replay = list(self._ledger)
-            replayed = len(replay)
-            for item in reversed(replay):
-                self._items.appendleft(item)
-                self._replays.add(id(item))
-                if isinstance(item, BidiAudioInputEvent):
-                    self._audio += 1
-            while self._audio > self.max_audio:
-                self._drop_oldest_audio()
-            self._wake()
-        self._ledger = deque() if keep_ledger else None
-        self._confirmed = 0
-        self._written = 0
-        return replayed
-
-    def confirm(self, inputs_included: int | None) -> None:
-        """The provider's session now holds the first ``inputs_included`` items
-        written on this connection (None: everything written so far)."""
-        if self._ledger is None:
-            return
-        target = self._written if inputs_included is None else min(inputs_included, self._written)
-        while self._confirmed < target and self._ledger:
-            self._ledger.popleft()
-            self._confirmed += 1
+        return self._items.popleft()

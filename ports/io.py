@@ -85,6 +85,11 @@ class BidiOutput(Protocol):
     audible and what to truncate to. Without one, it does not count.
     """
 
+    reports_playback: bool
+    """Whether this output calls :meth:`AgentView.report_playback` (read once,
+    when ``run()`` starts; an output written for the reference, without the
+    attribute, does not)."""
+
     async def start(self, agent: AgentView) -> None:
         """Open the sink. Called once before the first ``__call__``."""
         ...

@@ -38,6 +38,8 @@ class BidiTextOutput:
     the terminal with the matching input so prompt and lines never mix.
     """
 
+    reports_playback = False
+
     def __init__(self, console: Console) -> None:
         self._console = console
 

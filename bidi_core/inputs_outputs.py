@@ -21,12 +21,13 @@ from ports.events import (
     BidiTextInputEvent,
     event_from_dict,
 )
+from ports.io import BidiInput, BidiOutput
 
-__all__ = ["InputLike", "OutputLike", "adapt_input", "adapt_output", "coerce_input"]
+__all__ = ["InputLike", "OutputLike", "adapt_input", "adapt_output", "coerce_input", "reports_playback"]
 
-InputLike: TypeAlias = Any
+InputLike: TypeAlias = BidiInput | Callable[[], Awaitable[Any]]
 """A :class:`ports.io.BidiInput` or a plain async callable returning an input."""
-OutputLike: TypeAlias = Any
+OutputLike: TypeAlias = BidiOutput | Callable[[BidiOutputEvent], Awaitable[Any]]
 """A :class:`ports.io.BidiOutput` or a plain async callable taking an event."""
 
 _INPUT_TYPES = (BidiTextInputEvent, BidiAudioInputEvent, BidiImageInputEvent)
@@ -69,6 +70,8 @@ class _CallableInput:
 class _CallableOutput:
     """A plain async callable used as an output."""
 
+    reports_playback = False
+
     def __init__(self, fn: Callable[[BidiOutputEvent], Awaitable[Any]]) -> None:
         self._fn = fn
 
@@ -92,6 +95,12 @@ def _adapt(obj: Any, kind: str, wrapper: Callable[[Any], Any]) -> Any:
     if callable(obj):
         return wrapper(obj)
     raise BidiUsageError(f"{kind} {obj!r} is neither a Bidi{kind.title()} nor an async callable")
+
+
+def reports_playback(output: BidiOutput) -> bool:
+    """Whether ``output`` declared that it reports playback (an output written
+    for the reference has no ``reports_playback`` and does not)."""
+    return bool(getattr(output, "reports_playback", False))
 
 
 def adapt_input(obj: InputLike) -> Any:
