@@ -1,11 +1,10 @@
 """Representative conversation states and events, for every phase and every
 event type the state machine knows.
 
-Shared by ``tests/test_conversation_table.py`` (every phase x every event
-type) and ``scripts/render_state_diagram.py`` (which draws the diagram by
-running :func:`bidi_core.conversation.step` on these samples). Every state
-here is reached from a fresh :class:`Conversation` through legal steps only,
-so a sample can never be a state the machine itself could not produce.
+Used by ``tests/test_conversation_table.py`` (every phase x every event
+type, checked against the targets the table declares). Every state here is
+reached from a fresh :class:`Conversation` through legal steps only, so a
+sample can never be a state the machine itself could not produce.
 """
 
 from __future__ import annotations
@@ -16,24 +15,32 @@ from collections.abc import Callable
 import attrs
 
 import ports.events
-from bidi_core import conversation as conv_mod
+from bidi_core import shell_events
 from bidi_core.conversation import (
+    BACKOFF_TIMER,
     CONNECTION_AGE_TIMER,
     ROTATION_TIMER,
+    STABLE_TIMER,
     TRANSITIONS,
-    Connected,
-    ConnectionLost,
     Conversation,
     Phase,
+    step,
+)
+from bidi_core.shell_events import (
+    ConnectFailed,
+    Connected,
+    ConnectionEnded,
+    InvalidInput,
     PlaybackProgress,
-    ResumptionRejected,
+    Started,
     StopRequested,
     TimerFired,
     ToolCancelled,
     ToolFinished,
     UserInput,
-    step,
+    Written,
 )
+from ports.errors import BidiConnectionError, BidiProviderError, BidiResumptionRejectedError
 from ports.events import (
     BidiAudioInputEvent,
     BidiAudioStreamEvent,
@@ -72,17 +79,20 @@ __all__ = [
 ]
 
 SHELL_EVENT_TYPES: tuple[type, ...] = (
+    Started,
     Connected,
-    ConnectionLost,
-    ResumptionRejected,
+    ConnectFailed,
+    ConnectionEnded,
+    Written,
     UserInput,
+    InvalidInput,
     ToolFinished,
     ToolCancelled,
     PlaybackProgress,
     TimerFired,
     StopRequested,
 )
-"""The events only the shell produces (defined in :mod:`bidi_core.conversation`)."""
+"""The events only the shell produces (:mod:`bidi_core.shell_events`)."""
 
 
 @attrs.frozen
@@ -105,8 +115,15 @@ def drive(conv: Conversation, *events: object) -> Conversation:
     return conv
 
 
+def _lost(conv: Conversation) -> Conversation:
+    """The open connection dropped (retryable)."""
+    assert conv.connection_id is not None
+    return drive(conv, ConnectionEnded(conv.connection_id, BidiConnectionError("network")))
+
+
 def _listening(**capabilities: object) -> Conversation:
-    return drive(Conversation(), Connected("c1", "test-model", ModelCapabilities(**capabilities)))  # type: ignore[arg-type]
+    caps = ModelCapabilities(**capabilities)  # type: ignore[arg-type]
+    return drive(Conversation(), Started(), Connected("c1", "test-model", caps))
 
 
 def _responding(**capabilities: object) -> Conversation:
@@ -129,7 +146,8 @@ def _answer_still_playing() -> Conversation:
 _STATE_BUILDERS: dict[Phase, list[tuple[str, Callable[[], Conversation]]]] = {
     Phase.CONNECTING: [
         ("initial", Conversation),
-        ("with buffered input", lambda: drive(Conversation(), UserInput(BidiTextInputEvent("early")))),
+        ("started", lambda: drive(Conversation(), Started())),
+        ("with buffered input", lambda: drive(Conversation(), Started(), UserInput(BidiTextInputEvent("early")))),
     ],
     Phase.LISTENING: [
         ("after Connected", _listening),
@@ -137,8 +155,7 @@ _STATE_BUILDERS: dict[Phase, list[tuple[str, Callable[[], Conversation]]]] = {
         (
             "an answer of the previous connection still playing",
             lambda: drive(
-                _answer_still_playing(),
-                ConnectionLost("network"),
+                _lost(drive(_answer_still_playing(), TimerFired(STABLE_TIMER))),
                 Connected("c2", "test-model", ModelCapabilities(can_truncate=True)),
             ),
         ),
@@ -166,10 +183,11 @@ _STATE_BUILDERS: dict[Phase, list[tuple[str, Callable[[], Conversation]]]] = {
         ("rotation pending", lambda: drive(_tool_calling(), BidiConnectionExpiringEvent(30.0))),
     ],
     Phase.RESTARTING: [
-        ("after ConnectionLost(retryable)", lambda: drive(_listening(), ConnectionLost("network"))),
-        ("response cut off", lambda: drive(_responding(), ConnectionLost("network"))),
-        ("with a tool running", lambda: drive(_tool_calling(), ConnectionLost("network"))),
-        ("the last answer still playing", lambda: drive(_answer_still_playing(), ConnectionLost("network"))),
+        ("a quiet connection dropped (backing off)", lambda: _lost(_listening())),
+        ("response cut off", lambda: _lost(_responding())),
+        ("with a tool running", lambda: _lost(_tool_calling())),
+        ("the last answer still playing", lambda: _lost(_answer_still_playing())),
+        ("with buffered input", lambda: drive(_lost(_listening()), UserInput(BidiTextInputEvent("meanwhile")))),
     ],
     Phase.CLOSED: [
         ("after StopRequested", lambda: drive(_listening(), StopRequested())),
@@ -203,7 +221,7 @@ def all_event_types() -> list[type]:
     for _, obj in inspect.getmembers(ports.events, inspect.isclass):
         if issubclass(obj, BidiEvent) and obj is not BidiEvent:
             types.add(obj)
-    return sorted(types, key=lambda t: (t.__module__ != conv_mod.__name__, t.__name__))
+    return sorted(types, key=lambda t: (t.__module__ != shell_events.__name__, t.__name__))
 
 
 def _pending_ids(conv: Conversation) -> list[str]:
@@ -223,8 +241,28 @@ def _samples_for(event_type: type, conv: Conversation) -> list[tuple[str, object
             ("", Connected("c2", "test-model")),
             ("age limit", Connected("c2", "test-model", ModelCapabilities(max_connection_s=600.0))),
         ]
-    if event_type is ConnectionLost:
-        return [("retryable", ConnectionLost("network")), ("fatal", ConnectionLost("auth", retryable=False))]
+    if event_type is ConnectionEnded:
+        cid = conv.connection_id or "c-old"
+        return [
+            ("retryable", ConnectionEnded(cid, BidiConnectionError("network"))),
+            ("ended by the provider", ConnectionEnded(cid, None)),
+            ("fatal", ConnectionEnded(cid, BidiProviderError("bad key", code="auth", retryable=False))),
+            ("an adapter bug", ConnectionEnded(cid, ValueError("bug"))),
+            ("an earlier connection", ConnectionEnded("c-old", BidiConnectionError("network"))),
+        ]
+    if event_type is ConnectFailed:
+        return [
+            ("retryable", ConnectFailed(BidiConnectionError("refused"))),
+            ("fatal", ConnectFailed(BidiProviderError("bad key", code="auth", retryable=False))),
+            ("resumption refused", ConnectFailed(BidiResumptionRejectedError("handle expired"))),
+        ]
+    if event_type is Started:
+        return [("", Started()), ("outputs report playback", Started(outputs_report_playback=True))]
+    if event_type is Written:
+        entries = conv.outbox.in_flight + conv.outbox.waiting
+        return [("", Written(entries[0].seq if entries else 99))]
+    if event_type is InvalidInput:
+        return [("", InvalidInput("not an input"))]
     if event_type is UserInput:
         return [
             ("text", UserInput(BidiTextInputEvent("hello"))),
@@ -235,6 +273,7 @@ def _samples_for(event_type: type, conv: Conversation) -> list[tuple[str, object
         return [
             ("", ToolFinished(_result(tid))),
             ("stop_conversation", ToolFinished(_result(tid), ends_conversation=True)),
+            ("raised", ToolFinished(_result(tid), error_type="ValueError")),
         ]
     if event_type is ToolCancelled:
         return [("", ToolCancelled(tid))]
@@ -244,11 +283,14 @@ def _samples_for(event_type: type, conv: Conversation) -> list[tuple[str, object
             ("finished", PlaybackProgress(PlaybackReport(rid, 40.0, finished=True))),
         ]
     if event_type is TimerFired:
-        return [("rotate", TimerFired(ROTATION_TIMER)), ("connection age", TimerFired(CONNECTION_AGE_TIMER))]
+        return [
+            ("rotate", TimerFired(ROTATION_TIMER)),
+            ("connection age", TimerFired(CONNECTION_AGE_TIMER)),
+            ("backoff", TimerFired(BACKOFF_TIMER)),
+            ("stable", TimerFired(STABLE_TIMER)),
+        ]
     if event_type is StopRequested:
         return [("", StopRequested())]
-    if event_type is ResumptionRejected:
-        return [("", ResumptionRejected("handle expired"))]
     return [("", _model_or_port_event(event_type, conv, rid, tid))]
 
 
