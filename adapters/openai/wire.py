@@ -5,8 +5,8 @@ a type we do not know becomes :class:`UnknownServerEvent` (logged, never a
 crash), because the service adds events faster than we release. Fields the
 service adds to known events are ignored. Client events are built as attrs
 classes and unstructured to plain dicts with ``None`` fields left out, so
-every message we send is exactly the GA shape (``shared/reference/PROTOCOLS.md``
-section 1; checked in the tests against the ``openai`` package's ``*Param``
+every message we send is exactly the GA shape (``docs/protocols/openai.md``;
+checked in the tests against the ``openai`` package's ``*Param``
 types with extra keys forbidden).
 """
 
