@@ -331,8 +331,8 @@ def warm_up() -> None:
     """Have cattrs generate the structure code of every server event now.
 
     It does so lazily, at the first message of each type; for the first
-    function call of a process that costs up to a millisecond in the middle of
-    a tool round trip. A session calls this when it opens (a few ms, once).
+    function call of a process that cost shows in the middle of a tool round
+    trip (``benchmarks/README.md``). A session calls this when it opens (once per process).
     """
     global _warm
     if not _warm:
