@@ -77,6 +77,6 @@ def bench(session: nox.Session) -> None:
 def sdk_crosscheck(session: nox.Session) -> None:
     """Optional, not on CI: the official AWS SDK (Python 3.12+, asyncio only) drives the
     Nova Sonic simulator, proving every signature its signer makes verifies there and
-    every event it sends passes the simulator's schema (PROTOCOLS.md 5)."""
+    every event it sends passes the simulator's schema (docs/protocols/nova_sonic.md#official-sdk)."""
     session.install("aws-sdk-bedrock-runtime[awscrt]==0.12.0", "anyio", "h2", "botocore", "trustme", "cattrs", "attrs")
     session.run("python", "scripts/nova_sdk_crosscheck.py", env={"PYTHONPATH": "."})

@@ -3,7 +3,7 @@
 anyio's asyncio socket stream pauses the transport's reading whenever its
 queue is empty and resumes it around every wait: two ``epoll_ctl`` system
 calls for every message that arrives on its own, which is every message of a
-real-time voice session. The benchmarks measured it at about 13 % of the
+real-time voice session. The benchmarks measured its share of the
 client's CPU at 100 real-time sessions (``benchmarks/README.md``). This
 stream keeps reading on and pauses only when data piles up unread (flow
 control), and uses asyncio's own TLS (``loop.create_connection(ssl=...)``).

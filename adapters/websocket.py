@@ -3,17 +3,17 @@
 The connection is an anyio byte stream: on Trio ``anyio.connect_tcp`` (with
 anyio's TLS for ``wss://``), on asyncio one straight on an asyncio transport
 (``adapters/_asyncio_stream.py``: anyio's pauses and resumes the socket around
-every read, a seventh of the client's CPU at real time). wsproto does the
+every read, a visible share of the client's CPU at real time). wsproto does the
 upgrade handshake (the HTTP/1.1 ``Request``, then ``AcceptConnection`` or
 ``RejectConnection`` with the status and body), writes every frame, and reads
 every frame but the common one: a whole message in one frame, which
-:class:`LeanWebSocket` splits and decodes itself (a sixth of wsproto's cost;
+:class:`LeanWebSocket` splits and decodes itself (far cheaper than wsproto;
 see the class). A voice session receives fifty messages a second, so the
 provider's reader task reads frames itself: no background reader handing
-messages over a memory stream (three times the CPU per message, measured in
-``docs/design.md``), and no HTTP client's wrappers around every read
+messages over a memory stream (more CPU per message, measured in
+``benchmarks/README.md``), and no HTTP client's wrappers around every read
 (httpx/httpcore cost a generator context manager and a cancel scope per read,
-and 10 MB of memory at import; ``benchmarks/README.md``).
+and memory at import; ``benchmarks/README.md`` has the figures).
 
 TLS: one default ``ssl.SSLContext`` per process, made once by
 ``ssl.create_default_context()`` (which honours ``SSL_CERT_FILE`` and
@@ -27,8 +27,8 @@ sends a ping if nothing arrived since, and after ``read_timeout_s`` without a
 byte (not even a pong) closes the stream, so the pending read fails with
 :class:`BidiConnectionError`: a provider that goes silent with the socket open
 becomes a reconnect, never an endless wait. (A timeout around every read
-would cost a cancel scope and a timer per message; the benchmarks measured it
-at a quarter of the reader's time at real-time pace.)
+would cost a cancel scope and a timer per message, a large share of the
+reader's time at real-time pace: ``benchmarks/README.md``.)
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class LeanWebSocket:
 
     Received frames are split here: a whole text or binary message in one
     well-formed frame (the server's audio deltas, almost every frame) is
-    decoded here, which costs about a sixth of wsproto's parse; everything
+    decoded here, far cheaper than wsproto's parse (``benchmarks/README.md``); everything
     else (control frames, fragments, anything unusual) goes to wsproto frame
     by frame, so its state and its protocol errors are those of a connection
     that saw every frame. A frame header this splitter does not expect (a
@@ -315,7 +315,7 @@ _default_contexts: dict[bool, ssl.SSLContext] = {}
 
 
 def _default_context(verified: bool) -> ssl.SSLContext:
-    """The process's one default context (made on first use: loading the CA store costs ~15 ms of CPU)."""
+    """The process's one default context (made once: loading the CA store costs CPU, ``benchmarks/README.md``)."""
     context = _default_contexts.get(verified)
     if context is None:
         context = ssl.create_default_context()  # honours SSL_CERT_FILE / SSL_CERT_DIR

@@ -4,7 +4,7 @@ Why not the simulator (``adapters.testing.openai_simulator``)? It validates
 every message with pydantic and runs a task per response, which would cost
 more than the clients being measured. This server speaks just enough of the
 GA protocol for all three clients (the shapes follow the simulator's, which
-follow ``shared/reference/PROTOCOLS.md`` section 1; ``--self-check`` passes
+follow ``docs/protocols/openai.md``; ``--self-check`` passes
 one of each through the simulator's schema oracle when it is installed), with
 hand-written WebSocket framing on a plain asyncio ``Protocol``:
 

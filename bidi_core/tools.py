@@ -347,8 +347,8 @@ async def _run(found: BidiTool, call: BidiToolUseEvent) -> ToolOutcome:
     started = time.monotonic()
     # move_on_after rather than fail_after: its cancel_called tells our deadline
     # apart from a TimeoutError the tool raised itself (an HTTP timeout, say).
-    # Without a timeout there is no deadline to tell apart: no cancel scope (a few
-    # microseconds of every call, on Trio most of what this function costs).
+    # Without a timeout there is no deadline to tell apart: no cancel scope (one costs
+    # time on every call, on Trio most of this function's cost: benchmarks/README.md).
     deadline = anyio.move_on_after(found.timeout) if found.timeout is not None else None
     value: Any = None
     failure: Exception | None = None

@@ -270,8 +270,10 @@ class BidiConnectionStartEvent(BidiEvent):
 class BidiConnectionRestartEvent(BidiEvent):
     """The connection is being replaced; input is buffered until the new one opens.
 
-    ``reason`` is ``"connection_lost"`` (a fault), ``"expiring"`` (the provider
-    warned, or its connection limit is near) or ``"provider_closed"``.
+    ``reason`` is ``"connection_lost"`` (a fault, or the provider ended the
+    connection), ``"expiring"`` (the provider warned, or its connection limit is
+    near) or ``"resumption_rejected"`` (the provider refused the resumption
+    handle; a fresh session seeded with the history follows).
     ``details`` says more for logs; it never holds credentials.
     """
 
@@ -362,6 +364,10 @@ class BidiUsageEvent(BidiEvent):
 
 
 CloseReason: TypeAlias = Literal["client_disconnect", "timeout", "error", "complete", "user_request"]
+"""Why the conversation ended. bidi-core itself emits ``"client_disconnect"``
+(``stop()``, or ``request_stop()`` with its default), ``"user_request"`` (the
+``stop_conversation`` tool) and ``"error"`` (a failure that ended it);
+``"complete"`` and ``"timeout"`` come only from an app's ``request_stop(reason)``."""
 
 
 @attrs.frozen

@@ -1,4 +1,4 @@
-"""Drive the Nova Sonic simulator with the official AWS SDK (PROTOCOLS.md §5): is the simulator fair?
+"""Is the Nova Sonic simulator fair? The official AWS SDK drives it (docs/protocols/nova_sonic.md#official-sdk).
 
 The simulator verifies SigV4 and the chunk-signature chain, and checks every
 event against a hand-written schema. If it were tailored to our own client,
@@ -21,7 +21,7 @@ error paths the SDK's CRT transport prints its own shutdown complaints to stderr
 ("HTTP-stream has completed", "Task was destroyed but it is pending"): noise of
 the SDK, not failures of the check (``2>/dev/null`` hides them). The CRT
 client's TLS context is replaced through a private attribute (``_tls_ctx``) to
-trust the simulator's throwaway CA: test-only, as §5 says.
+trust the simulator's throwaway CA: test-only, as docs/protocols/nova_sonic.md#official-sdk says.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ async def _config(sim: NovaSonicSimulator, secret: str, token: str | None = None
     transport = AWSCRTHTTPClient()
     options = TlsContextOptions()
     options.override_default_trust_store_from_path(ca_filepath=sim.ca_cert_pem_path)
-    transport._tls_ctx = ClientTlsContext(options)  # test-only: trust the simulator's CA (PROTOCOLS.md §5)
+    # test-only: trust the simulator's CA (docs/protocols/nova_sonic.md#official-sdk)
+    transport._tls_ctx = ClientTlsContext(options)
     return await AsyncBedrockRuntimeConfig.resolve(
         endpoint_uri=sim.endpoint_url,
         region="us-east-1",

@@ -2,7 +2,7 @@
 
 Every client message we build is checked against the simulator's oracle, the
 provider's published protobuf messages (``google-ai-generativelanguage``,
-unknown fields refused, PROTOCOLS.md section 4.2), so a misspelled key or a
+unknown fields refused, docs/protocols/gemini.md#schema-oracle), so a misspelled key or a
 wrong enum name fails here before any socket is opened.
 """
 

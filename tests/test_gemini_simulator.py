@@ -1,9 +1,9 @@
 """The Gemini Live simulator, over real sockets (TLS and plain), on asyncio and Trio.
 
 Driven by a minimal wsproto client written here (not our adapter), and once by
-the official ``google-genai`` client (PROTOCOLS.md §5), so nothing in it can be
-tailored to our code. Each test names the protocol rule it checks (a section of
-PROTOCOLS.md, or the proto). Every test that uses the ``sim`` fixture ends by
+the official ``google-genai`` client (docs/protocols/gemini.md#official-client), so nothing in it can be
+tailored to our code. Each test names the protocol rule it checks (a heading of
+docs/protocols/gemini.md, or the proto). Every test that uses the ``sim`` fixture ends by
 asserting that every message the simulator sent passes the server oracle.
 """
 
@@ -283,7 +283,8 @@ def transcript_of(messages: Sequence[dict[str, Any]]) -> str:
     return "".join(m.get("serverContent", {}).get("outputTranscription", {}).get("text", "") for m in messages)
 
 
-# ---------------------------------------------------------------------- handshake and auth (PROTOCOLS.md §2.1)
+# ---------------------------------------------------------------------- handshake and auth
+# docs/protocols/gemini.md#connection
 
 
 @pytest.mark.parametrize("version", ["v1", "v1beta", "v1alpha"])
@@ -328,7 +329,7 @@ async def test_unknown_path_is_404() -> None:
 async def test_bad_key_closes_after_the_first_message(
     key: str | None, code: int, words: str, clients: list[RawClient]
 ) -> None:
-    """The service reports auth failures as close frames (PROTOCOLS.md §2.3): 1007 for a bad key."""
+    """The service reports auth failures as close frames (docs/protocols/gemini.md#errors): 1007 for a bad key."""
     async with GeminiLiveSimulator(api_key=KEY, tls=False) as sim:
         client = await connect(sim, clients, key=key)
         await client.send({"setup": {"model": MODEL}})
@@ -345,7 +346,8 @@ async def test_key_in_the_query_is_accepted_and_redacted(clients: list[RawClient
         assert sim.connections[0].query == {"key": "<redacted>"}
 
 
-# ---------------------------------------------------------------------- the oracle (PROTOCOLS.md §4.2)
+# ---------------------------------------------------------------------- the oracle
+# docs/protocols/gemini.md#schema-oracle
 
 GOOD_MESSAGES = [
     {"setup": {"model": MODEL, "generationConfig": {"responseModalities": ["AUDIO"]}}},
@@ -395,7 +397,7 @@ async def test_oracle_violation_closes_1007(name: str, clients: list[RawClient])
         assert sim.connections[0].close_code == 1007
 
 
-# ---------------------------------------------------------------------- turns (PROTOCOLS.md §2.3)
+# ---------------------------------------------------------------------- turns (docs/protocols/gemini.md#turn-order)
 
 
 @pytest.mark.parametrize("how", ["realtime_text", "client_content"])
@@ -495,7 +497,7 @@ async def test_manual_activity_signals(sim: GeminiLiveSimulator, clients: list[R
     assert (await other.expect_closed()).code == 1007
 
 
-# ---------------------------------------------------------------------- tools (PROTOCOLS.md §2.2, §2.3)
+# ---------------------------------------------------------------------- tools (docs/protocols/gemini.md#tools)
 
 
 async def test_several_function_calls_then_responses(sim: GeminiLiveSimulator, clients: list[RawClient]) -> None:
@@ -566,7 +568,8 @@ async def test_undeclared_tool_is_spoken_about(sim: GeminiLiveSimulator, clients
     assert "no such function is declared" in transcript_of(messages)
 
 
-# ---------------------------------------------------------------------- interruptions (PROTOCOLS.md §2.3)
+# ---------------------------------------------------------------------- interruptions
+# docs/protocols/gemini.md#barge-in
 
 
 async def test_speech_interrupts_a_reply(clients: list[RawClient]) -> None:
@@ -629,7 +632,8 @@ async def test_no_interruption_mode_answers_after_the_current_turn(clients: list
         assert_oracle_clean(sim)
 
 
-# ---------------------------------------------------------------------- resumption (PROTOCOLS.md §2.4)
+# ---------------------------------------------------------------------- resumption
+# docs/protocols/gemini.md#session-resumption
 
 
 def handle_of(message: dict[str, Any]) -> str | None:
@@ -736,7 +740,8 @@ async def test_transparent_resumption_reports_the_last_consumed_index(clients: l
         assert (await client.expect_closed()).code == 1007
 
 
-# ---------------------------------------------------------------------- goAway and faults (PROTOCOLS.md §2.3, §2.4)
+# ---------------------------------------------------------------------- goAway and faults
+# docs/protocols/gemini.md#session-limits
 
 
 async def test_go_away_then_the_lifetime_close(clients: list[RawClient]) -> None:
@@ -812,7 +817,8 @@ async def test_leaving_the_context_closes_everything() -> None:
     await client.aclose()
 
 
-# ---------------------------------------------------------------------- the official client (PROTOCOLS.md §5)
+# ---------------------------------------------------------------------- the official client
+# docs/protocols/gemini.md#official-client
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
@@ -921,7 +927,8 @@ async def test_official_google_genai_client_talks_to_the_simulator(anyio_backend
 
 
 async def test_setup_must_come_first_and_once(sim: GeminiLiveSimulator, clients: list[RawClient]) -> None:
-    """PROTOCOLS.md §2.1: ``setup`` comes first; the simulator refuses anything else (and a second setup) with 1007."""
+    """``setup`` comes first; the simulator refuses anything else (and a second setup) with 1007
+    (docs/protocols/gemini.md#client-messages)."""
     client = await connect(sim, clients)
     await client.send({"realtimeInput": {"text": "too early"}})
     assert (await client.expect_closed()).code == 1007
@@ -1047,7 +1054,7 @@ async def test_the_demo_server_runs_and_answers(anyio_backend: str) -> None:
 async def test_fault_in_the_middle_of_a_reply(
     close: tuple[int, str] | None, code: int | None, clients: list[RawClient]
 ) -> None:
-    """PROTOCOLS.md §7 (faults): 1011 or an abrupt drop after some audio of a turn, before its turnComplete."""
+    """docs/protocols/gemini.md#errors: 1011 or an abrupt drop after some audio of a turn, before its turnComplete."""
     reply = Reply(say="A reply that breaks.", audio_ms=1000, close=close, drop=close is None, after_chunks=2)
     async with GeminiLiveSimulator(tls=False, scenario=Scenario(rules=[Rule(reply=reply)])) as sim:
         client = await connect(sim, clients)

@@ -1,7 +1,7 @@
 """The Nova Sonic simulator over real TLS/HTTP/2 sockets, driven by a tiny client written here.
 
 The client below (h2 + botocore's SigV4Auth + a 30-line encoder and chunk signer)
-is written from PROTOCOLS.md §3 for these tests only, independently of both the
+is written from docs/protocols/nova_sonic.md for these tests only, independently of both the
 simulator and our adapter, so the simulator is checked against the protocol and
 not against itself. Each behaviour test names the source it follows.
 """
@@ -103,7 +103,8 @@ class Endpoint(Protocol):
 
 
 class ChunkSigner:
-    """The event signer of PROTOCOLS.md §3.3: each signature covers the previous one, ``:date`` and the message."""
+    """The event signer: each signature covers the previous one, ``:date`` and the message
+    (docs/protocols/nova_sonic.md#signing)."""
 
     def __init__(self, prior: str, secret: str = SECRET) -> None:
         self.prior = prior
@@ -268,7 +269,7 @@ class MiniClient:
             await self.flush()
 
     async def finish(self) -> None:
-        """The signed empty frame, then END_STREAM (PROTOCOLS.md §3.3)."""
+        """The signed empty frame, then END_STREAM (docs/protocols/nova_sonic.md#signing)."""
         await self.send_data(self.sign(b""), end_stream=True)
 
     # ---------------------------------------------------------------- conversation helpers
@@ -438,7 +439,8 @@ SPOKEN_REPLY = [
 
 
 async def test_text_turn_and_clean_close() -> None:
-    """PROTOCOLS.md §3.3-3.5: a signed session, a typed turn answered with text and 24 kHz audio, a clean close."""
+    """A signed session, a typed turn answered with text and 24 kHz audio, a clean close
+    (docs/protocols/nova_sonic.md#signing to docs/protocols/nova_sonic.md#output-events)."""
     scenario = Scenario(rules=[Rule(text_contains="hello", reply=Reply(say="Hi there!"))])
     async with NovaSonicSimulator(scenario=scenario) as sim, connect(sim) as client:
         await client.open()
@@ -478,7 +480,8 @@ async def test_text_turn_and_clean_close() -> None:
     ],
 )
 async def test_request_refused_before_the_stream(kwargs: dict[str, str], status: int, error_type: str) -> None:
-    """SigV4 (§3.3) and the model id (§3.1) are checked before the stream: an HTTP error with the AWS headers."""
+    """SigV4 and the model id are checked before the stream: an HTTP error with the AWS headers
+    (docs/protocols/nova_sonic.md#signing, docs/protocols/nova_sonic.md#connection)."""
     async with NovaSonicSimulator() as sim, connect(sim) as client:
         await client.open(**kwargs)
         await client.wait_for(lambda: client.ended)
@@ -500,7 +503,8 @@ async def test_path_with_an_empty_query_is_the_same_operation() -> None:
 
 
 async def test_session_token_is_required_when_configured() -> None:
-    """Temporary credentials: the signed ``x-amz-security-token`` must match (§3.1)."""
+    """Temporary credentials: the signed ``x-amz-security-token`` must match
+    (docs/protocols/nova_sonic.md#connection)."""
     async with NovaSonicSimulator(session_tokens={AKID: "tok"}) as sim:
         async with connect(sim) as client:
             await client.open()
@@ -515,7 +519,8 @@ async def test_session_token_is_required_when_configured() -> None:
 
 @pytest.mark.parametrize("how", ["tampered", "wrong_secret"])
 async def test_bad_chunk_signature_ends_the_stream(how: str) -> None:
-    """Every event's signature must continue the chain seeded by the request signature (§3.3)."""
+    """Every event's signature must continue the chain seeded by the request signature
+    (docs/protocols/nova_sonic.md#signing)."""
     async with NovaSonicSimulator() as sim, connect(sim) as client:
         await client.open()
         await client.send("sessionStart", {"inferenceConfiguration": {"maxTokens": 10}})
@@ -565,7 +570,8 @@ def _event(name: str, body: dict[str, Any]) -> bytes:
     ],
 )
 def test_schema_rejects(name: str, body: dict[str, Any], fragment: str) -> None:
-    """§3.4 and §4.3: unknown events, missing fields, wrong types and undocumented values are refused."""
+    """Unknown events, missing fields, wrong types and undocumented values are refused
+    (docs/protocols/nova_sonic.md#input-events, docs/protocols/nova_sonic.md#no-published-schema)."""
     with pytest.raises(SchemaError, match=fragment):
         parse_event(_event(name, body))
 
@@ -654,7 +660,8 @@ async def _history_over_40_kb(client: MiniClient) -> None:
 async def test_stream_refuses_bad_input_with_a_validation_exception(
     script: Callable[[MiniClient], Any], fragment: str, model: str
 ) -> None:
-    """A schema or order violation is answered with a validationException that ends the stream (§3.2, §3.4)."""
+    """A schema or order violation is answered with a validationException that ends the stream
+    (docs/protocols/nova_sonic.md#exceptions, docs/protocols/nova_sonic.md#input-events)."""
     async with NovaSonicSimulator() as sim, connect(sim) as client:
         await client.open(model=model)
         await script(client)
@@ -666,7 +673,7 @@ async def test_stream_refuses_bad_input_with_a_validation_exception(
 
 
 async def test_history_is_recorded_after_the_system_prompt() -> None:
-    """§3.4.4: non-interactive USER/ASSISTANT text after the system prompt is history."""
+    """docs/protocols/nova_sonic.md#history: non-interactive USER/ASSISTANT text after the system prompt is history."""
     async with NovaSonicSimulator() as sim, connect(sim) as client:
         await client.open()
         await client.start()
@@ -688,7 +695,8 @@ async def test_history_is_recorded_after_the_system_prompt() -> None:
 
 
 async def test_audio_turn_gets_a_user_transcript_then_the_reply() -> None:
-    """§3.5: a spoken turn (found by turn detection on 16 kHz input) is echoed as USER TEXT FINAL, then answered."""
+    """A spoken turn (found by turn detection on 16 kHz input) is echoed as USER TEXT FINAL, then answered
+    (docs/protocols/nova_sonic.md#output-events)."""
     scenario = Scenario(transcripts=["what time is it"], rules=[Rule(spoken_turn=0, reply=Reply(say="Noon."))])
     async with NovaSonicSimulator(scenario=scenario) as sim, connect(sim) as client:
         await client.open()
@@ -716,7 +724,8 @@ async def test_audio_turn_gets_a_user_transcript_then_the_reply() -> None:
 
 
 async def test_tool_use_round_trip() -> None:
-    """§3.4.6 and §3.5: toolUse then contentEnd TOOL_USE; the client's TOOL result continues the turn."""
+    """toolUse then contentEnd TOOL_USE; the client's TOOL result continues the turn
+    (docs/protocols/nova_sonic.md#tool-results, docs/protocols/nova_sonic.md#output-events)."""
     scenario = Scenario(
         rules=[
             Rule(text_contains="weather", reply=Reply(tool_uses=[ToolUse("get_weather", {"city": "Paris"}, "tu-1")])),
@@ -751,7 +760,8 @@ async def test_tool_use_round_trip() -> None:
 
 
 async def test_barge_in_interrupts_the_audio() -> None:
-    """§3.5: user speech while the assistant's audio goes out => textOutput interrupted and INTERRUPTED."""
+    """User speech while the assistant's audio goes out => textOutput interrupted and INTERRUPTED
+    (docs/protocols/nova_sonic.md#barge-in)."""
     scenario = Scenario(
         rules=[
             Rule(spoken_turn=0, reply=Reply(say="A very long story.", audio_ms=20_000)),
@@ -817,7 +827,8 @@ async def test_stream_limit_ends_the_stream() -> None:
 
 
 async def test_silence_timeout_mentions_531() -> None:
-    """§3.5: no input for ~175 s (scaled down) => ValidationException with InternalErrorCode=531."""
+    """No input for ~175 s (scaled down) => ValidationException with InternalErrorCode=531
+    (docs/protocols/nova_sonic.md#limits)."""
     async with NovaSonicSimulator(silence_timeout_s=0.3) as sim, connect(sim) as client:
         await _open_and_start(client)
         await client.wait_for(lambda: client.ended)
@@ -849,7 +860,8 @@ async def test_throttling_refuses_requests_then_recovers() -> None:
     ],
 )
 async def test_exception_fault_after_events(kind: Any, exception_type: str) -> None:
-    """Modeled exceptions arrive as event-stream exception messages with a message (§3.2)."""
+    """Modeled exceptions arrive as event-stream exception messages with a message
+    (docs/protocols/nova_sonic.md#exceptions)."""
     async with NovaSonicSimulator(faults=[Fault(kind=kind, after_events=3)]) as sim, connect(sim) as client:
         await _open_and_start(client)
         await client.wait_for(lambda: client.ended)
@@ -859,7 +871,7 @@ async def test_exception_fault_after_events(kind: Any, exception_type: str) -> N
 
 
 async def test_rst_stream_fault() -> None:
-    """RST_STREAM mid-stream (§3.6 step 6: clients must handle StreamReset)."""
+    """RST_STREAM mid-stream (docs/protocols/nova_sonic.md#http2-transport: clients must handle StreamReset)."""
     async with NovaSonicSimulator(faults=[Fault(kind="rst", after_events=1)]) as sim, connect(sim) as client:
         await client.open()
         await client.send("sessionStart", {"inferenceConfiguration": {}})
@@ -869,7 +881,7 @@ async def test_rst_stream_fault() -> None:
 
 
 async def test_goaway_fault() -> None:
-    """GOAWAY then the connection closes (§3.6 step 6: clients must handle ConnectionTerminated)."""
+    """GOAWAY then the connection closes (docs/protocols/nova_sonic.md#http2-transport)."""
     async with NovaSonicSimulator(faults=[Fault(kind="goaway", after_events=1, error_code=0)]) as sim:
         async with connect(sim) as client:
             await client.open()
@@ -884,7 +896,8 @@ async def test_goaway_fault() -> None:
 
 @pytest.mark.parametrize("data_frame_bytes", [None, 100])
 async def test_output_messages_split_across_data_frames(data_frame_bytes: int | None) -> None:
-    """§3.2: messages straddle DATA frames; a 500 ms audio chunk (~43 KB) exceeds the 16 KiB frame."""
+    """Messages straddle DATA frames; a 500 ms audio chunk (~43 KB) exceeds the 16 KiB frame
+    (docs/protocols/nova_sonic.md#http2-transport)."""
     scenario = Scenario(default=Reply(say="Long.", audio_ms=1000))
     sim = NovaSonicSimulator(scenario=scenario, audio_chunk_ms=500, data_frame_bytes=data_frame_bytes)
     async with sim, connect(sim) as client:
@@ -923,7 +936,7 @@ async def test_simulator_respects_the_client_window() -> None:
 
 
 async def test_connection_without_h2_alpn_is_closed() -> None:
-    """The endpoint speaks HTTP/2 only (ALPN ``h2``, §3.1)."""
+    """The endpoint speaks HTTP/2 only (ALPN ``h2``, docs/protocols/nova_sonic.md#connection)."""
     async with NovaSonicSimulator() as sim:
         ctx = sim.client_ssl_context()
         ctx.set_alpn_protocols(["http/1.1"])
@@ -939,7 +952,8 @@ async def test_connection_without_h2_alpn_is_closed() -> None:
 
 
 def test_output_schema_rejects_what_the_service_never_sends() -> None:
-    """The simulator checks its own output against §3.5; these are the mistakes it must catch."""
+    """The simulator checks its own output against the output events; these are the mistakes it must catch
+    (docs/protocols/nova_sonic.md#output-events)."""
     ids = {"sessionId": "s", "promptName": "p", "completionId": "c", "contentId": "x"}
     good_text = {**ids, "type": "TEXT", "role": "ASSISTANT", "textOutputConfiguration": {"mediaType": "text/plain"}}
     assert (
@@ -962,7 +976,8 @@ def test_output_schema_rejects_what_the_service_never_sends() -> None:
 
 
 async def test_typed_text_while_the_audio_content_is_open() -> None:
-    """Nova 2 cross-modal input: a USER text content while the audio content stays open (§3.4.5)."""
+    """Nova 2 cross-modal input: a USER text content while the audio content stays open
+    (docs/protocols/nova_sonic.md#audio-input)."""
     async with NovaSonicSimulator() as sim, connect(sim) as client:
         await _open_and_start(client)
         audio = await client.audio_start()
@@ -1057,7 +1072,8 @@ async def test_how_streams_end_is_recorded() -> None:
     ],
 )
 async def test_malformed_frames_are_refused(raw: bytes, failure: str) -> None:
-    """§3.2: CRCs are checked and the outer message must carry ``:date`` and ``:chunk-signature``."""
+    """CRCs are checked and the outer message must carry ``:date`` and ``:chunk-signature``
+    (docs/protocols/nova_sonic.md#message-envelopes)."""
     async with NovaSonicSimulator() as sim, connect(sim) as client:
         await client.open()
         await client.send_data(raw)
@@ -1075,7 +1091,8 @@ async def test_malformed_frames_are_refused(raw: bytes, failure: str) -> None:
     cuts=st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=40),
 )
 def test_decoder_reassembles_messages_however_they_are_cut(payloads: list[bytes], cuts: list[int]) -> None:
-    """§3.2: messages straddle DATA frames; cutting the bytes anywhere decodes the same messages."""
+    """Messages straddle DATA frames; cutting the bytes anywhere decodes the same messages
+    (docs/protocols/nova_sonic.md#event-stream-framing)."""
     wire = b"".join(_frame(_str_header(":event-type", "chunk"), p) for p in payloads)
     decoder = MessageDecoder()
     decoded: list[bytes] = []
@@ -1090,7 +1107,8 @@ def test_decoder_reassembles_messages_however_they_are_cut(payloads: list[bytes]
 @settings(max_examples=25, deadline=None)
 @given(inners=st.lists(st.binary(max_size=200), min_size=1, max_size=5), flip=st.integers(min_value=0))
 def test_chunk_chain_accepts_a_correct_signer_and_nothing_else(inners: list[bytes], flip: int) -> None:
-    """§3.3: the chain verifies what a correct signer makes, and a flipped bit anywhere breaks it."""
+    """The chain verifies what a correct signer makes, and a flipped bit anywhere breaks it
+    (docs/protocols/nova_sonic.md#signing)."""
     seed = "ab" * 32
     auth = RequestAuth(access_key_id=AKID, secret=SECRET, region="us-east-1", seed_signature=seed)
     signer = ChunkSigner(seed)

@@ -1,7 +1,7 @@
 """Nova Sonic's wire pieces with no server: framing, signing, events, config.
 
-The expected values are computed here from the formulas of PROTOCOLS.md
-section 3 (CRC-32 over the bytes, HMAC-SHA256 chains, SigV4's canonical
+The expected values are computed here from the formulas of docs/protocols/nova_sonic.md
+(CRC-32 over the bytes, HMAC-SHA256 chains, SigV4's canonical
 request), written out independently of the adapter's code, and decoded
 with botocore's own parser.
 """
@@ -168,7 +168,7 @@ def test_request_signature_matches_sigv4_computed_by_hand() -> None:
 
 
 def date_header_block(when: datetime.datetime) -> bytes:
-    """``:date`` as a timestamp header, byte by byte (PROTOCOLS.md section 3.2)."""
+    """``:date`` as a timestamp header, byte by byte (docs/protocols/nova_sonic.md#event-stream-framing)."""
     millis = int(when.timestamp() * 1000)
     return bytes([5]) + b":date" + bytes([8]) + struct.pack(">q", millis)
 

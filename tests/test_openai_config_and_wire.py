@@ -2,7 +2,7 @@
 
 Every client message we build is checked against the strict oracle (the
 simulator's: the ``openai`` package's ``*Param`` types with extra keys
-forbidden, PROTOCOLS.md section 4.1), so a typo in our encoder fails here.
+forbidden, docs/protocols/openai.md#schema-oracle), so a typo in our encoder fails here.
 """
 
 from __future__ import annotations

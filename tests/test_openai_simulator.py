@@ -1,9 +1,9 @@
 """The OpenAI Realtime simulator, over real sockets, on asyncio and Trio.
 
 The simulator is driven by a minimal wsproto client written here (not our
-adapter), and once by the official ``openai`` client (PROTOCOLS.md §5), so
+adapter), and once by the official ``openai`` client (docs/protocols/openai.md#official-client), so
 nothing in it can be tailored to our code. Each test names the protocol rule it
-checks (PROTOCOLS.md section or openai type). Every test ends by asserting that
+checks (a docs/protocols/openai.md heading or an openai type). Every test ends by asserting that
 all server events passed the server oracle (the ``sim`` fixture does it).
 """
 
@@ -250,7 +250,7 @@ def audio_ms(event: dict[str, Any]) -> float:
     return len(base64.b64decode(event["delta"])) / BYTES_PER_MS
 
 
-# ---------------------------------------------------------------------- handshake (PROTOCOLS.md §1.1, §0.5)
+# ---------------------------------------------------------------------- handshake (docs/protocols/openai.md#connection)
 
 
 @pytest.mark.parametrize(
@@ -259,7 +259,8 @@ def audio_ms(event: dict[str, Any]) -> float:
     ids=["missing", "wrong"],
 )
 async def test_bad_key_is_refused_with_401_and_the_rest_error_body(key: str | None, code: str | None) -> None:
-    """§1.1 Bearer auth: the upgrade is refused with HTTP 401 and the REST error JSON; no secret is recorded."""
+    """Bearer auth: the upgrade is refused with HTTP 401 and the REST error JSON; no secret is recorded
+    (docs/protocols/openai.md#connection)."""
     async with OpenAIRealtimeSimulator(api_key="sk-test") as sim:
         refused = await RawClient.open(sim.port, key=key)
         assert isinstance(refused, Refused)
@@ -285,7 +286,8 @@ async def test_unknown_path_is_404() -> None:
 
 
 async def test_beta_header_gets_beta_api_shape_disabled_then_close_4000(client_factory: list[RawClient]) -> None:
-    """§0.5: ``OpenAI-Beta: realtime=v1`` is accepted, told ``beta_api_shape_disabled`` and closed with 4000."""
+    """``OpenAI-Beta: realtime=v1`` is accepted, told ``beta_api_shape_disabled`` and closed with 4000
+    (docs/protocols/openai.md#retired-beta)."""
     async with OpenAIRealtimeSimulator() as sim:
         client = await RawClient.connect(sim.port, headers=[("OpenAI-Beta", "realtime=v1")])
         client_factory.append(client)
@@ -302,7 +304,8 @@ async def test_beta_header_gets_beta_api_shape_disabled_then_close_4000(client_f
 
 
 async def test_session_created_comes_first_with_the_ga_defaults(client_factory: list[RawClient]) -> None:
-    """``SessionCreatedEvent`` (§1.4): GA session, 24 kHz PCM both ways, server_vad defaults; request recorded."""
+    """``SessionCreatedEvent``: GA session, 24 kHz PCM both ways, server_vad defaults; request recorded
+    (docs/protocols/openai.md#connection)."""
     async with OpenAIRealtimeSimulator() as sim:
         client = await RawClient.connect(sim.port, target="/v1/realtime?model=gpt-realtime-mini")
         client_factory.append(client)
@@ -346,7 +349,8 @@ async def test_leaving_the_context_closes_the_listener_and_every_connection() ->
         await anyio.connect_tcp("127.0.0.1", port)
 
 
-# ---------------------------------------------------------------------- client validation (PROTOCOLS.md §4.1)
+# ---------------------------------------------------------------------- client validation
+# docs/protocols/openai.md#schema-oracle
 
 INVALID_CLIENT_EVENTS = [
     pytest.param(
@@ -406,7 +410,8 @@ async def test_invalid_client_event_gets_the_service_error_and_the_connection_st
     code: str,
     param: str,
 ) -> None:
-    """§4.1 strict oracle; §1.4: ``error`` arrives in-band, echoes the client's event_id, the socket stays open."""
+    """Strict oracle; ``error`` arrives in-band, echoes the client's event_id, the socket stays open
+    (docs/protocols/openai.md#schema-oracle, docs/protocols/openai.md#errors)."""
     client = await connect(sim, client_factory)
     await client.send({**message, "event_id": "evt_client_1"})
     error = await client.recv()
@@ -437,7 +442,8 @@ async def test_non_json_frame_is_an_error_and_the_connection_stays_open(
 async def test_session_update_merges_and_answers_the_effective_session(
     sim: OpenAIRealtimeSimulator, client_factory: list[RawClient]
 ) -> None:
-    """§1.2: ``session.updated`` carries the whole effective session; objects merge, null switches VAD off."""
+    """``session.updated`` carries the whole effective session; objects merge, null switches VAD off
+    (docs/protocols/openai.md#session-configuration)."""
     client = await connect(sim, client_factory)
     await client.send(
         {
@@ -476,7 +482,8 @@ async def test_session_update_merges_and_answers_the_effective_session(
 async def test_session_update_semantic_checks(
     sim: OpenAIRealtimeSimulator, client_factory: list[RawClient], update: dict[str, Any], code: str
 ) -> None:
-    """§1.2: one output modality only; the simulator speaks audio/pcm only (and says so rather than pretend)."""
+    """One output modality only; the simulator speaks audio/pcm only (and says so rather than pretend)
+    (docs/protocols/openai.md#session-configuration)."""
     client = await connect(sim, client_factory)
     await client.send({"type": "session.update", "session": {"type": "realtime", **update}})
     error = await client.recv()
@@ -547,7 +554,8 @@ async def test_a_plain_http_request_is_refused_with_400() -> None:
         assert sim.connections == []
 
 
-# ---------------------------------------------------------------------- a text turn (PROTOCOLS.md §1.4)
+# ---------------------------------------------------------------------- a text turn
+# docs/protocols/openai.md#responses
 
 AUDIO_RESPONSE = [
     "response.created",
@@ -569,7 +577,8 @@ AUDIO_RESPONSE = [
 async def test_text_turn_produces_the_full_ga_event_sequence(
     sim: OpenAIRealtimeSimulator, client_factory: list[RawClient]
 ) -> None:
-    """§1.4 order; §6: audio deltas of 50-150 ms carrying response_id and item_id; usage in ``response.done``."""
+    """Response order; audio deltas of 50-150 ms carrying response_id and item_id; usage in ``response.done``
+    (docs/protocols/openai.md#responses, docs/protocols/openai.md#output-chunk-sizes)."""
     client = await connect(sim, client_factory)
     await client.send(user_text("hello simulator"))
     added, done = await client.recv(), await client.recv()
@@ -624,7 +633,8 @@ async def test_text_turn_produces_the_full_ga_event_sequence(
 
 
 async def test_text_modality_streams_output_text(sim: OpenAIRealtimeSimulator, client_factory: list[RawClient]) -> None:
-    """§1.2: ``output_modalities: ["text"]`` gives ``response.output_text.*`` and no audio."""
+    """``output_modalities: ["text"]`` gives ``response.output_text.*`` and no audio
+    (docs/protocols/openai.md#responses)."""
     client = await connect(sim, client_factory)
     await client.send({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
     await client.until("session.updated")
@@ -676,7 +686,8 @@ async def test_response_cancel_cancels_the_active_response(client_factory: list[
         assert_oracle_clean(sim)
 
 
-# ---------------------------------------------------------------------- function calls (PROTOCOLS.md §1.3-1.4)
+# ---------------------------------------------------------------------- function calls
+# docs/protocols/openai.md#responses
 
 
 async def test_function_call_flow(sim: OpenAIRealtimeSimulator, client_factory: list[RawClient]) -> None:
@@ -751,7 +762,8 @@ async def test_function_call_output_for_an_unknown_call_is_refused(
     assert error["error"]["param"] == "item.call_id"
 
 
-# ---------------------------------------------------------------------- input audio and VAD (PROTOCOLS.md §1.3-1.4)
+# ---------------------------------------------------------------------- input audio and VAD
+# docs/protocols/openai.md#turn-detection
 
 
 async def test_vad_turn_from_loud_then_quiet_audio(
@@ -811,7 +823,8 @@ async def test_quiet_noise_is_not_speech(sim: OpenAIRealtimeSimulator, client_fa
 async def test_manual_commit_when_turn_detection_is_off(
     sim: OpenAIRealtimeSimulator, client_factory: list[RawClient]
 ) -> None:
-    """§1.3: with ``turn_detection: null`` the client commits; under 100 ms is ``input_audio_buffer_commit_empty``."""
+    """With ``turn_detection: null`` the client commits; under 100 ms is ``input_audio_buffer_commit_empty``
+    (docs/protocols/openai.md#input-audio)."""
     client = await connect(sim, client_factory)
     await client.send(
         {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}}}
@@ -871,7 +884,8 @@ async def test_barge_in_cancels_the_response_with_turn_detected(client_factory: 
         assert_oracle_clean(sim)
 
 
-# ---------------------------------------------------------------------- truncation (PROTOCOLS.md §1.3)
+# ---------------------------------------------------------------------- truncation
+# docs/protocols/openai.md#truncation
 
 
 async def test_truncate_is_validated_and_recorded(
@@ -906,11 +920,12 @@ async def test_truncate_is_validated_and_recorded(
     assert len(sim.client_errors) == 4
 
 
-# ---------------------------------------------------------------------- faults (PROTOCOLS.md §7.5)
+# ---------------------------------------------------------------------- faults (docs/protocols/openai.md#errors)
 
 
 async def test_session_limit_expires_with_the_service_error_and_a_close(client_factory: list[RawClient]) -> None:
-    """§1.1: the limit (scaled down here) ends with ``error`` "Your session hit the maximum duration …" and a close."""
+    """The limit (scaled down here) ends with ``error`` "Your session hit the maximum duration …" and a close
+    (docs/protocols/openai.md#session-limits)."""
     async with OpenAIRealtimeSimulator(session_limit_s=0.3) as sim:
         client = await connect(sim, client_factory)
         error = await client.recv()
@@ -1017,7 +1032,8 @@ async def test_rule_faults(client_factory: list[RawClient]) -> None:
         assert_oracle_clean(sim)
 
 
-# ---------------------------------------------------------------------- the oracles themselves (PROTOCOLS.md §4.1)
+# ---------------------------------------------------------------------- the oracles themselves
+# docs/protocols/openai.md#schema-oracle
 
 VALID_CLIENT_EVENTS = [
     {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}}},
@@ -1113,7 +1129,8 @@ def test_vad_prefix_padding_and_silence() -> None:
     assert [(e.kind, e.at_ms) for e in events] == [("started", 200), ("stopped", 1000)]
 
 
-# ---------------------------------------------------------------------- the official client (PROTOCOLS.md §5)
+# ---------------------------------------------------------------------- the official client
+# docs/protocols/openai.md#official-client
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

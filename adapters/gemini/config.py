@@ -48,7 +48,7 @@ MIN_INPUT_RATE, MAX_INPUT_RATE = 8000, 48000
 
 DEFAULT_COMPRESSION: Mapping[str, Any] = {"slidingWindow": {}}
 """Sliding-window compression with the service's own thresholds: without it an
-audio session ends after 15 minutes (PROTOCOLS.md section 2.4)."""
+audio session ends after 15 minutes (docs/protocols/gemini.md#session-limits)."""
 
 _TOP_KEYS = {
     "audio",

@@ -15,7 +15,7 @@ Two backends speak the same ``BidiGenerateContent`` protocol:
 simulator, ``http``/``ws``), with the versioned path appended, or at a full
 ``.../BidiGenerateContent`` URL used as it is. A custom CA goes in
 ``ssl_context``; without one, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` are honoured
-(httpx reads them).
+(read at each connection and handed to our WebSocket client, ``adapters/websocket.py``).
 """
 
 from __future__ import annotations

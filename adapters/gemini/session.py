@@ -99,7 +99,7 @@ logger = logging.getLogger("bidi_core.adapters.gemini")
 
 
 def build_setup(model: str, config: GeminiConfig, request: ConnectRequest, resume_handle: str | None) -> wire.Setup:
-    """The ``setup`` message (PROTOCOLS.md section 2.2) for this agent and connection."""
+    """The ``setup`` message (docs/protocols/gemini.md#setup) for this agent and connection."""
     generation: dict[str, Any] = {"responseModalities": list(config.response_modalities), **config.generation}
     speech: dict[str, Any] = {}
     if config.voice:
@@ -186,7 +186,7 @@ def history_turns(history: Iterable[Message]) -> list[dict[str, Any]]:
 
 
 def close_error(exc: WebSocketClosed, secrets: tuple[str, ...], *, resuming_before_setup: bool = False) -> BidiError:
-    """The typed error for a close frame (PROTOCOLS.md section 2.3: Gemini's errors are close frames)."""
+    """The typed error for a close frame (Gemini's errors are close frames: docs/protocols/gemini.md#errors)."""
     reason = redact(exc.reason or "no reason given", *secrets)
     code = exc.code
     if code == 1007 and resuming_before_setup:

@@ -1,7 +1,7 @@
 """Gemini Live (``BidiGenerateContent``) wire messages: attrs classes and one cattrs converter.
 
 Proto3 JSON lets a peer spell every field in lowerCamelCase or snake_case
-(PROTOCOLS.md section 2.1; the official SDK sends a mix), so the converter's
+(docs/protocols/gemini.md#field-names; the official SDK sends a mix), so the converter's
 one structure hook factory reads each attrs field under either name, and the
 unstructure hook writes camelCase and leaves ``None`` out. Free-form values
 (function arguments, tool responses, JSON schemas) are plain dicts and are

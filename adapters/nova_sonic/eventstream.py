@@ -1,7 +1,7 @@
 """AWS event-stream framing: our encoder, botocore's decoder.
 
 A message is ``u32 total | u32 headers_len | u32 crc(prelude) | headers |
-payload | u32 crc(everything before)`` (PROTOCOLS.md section 3.2). botocore
+payload | u32 crc(everything before)`` (docs/protocols/nova_sonic.md#event-stream-framing). botocore
 ships a decoder with CRC checks (:class:`botocore.eventstream.EventStreamBuffer`)
 but no encoder, so the encoder is here; it is small, and the tests round-trip
 it through botocore's decoder.

@@ -4,7 +4,7 @@ The HTTP/2 request is signed with botocore's :class:`SigV4Auth`, the payload
 hash being the literal ``STREAMING-AWS4-HMAC-SHA256-EVENTS``. Its signature
 seeds a chain: each event we send is wrapped in an outer message whose
 ``:chunk-signature`` header signs the event together with the previous
-signature (PROTOCOLS.md section 3.3, checked against the official SDK's
+signature (docs/protocols/nova_sonic.md#signing, checked against the official SDK's
 ``AsyncEventSigner``)::
 
     sts = "AWS4-HMAC-SHA256-PAYLOAD\\n{amz}\\n{date}/{region}/bedrock/aws4_request\\n{prior}\\n"

@@ -1,9 +1,9 @@
 """Nova Sonic's events, both ways: attrs classes and one cattrs converter.
 
 Input events (ours) are attrs classes unstructured to the exact JSON shapes of
-PROTOCOLS.md section 3.4: camelCase keys, optional fields left out when unset,
+docs/protocols/nova_sonic.md#input-events: camelCase keys, optional fields left out when unset,
 each wrapped as ``{"event": {name: body}}``. Output events (the model's,
-section 3.5) are structured by their single key; a name we do not know
+docs/protocols/nova_sonic.md#output-events) are structured by their single key; a name we do not know
 becomes :class:`UnknownOutputEvent` (AWS adds events; we must not crash),
 and a known event with the wrong shape raises :class:`MalformedOutputEvent`.
 Fields the service adds to known events are ignored.
@@ -399,7 +399,7 @@ def _leaves(exc: BaseException) -> list[str]:
 
 
 INTERRUPTED_MARKER = '{ "interrupted" : true }'
-"""What Nova's ``textOutput`` says on barge-in (PROTOCOLS.md section 3.5)."""
+"""What Nova's ``textOutput`` says on barge-in (docs/protocols/nova_sonic.md#barge-in)."""
 
 
 def is_interruption(text: str) -> bool:

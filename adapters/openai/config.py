@@ -20,7 +20,7 @@ from ports.errors import BidiUsageError
 __all__ = ["DEFAULT_TURN_DETECTION", "OpenAIConfig", "parse_provider_config"]
 
 SUPPORTED_RATES = (24000,)
-"""GA ``audio/pcm`` takes 24 kHz only (PROTOCOLS.md section 1.2)."""
+"""GA ``audio/pcm`` takes 24 kHz only (docs/protocols/openai.md#audio-formats)."""
 
 DEFAULT_TURN_DETECTION: dict[str, Any] = {
     "type": "server_vad",

@@ -23,7 +23,7 @@ logger = logging.getLogger("bidi_core.adapters.openai")
 
 DEFAULT_BASE_URL = "wss://api.openai.com/v1"
 SESSION_LIMIT_S = 60 * 60.0
-"""The service ends a session after 60 minutes (PROTOCOLS.md section 1.1)."""
+"""The service ends a session after 60 minutes (docs/protocols/openai.md#session-limits)."""
 
 _ids = itertools.count(1)
 

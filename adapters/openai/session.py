@@ -55,7 +55,7 @@ EXPIRY_ERROR_CODES = frozenset({"session_expired"})
 
 
 def build_session_update(model_id: str, config: OpenAIConfig, request: ConnectRequest) -> wire.SessionUpdate:
-    """The GA ``session.update`` for this agent (PROTOCOLS.md section 1.2)."""
+    """The GA ``session.update`` for this agent (docs/protocols/openai.md#session-configuration)."""
     audio_input: dict[str, Any] = {
         "format": {"type": "audio/pcm", "rate": SAMPLE_RATE},
         # null turns server VAD off (the client commits); transcription is off when omitted.

@@ -5,8 +5,8 @@ a type we do not know becomes :class:`UnknownServerEvent` (logged, never a
 crash), because the service adds events faster than we release. Fields the
 service adds to known events are ignored. Client events are built as attrs
 classes and unstructured to plain dicts with ``None`` fields left out, so
-every message we send is exactly the GA shape (``shared/reference/PROTOCOLS.md``
-section 1; checked in the tests against the ``openai`` package's ``*Param``
+every message we send is exactly the GA shape (``docs/protocols/openai.md``;
+checked in the tests against the ``openai`` package's ``*Param``
 types with extra keys forbidden).
 """
 
@@ -331,8 +331,8 @@ def warm_up() -> None:
     """Have cattrs generate the structure code of every server event now.
 
     It does so lazily, at the first message of each type; for the first
-    function call of a process that costs up to a millisecond in the middle of
-    a tool round trip. A session calls this when it opens (a few ms, once).
+    function call of a process that cost shows in the middle of a tool round
+    trip (``benchmarks/README.md``). A session calls this when it opens (once per process).
     """
     global _warm
     if not _warm:

@@ -1,13 +1,13 @@
 """A loopback Gemini Live (``BidiGenerateContent``) service for tests: ours and our users'.
 
 Needs the ``simulators`` extra (wsproto, trustme, google-ai-generativelanguage).
-It speaks PROTOCOLS.md §2 over a real WebSocket on 127.0.0.1, TLS (a CA made at
+It speaks the protocol of docs/protocols/gemini.md over a real WebSocket on 127.0.0.1, TLS (a CA made at
 start-up with trustme) or plain ``ws://``; checks every client message against
 the provider's published protobuf messages and closes 1007 as the service does;
 checks every message it sends against the server-side messages; and plays a
 :class:`Scenario` of data rules. It imports nothing from our client code, so it
 cannot be tailored to it; the official ``google-genai`` client is tested against
-it too (PROTOCOLS.md §5).
+it too (docs/protocols/gemini.md#official-client).
 
     from adapters.testing.gemini_simulator import GeminiLiveSimulator, Reply, Rule, Scenario
 

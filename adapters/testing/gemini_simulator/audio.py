@@ -2,7 +2,7 @@
 
 Gemini Live takes PCM16 little-endian mono input at the rate its MIME type names
 (``audio/pcm;rate=16000``, 16 kHz being the native rate) and speaks PCM16 at
-24 kHz (PROTOCOLS.md §2.2). We cannot synthesize or recognise words, so a reply
+24 kHz (docs/protocols/gemini.md#audio-formats). We cannot synthesize or recognise words, so a reply
 is a tone whose length grows with its text, and speech in is anything louder
 than an RMS threshold; a turn ends after ``silence_duration_ms`` of quiet (the
 ``automaticActivityDetection`` knobs of the setup). The approach is the OpenAI
@@ -69,7 +69,7 @@ def silence(ms: int, *, rate: int = INPUT_RATE) -> bytes:
 
 
 def chunk_plan(total_ms: int, pattern: Sequence[int] = (100, 40, 160, 80, 120)) -> list[int]:
-    """Split ``total_ms`` into chunk lengths of 20-200 ms (PROTOCOLS.md §6: the output chunk size is undocumented)."""
+    """Split ``total_ms`` into chunk lengths of 20-200 ms (undocumented: docs/protocols/gemini.md#chunk-sizes)."""
     sizes: list[int] = []
     remaining = total_ms
     i = 0

@@ -2,7 +2,7 @@
 
 wsproto (sans-I/O) on an AnyIO byte stream (TCP, or TLS over TCP), so it runs on
 asyncio and on Trio. Client frames may be text or binary (UTF-8 JSON); server
-frames are binary, as the service's are (PROTOCOLS.md §2.1). Every client message
+frames are binary, as the service's are (docs/protocols/gemini.md#binary-frames). Every client message
 passes the protobuf oracle before the session sees it, and a violation closes
 the connection 1007 with the parser's reason, as the service does; every server
 message passes the strict server oracle before it is written.

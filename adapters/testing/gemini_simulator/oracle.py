@@ -1,12 +1,12 @@
-"""The schema oracle: the provider's published protobuf messages (PROTOCOLS.md §4.2).
+"""The schema oracle: the provider's published protobuf messages (docs/protocols/gemini.md#schema-oracle).
 
 Every client message goes through ``BidiGenerateContentClientMessage.from_json``
 with unknown fields refused, which catches misspelled keys, wrong enum names,
 bad types and two members of the ``message_type`` oneof; both lowerCamelCase and
-snake_case keys pass, as the service accepts both (§2.1). On top of the schema,
+snake_case keys pass, as the service accepts both (docs/protocols/gemini.md#field-names). On top of the schema,
 the rules the service enforces that the proto cannot express: exactly one
 member, no deprecated ``realtimeInput.mediaChunks`` (newer models close 1007,
-§2.2), base64 that really is base64. The service answers a violation by closing
+docs/protocols/gemini.md#client-messages), base64 that really is base64. The service answers a violation by closing
 with 1007 and a readable reason; :func:`check_client_message` returns that reason.
 
 The simulator's own output goes through ``BidiGenerateContentServerMessage``

@@ -1,10 +1,10 @@
 """The Gemini Live simulator: a WebSocket server on 127.0.0.1, TLS (trustme) or plain.
 
-The handshake follows PROTOCOLS.md §2.1: ``GET /ws/google.ai.generativelanguage.
+The handshake follows docs/protocols/gemini.md#connection: ``GET /ws/google.ai.generativelanguage.
 {v1,v1beta,v1alpha}.GenerativeService.BidiGenerateContent`` with the key in
 ``x-goog-api-key`` (or the ``key`` query parameter). Another path is refused
 with HTTP 404. A missing or wrong key is *not* refused at the upgrade: the
-service reports errors as close frames with a readable reason (§2.3), and
+service reports errors as close frames with a readable reason (docs/protocols/gemini.md#errors), and
 google-genai turns a close into ``APIError(code, reason)`` only after its setup
 went out, so the simulator accepts the upgrade, reads the first message and
 closes: **1008** "Method doesn't allow unregistered callers…" for a missing key

@@ -1,4 +1,4 @@
-"""One connection's side of the Gemini Live protocol (PROTOCOLS.md §2): setup, input, turns, resumption.
+"""One connection's side of the Gemini Live protocol (docs/protocols/gemini.md): setup, input, turns, resumption.
 
 The server (``server.py``) hands every client message that passed the oracle to
 :meth:`LiveSession.handle`, in order, from the connection's reader task. Replies
@@ -139,7 +139,7 @@ class LiveSession:
             await self.turns.on_tool_response(field(message, "toolResponse"), index)
 
     async def start_lifetime(self) -> None:
-        """``goAway`` at ``lifetime - go_away_lead_s``, then the cut (PROTOCOLS.md §2.4: ~60 s before ~10 min)."""
+        """``goAway`` at ``lifetime - go_away_lead_s``, then the cut (docs/protocols/gemini.md#session-limits)."""
         lifetime = self.ctx.connection_lifetime_s
         if lifetime is None:
             return

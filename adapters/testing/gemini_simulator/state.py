@@ -2,7 +2,7 @@
 
 A Gemini Live *session* is the conversation the model remembers; a connection
 carries it for about ten minutes, and a new connection continues it when its
-setup names a handle from ``sessionResumptionUpdate`` (PROTOCOLS.md §2.4). A
+setup names a handle from ``sessionResumptionUpdate`` (docs/protocols/gemini.md#session-resumption). A
 handle names the state *as of the moment it was issued*: inputs the service
 consumed after that are not in the resumed state. We model that exactly: a
 :class:`SessionState` only grows, a handle is ``(state, how many inputs, spoken

@@ -1,6 +1,6 @@
 """A throwaway certificate authority for the TLS simulator, made at start-up with ``trustme``.
 
-google-genai rewrites any API-key base URL to ``wss://`` (PROTOCOLS.md §5), so the
+google-genai rewrites any API-key base URL to ``wss://`` (docs/protocols/gemini.md#official-client), so the
 simulator must speak TLS for the official client; our own client can use
 ``ws://`` for speed. The CA lives only as long as the simulator: its PEM is
 written to a private temporary directory (for clients that want a path) and

@@ -1,4 +1,4 @@
-"""The model's side of a turn: speaking, calling tools, being interrupted (PROTOCOLS.md §2.3).
+"""The model's side of a turn: speaking, calling tools, being interrupted (docs/protocols/gemini.md#turn-order).
 
 A turn that completes goes ``modelTurn`` chunks (with ``outputTranscription``)
 → ``generationComplete`` → ``turnComplete`` (+ ``usageMetadata``). A turn with

@@ -1,10 +1,10 @@
 """A loopback Amazon Bedrock Nova Sonic service for tests: ``InvokeModelWithBidirectionalStream`` on 127.0.0.1.
 
 Needs the ``simulators`` extra (h2, botocore, trustme, cattrs). It speaks the
-protocol of PROTOCOLS.md §3 as the service does: HTTP/2 over TLS with ALPN
+protocol of docs/protocols/nova_sonic.md as the service does: HTTP/2 over TLS with ALPN
 ``h2``, SigV4 on the request (signing name ``bedrock``), a chain of chunk
 signatures on every event, AWS event-stream framing both ways, a strict
-hand-written schema for every input event (§4.3: none is published) plus the
+hand-written schema for every input event (docs/protocols/nova_sonic.md#no-published-schema) plus the
 event order, and modeled exceptions as event-stream exception messages. It
 imports nothing from our client (``adapters.nova_sonic``): its framing,
 signature checks and schema are written from the protocol description, so it

@@ -1,4 +1,4 @@
-"""The service's modeled exceptions, as event-stream messages or as HTTP error responses (PROTOCOLS.md §3.2).
+"""The service's modeled exceptions: event-stream messages, or HTTP errors (docs/protocols/nova_sonic.md#exceptions).
 
 Inside a stream an exception is a message with ``:message-type: exception``, an
 ``:exception-type`` in camelCase and a payload ``{"message": ...}`` (verified:
@@ -63,7 +63,7 @@ class ServiceException:
 
     @classmethod
     def model_timeout(cls) -> ServiceException:
-        """AWS "Handling errors" page for speech (PROTOCOLS.md §3.5)."""
+        """AWS "Handling errors" page for speech (docs/protocols/nova_sonic.md#limits)."""
         return cls("modelTimeoutException", "Model has timed out in processing the request. Try your request again.")
 
     @classmethod

@@ -1,4 +1,4 @@
-"""AWS event-stream framing (PROTOCOLS.md §3.2), written from the format description.
+"""AWS event-stream framing (docs/protocols/nova_sonic.md#event-stream-framing), written from the format description.
 
 A message is ``u32 total | u32 headers_len | u32 crc32(prelude) | headers | payload | u32 crc32(all before)``;
 a header is ``u8 name_len | name | u8 type | value``. The simulator decodes what the
@@ -36,7 +36,7 @@ MAX_HEADERS_LENGTH = 128 * 1024
 
 
 class HeaderType:
-    """The value type codes of §3.2."""
+    """The value type codes of docs/protocols/nova_sonic.md#event-stream-framing."""
 
     TRUE = 0
     FALSE = 1

@@ -12,7 +12,7 @@ both ways:
   simulator's ``data_frame_bytes``; when the window is empty the writer waits for
   the client's WINDOW_UPDATE (counted in the stream's record).
 
-Request handling (PROTOCOLS.md §3.1): ``POST /model/{modelId}/invoke-with-bidirectional-stream``
+Request handling (docs/protocols/nova_sonic.md#connection): ``POST /model/{modelId}/invoke-with-bidirectional-stream``
 with the SigV4 headers. A request the service would refuse gets an HTTP error
 response (``x-amzn-requestid``, ``x-amzn-errortype``, JSON ``{"message": ...}``);
 an accepted one gets ``:status 200`` at once and its body is the stream.

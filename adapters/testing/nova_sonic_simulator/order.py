@@ -1,4 +1,4 @@
-"""The order of input events in one stream (PROTOCOLS.md §3.4), as a pure state machine.
+"""The order of input events in one stream (docs/protocols/nova_sonic.md#input-events), as a pure state machine.
 
     sessionStart → promptStart → SYSTEM text content → [history contents] →
     interactive contents (audio, typed text, tool results) → promptEnd → sessionEnd →

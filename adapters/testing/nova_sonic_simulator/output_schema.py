@@ -1,6 +1,6 @@
-"""The strict schema of Nova Sonic output events (PROTOCOLS.md §3.5): the simulator checks itself with it.
+"""The strict schema of Nova Sonic output events: the simulator checks itself with it.
 
-Written from AWS's "Output events" page and the samples §3.5 cites. Every event
+Written from AWS's "Output events" page and the samples docs/protocols/nova_sonic.md#output-events cites. Every event
 the simulator is about to send passes :func:`check_output_event`; a failure is a
 :class:`~.errors.SimulatorBug`, because a simulator that speaks a wrong dialect
 would make client tests lie. Shares the strict converter of :mod:`.schema`.

@@ -1,8 +1,8 @@
-"""The strict schema of Nova Sonic input events (PROTOCOLS.md §3.4, §4.3).
+"""The strict schema of Nova Sonic input events (docs/protocols/nova_sonic.md#input-events).
 
 No machine-readable schema exists (the SDK models only ``chunk.bytes``), so this
 one is hand-written from AWS's user-guide pages "Input events" (Nova and Nova 2)
-and the AWS samples that §3.4 cites. It is strict on purpose: unknown event
+and the AWS samples that docs/protocols/nova_sonic.md cites. It is strict on purpose: unknown event
 names (``connectionEnd``, which strands sends), unknown keys, wrong types
 (``"16000"`` for ``16000``, ``1`` for ``true``) and documented enumerations are
 all rejected. What the documents leave open is noted where it is decided.

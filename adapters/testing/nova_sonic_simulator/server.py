@@ -1,7 +1,7 @@
 """The simulator object: a TLS listener with ALPN ``h2`` on 127.0.0.1 and the records tests assert on.
 
 TLS because the real endpoint is HTTPS and the official SDK's CRT transport
-only does duplex HTTP/2 over TLS (PROTOCOLS.md §5); the certificate is made at
+only does duplex HTTP/2 over TLS (docs/protocols/nova_sonic.md#official-sdk); the certificate is made at
 start-up by ``trustme`` (a throwaway CA, a leaf for ``127.0.0.1`` and
 ``localhost``). A connection that does not negotiate ``h2`` is closed.
 """
@@ -40,7 +40,7 @@ logger = logging.getLogger("adapters.testing.nova_sonic_simulator")
 STREAM_LIFETIME_S = 480.0
 """botocore's model: the stream "remains open for 8 minutes"."""
 SILENCE_TIMEOUT_S = 175.0
-"""About 175 s without input ends the stream with InternalErrorCode=531 (PROTOCOLS.md §3.5)."""
+"""About 175 s without input ends the stream with InternalErrorCode=531 (docs/protocols/nova_sonic.md#limits)."""
 
 
 class NovaSonicSimulator:

@@ -7,21 +7,21 @@ is the only writer of the stream's response body. They meet in a small command
 queue; an exception, a reset or the end of the prompt jumps the queue and stops
 the reply in progress at the next message boundary (a message is never cut).
 
-Inbound, per message (PROTOCOLS.md §3.2-3.4): the outer headers must be exactly
+Inbound, per message (docs/protocols/nova_sonic.md#message-envelopes): the outer headers must be exactly
 ``:date`` (timestamp) and ``:chunk-signature`` (32 bytes); the signature must be
 the next one in the chain; the payload is either empty (the end marker) or an
 inner ``chunk`` event whose JSON ``bytes`` field holds the base64 event, which
 must pass the strict schema and the order rules. The first failure is answered
 with a ``validationException`` and ends the stream, as the service does.
 
-Outbound, per turn (§3.5): USER TEXT FINAL (the "ASR" of a spoken turn), then
+Outbound, per turn (docs/protocols/nova_sonic.md#output-events): USER TEXT FINAL (the "ASR" of a spoken turn), then
 ASSISTANT TEXT SPECULATIVE, ASSISTANT AUDIO (24 kHz) and ASSISTANT TEXT FINAL,
 then TOOL contents (contentEnd ``TOOL_USE``) if the reply calls tools, then a
 ``usageEvent``. User speech while the assistant's audio is still going out is a
 barge-in: the audio content ends ``INTERRUPTED`` and the FINAL text content is
 ``{ "interrupted" : true }`` with ``INTERRUPTED``. *Inference*: the placement of
 the FINAL text after the audio, and the stop reasons PARTIAL_TURN for
-speculative text, follow the samples §3.5 cites, not a capture.
+speculative text, follow the samples docs/protocols/nova_sonic.md#output-events cites, not a capture.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Signature checks: SigV4 on the request, then the chain of chunk signatures (PROTOCOLS.md §3.3).
+"""Signature checks: SigV4 on the request, then the chain of chunk signatures (docs/protocols/nova_sonic.md#signing).
 
 The request signature is recomputed with botocore's ``SigV4Auth`` from the
 headers the client *listed* in ``SignedHeaders`` (with the preset

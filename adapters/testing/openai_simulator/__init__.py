@@ -1,11 +1,11 @@
 """A loopback OpenAI Realtime (GA) service for tests: ours and our users'.
 
 Needs the ``simulators`` extra (wsproto, openai, pydantic). It speaks the wire
-protocol of PROTOCOLS.md §1 over a real WebSocket on 127.0.0.1, validates every
-client message with the provider's own types (§4.1) and every event it sends
+protocol of docs/protocols/openai.md over a real WebSocket on 127.0.0.1, validates every
+client message with the provider's own types (docs/protocols/openai.md#schema-oracle) and every event it sends
 with the server-side types, and plays a :class:`Scenario` of data rules. It
 imports nothing from our client code, so it cannot be tailored to it; the
-official ``openai`` client is tested against it too (§5).
+official ``openai`` client is tested against it too (docs/protocols/openai.md#official-client).
 
     from adapters.testing.openai_simulator import OpenAIRealtimeSimulator, Reply, Rule, Scenario
 

@@ -1,12 +1,12 @@
 """Synthetic speech out, energy-based voice activity detection in.
 
 The service's only audio format that the simulator speaks is ``audio/pcm``:
-PCM16 little-endian, mono, 24 kHz (PROTOCOLS.md §1.2; the openai param type
+PCM16 little-endian, mono, 24 kHz (docs/protocols/openai.md#audio-formats; the openai param type
 ``AudioPCM.rate`` is ``Literal[24000]``). We cannot synthesize words or
 recognise them, so:
 
 * a reply is a tone whose length grows with its text (``ms_per_char``, capped),
-  cut into deltas of 50-150 ms like the real service's (PROTOCOLS.md §6: a
+  cut into deltas of 50-150 ms like the real service's (docs/protocols/openai.md#output-chunk-sizes: a
   capture shows 100 and 150 ms deltas);
 * speech in is anything louder than an RMS threshold, turns end after
   ``silence_duration_ms`` of quiet, as ``server_vad`` does on energy

@@ -1,8 +1,8 @@
 """The service's error payloads, in one place.
 
 Every ``error`` event the simulator sends is built from a :class:`ServiceError`.
-The texts and codes are the ones the real service is seen sending (PROTOCOLS.md
-§0.5, §1.3, §1.4 and public bug reports quoted in the docstrings); where no
+The texts and codes are the ones the real service is seen sending (docs/protocols/openai.md
+and public bug reports quoted in the docstrings); where no
 capture exists the docstring says the text is our inference, so a test never
 leans on an invented string by accident.
 """
@@ -80,7 +80,7 @@ class ServiceError:
 
     @classmethod
     def beta_disabled(cls) -> ServiceError:
-        """``OpenAI-Beta: realtime=v1`` is refused in-band, then the socket closes with 4000 (PROTOCOLS.md §0.5)."""
+        """``OpenAI-Beta: realtime=v1``: an in-band refusal, then close 4000 (docs/protocols/openai.md#retired-beta)."""
         return cls(
             message="The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.",
             code="beta_api_shape_disabled",
@@ -88,7 +88,7 @@ class ServiceError:
 
     @classmethod
     def session_expired(cls, minutes: int) -> ServiceError:
-        """The session-length limit (PROTOCOLS.md §1.1; beta text, GA text unknown)."""
+        """The session-length limit (docs/protocols/openai.md#session-limits; beta text, GA text unknown)."""
         return cls(message=f"Your session hit the maximum duration of {minutes} minutes.", code="session_expired")
 
     @classmethod

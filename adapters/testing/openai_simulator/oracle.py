@@ -1,6 +1,6 @@
 """Schema oracles: the provider's own published types decide what is valid.
 
-PROTOCOLS.md §4.1: ``TypeAdapter(RealtimeClientEvent)`` accepts misspelled keys
+docs/protocols/openai.md#schema-oracle: ``TypeAdapter(RealtimeClientEvent)`` accepts misspelled keys
 (``extra="allow"``) and reports errors against the first union member, so the
 client oracle is built from the ``*Param`` TypedDicts with ``extra="forbid"`` and
 a real pydantic discriminator on ``type``. Two more holes found while building
@@ -39,7 +39,7 @@ __all__ = ["CLIENT_ORACLE", "SERVER_ORACLE", "check_client_event", "check_server
 
 
 def _discriminated(alias: Any) -> Any:
-    """A pydantic discriminated union on ``type`` from openai's alias (PROTOCOLS.md §4.1 recipe)."""
+    """A pydantic discriminated union on ``type`` from openai's alias (docs/protocols/openai.md#schema-oracle)."""
     if get_origin(alias) is Annotated:
         alias = get_args(alias)[0]
     return Annotated[Union[get_args(alias)], Field(discriminator="type")]  # noqa: UP007 (a runtime union of a tuple)

@@ -1,10 +1,10 @@
 """The transport: a WebSocket server (wsproto, server side) on an AnyIO TCP listener.
 
 Sans-I/O wsproto plus AnyIO streams, so the simulator runs on asyncio and on
-Trio alike. The handshake follows PROTOCOLS.md §1.1: ``GET /v1/realtime?model=…``
+Trio alike. The handshake follows docs/protocols/openai.md#connection: ``GET /v1/realtime?model=…``
 with ``Authorization: Bearer <key>``; a wrong or missing key is refused with
 HTTP 401 and the REST error body, and ``OpenAI-Beta: realtime=v1`` is accepted
-only to be told ``beta_api_shape_disabled`` and closed (§0.5). Everything after
+only to be told ``beta_api_shape_disabled`` and closed (docs/protocols/openai.md#retired-beta). Everything after
 the handshake is :class:`~.session.RealtimeSession`'s business; this module
 frames, records and checks what goes over the wire: every server event passes
 the server oracle before it is written.

@@ -2,16 +2,16 @@
 
 The transport (:mod:`.server`) hands every client message to
 :meth:`RealtimeSession.handle` and sends what the session gives to
-:class:`Link`. What the session does follows PROTOCOLS.md §1 and the openai
+:class:`Link`. What the session does follows docs/protocols/openai.md and the openai
 types named in each docstring:
 
 * every client message passes the strict oracle first (:mod:`.oracle`); a
   refusal is the service's ``error`` event and the connection stays open;
 * ``session.update`` merges into the effective session and answers
-  ``session.updated`` with all of it (§1.2);
+  ``session.updated`` with all of it (docs/protocols/openai.md#session-configuration);
 * ``conversation.item.create`` answers ``conversation.item.added`` then
-  ``conversation.item.done`` (the GA names; §1.2 table);
-* responses run in their own task, in the order of §1.4, and are cancelled by
+  ``conversation.item.done`` (the GA names; docs/protocols/openai.md#retired-beta);
+* responses run in their own task, in the order of docs/protocols/openai.md#responses, and are cancelled by
   ``response.cancel`` (``client_cancelled``) or by speech when
   ``interrupt_response`` is on (``turn_detected``): the open parts are closed
   (``incomplete``) and ``response.done`` says ``cancelled``;
@@ -53,7 +53,8 @@ __all__ = ["Ids", "Link", "RealtimeSession", "SessionContext"]
 
 PCM_FORMAT: dict[str, Any] = {"type": "audio/pcm", "rate": 24000}
 SERVER_VAD_DEFAULTS: dict[str, Any] = {
-    # openai.types.realtime.realtime_audio_input_turn_detection_param.ServerVad docstrings; PROTOCOLS.md §1.2
+    # openai.types.realtime.realtime_audio_input_turn_detection_param.ServerVad docstrings;
+    # docs/protocols/openai.md#turn-detection
     "type": "server_vad",
     "threshold": 0.5,
     "prefix_padding_ms": 300,
@@ -68,7 +69,7 @@ SEMANTIC_VAD_DEFAULTS: dict[str, Any] = {
     "create_response": True,
     "interrupt_response": True,
 }
-MAX_APPEND_BYTES = 15 * 1024 * 1024  # PROTOCOLS.md §1.3
+MAX_APPEND_BYTES = 15 * 1024 * 1024  # docs/protocols/openai.md#input-audio
 MIN_COMMIT_MS = 100
 
 
@@ -176,7 +177,7 @@ def _tokens(chars: int) -> int:
 
 
 class RealtimeSession:
-    """The protocol state of one connection (PROTOCOLS.md §1)."""
+    """The protocol state of one connection (docs/protocols/openai.md)."""
 
     def __init__(self, link: Link, ctx: SessionContext, *, model: str) -> None:
         self.link = link
@@ -229,17 +230,17 @@ class RealtimeSession:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """``session.created`` is the first server event, with the default session (PROTOCOLS.md §1.1)."""
+        """``session.created`` comes first, with the default session (docs/protocols/openai.md#connection)."""
         await self.link.send({"type": "session.created", "session": copy.deepcopy(self.session)})
 
     async def refuse_beta(self) -> None:
-        """The retired beta shape: ``error`` then close 4000 (PROTOCOLS.md §0.5)."""
+        """The retired beta shape: ``error`` then close 4000 (docs/protocols/openai.md#retired-beta)."""
         await self.link.send({"type": "error", "error": ServiceError.beta_disabled().to_event_error(None)})
         self.stop()
         await self.link.close(4000, "invalid_request_error.beta_api_shape_disabled", why="beta")
 
     async def expire(self) -> None:
-        """The session-length limit: ``error`` (``session_expired``) then a close (PROTOCOLS.md §1.1)."""
+        """The session limit: ``error`` (``session_expired``) then a close (docs/protocols/openai.md#session-limits)."""
         if self.closing:
             return
         error = ServiceError.session_expired(self.ctx.limit_minutes_text)
@@ -318,7 +319,7 @@ class RealtimeSession:
     def _check_session(self, merged: Mapping[str, Any]) -> ServiceError | None:
         modalities = merged.get("output_modalities") or ["audio"]
         if len(set(modalities)) != 1:
-            # PROTOCOLS.md §1.2: ["audio"] or ["text"], never both (wording is our inference).
+            # ["audio"] or ["text"], never both (docs/protocols/openai.md#session-configuration; our wording).
             return ServiceError(
                 f"Invalid modalities: {list(modalities)}. Supported combinations are: ['text'] and ['audio'].",
                 "invalid_value",
@@ -360,7 +361,7 @@ class RealtimeSession:
     # ------------------------------------------------------------------ input audio
 
     async def _on_input_audio_buffer_append(self, message: dict[str, Any], event_id: str | None) -> None:
-        """Base64 PCM16 24 kHz in; no ack (PROTOCOLS.md §1.3). VAD turns run here."""
+        """Base64 PCM16 24 kHz in; no ack (docs/protocols/openai.md#input-audio). VAD turns run here."""
         try:
             pcm = base64.b64decode(message["audio"], validate=True)
         except (binascii.Error, ValueError):
@@ -553,7 +554,7 @@ class RealtimeSession:
         await self.link.send({"type": "conversation.item.retrieved", "item": item})
 
     async def _on_conversation_item_truncate(self, message: dict[str, Any], event_id: str | None) -> None:
-        """Only an assistant audio part, never past its length (PROTOCOLS.md §1.3); the transcript goes."""
+        """Only assistant audio, never past its length; the transcript goes (docs/protocols/openai.md#truncation)."""
         item_id, content_index, end_ms = message["item_id"], message["content_index"], message["audio_end_ms"]
         item = self.items.get(item_id)
         if item is None:
@@ -675,7 +676,7 @@ class RealtimeSession:
         return {str(t.get("name")) for t in tools if t.get("type", "function") == "function"}
 
     async def _generate(self, response: _Response) -> None:
-        """The response events of PROTOCOLS.md §1.4, item by item; stops early when cancelled."""
+        """The response events of docs/protocols/openai.md#responses, item by item; stops early when cancelled."""
         reply, turn = response.reply, response.turn
         await self.link.send({"type": "response.created", "response": self._response_object(response, "in_progress")})
         if reply.drop_after_deltas == 0:
@@ -736,7 +737,7 @@ class RealtimeSession:
         }
 
     async def _pace(self, response: _Response, ms: int) -> None:
-        """Faster than real time (PROTOCOLS.md §1.4): a checkpoint, or ``ms / speedup`` unless cancelled."""
+        """Faster than real time (docs/protocols/openai.md#responses): a checkpoint, or ms/speedup unless cancelled."""
         if self.ctx.speedup is None:
             await anyio.lowlevel.checkpoint()
             return
