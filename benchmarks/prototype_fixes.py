@@ -104,21 +104,22 @@ def _core_audio() -> None:
     import attrs
 
     from bidi_core import conversation as c
+    from bidi_core.effects import Emit
     from ports.events import BidiAudioStreamEvent
 
-    def audio(conv: c.Conversation, ev: BidiAudioStreamEvent) -> c.Transition:
+    def audio(conv: c.Conversation, ev: BidiAudioStreamEvent) -> c.Result:
         rid = ev.response_id if ev.response_id is not None else conv.response_id
         if rid is None or rid != conv.response_id or rid in conv.interrupted_ids:
             return conv, ()
         if ev.response_id is None:
             ev = attrs.evolve(ev, response_id=rid)
         if not conv.tracks_playback:
-            return conv, (c.Emit(ev),)
-        return attrs.evolve(conv, received_ms=conv.received_ms + ev.duration_ms), (c.Emit(ev),)
+            return conv, (Emit(ev),)
+        return attrs.evolve(conv, received_ms=conv.received_ms + ev.duration_ms), (Emit(ev),)
 
     table: Any = c.TRANSITIONS
     for key in [k for k in table if k[1] is BidiAudioStreamEvent]:
-        table[key] = audio
+        table[key] = c.Transition(audio, table[key].targets)
 
 
 def _wire_audio() -> None:

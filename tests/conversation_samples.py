@@ -27,8 +27,8 @@ from bidi_core.conversation import (
     step,
 )
 from bidi_core.shell_events import (
-    ConnectFailed,
     Connected,
+    ConnectFailed,
     ConnectionEnded,
     InvalidInput,
     PlaybackProgress,

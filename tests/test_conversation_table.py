@@ -30,8 +30,8 @@ from bidi_core.conversation import (
 )
 from bidi_core.effects import Effect
 from bidi_core.shell_events import (
-    ConnectFailed,
     Connected,
+    ConnectFailed,
     ConnectionEnded,
     InvalidInput,
     PlaybackProgress,
@@ -47,18 +47,14 @@ from ports.events import (
     BidiAudioInputEvent,
     BidiAudioStreamEvent,
     BidiConnectionStartEvent,
-    BidiResponseStartEvent,
-    BidiSpeechStartedEvent,
     BidiTextInputEvent,
     BidiToolResultEvent,
-    BidiToolUseEvent,
     ModelEvent,
 )
 from ports.model import ModelCapabilities
 from tests.conversation_samples import (
     SHELL_EVENT_TYPES,
     all_event_types,
-    audio_out,
     representative_event,
     representative_state,
     sample_events,

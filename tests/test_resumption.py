@@ -1,5 +1,5 @@
-"""Session resumption without loss: the send queue's delivery ledger and the
-agent's handling of handles, confirmations and refused handles.
+"""Session resumption without loss, through the agent: handles,
+confirmations and refused handles (the outbox itself: tests/test_outbox.py).
 
 A provider that resumes sessions (Gemini Live) restores, on a new connection,
 the state its handle names: whatever reached the old connection after that
@@ -21,10 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bidi_core import BidiAgent, ReconnectPolicy
-from bidi_core.queues import SendQueue
 from ports.errors import BidiConnectionError, BidiResumptionRejectedError
 from ports.events import (
-    BidiAudioInputEvent,
     BidiConnectionRestartEvent,
     BidiResumptionUpdateEvent,
     BidiTextInputEvent,
@@ -35,104 +33,11 @@ from ports.model import ConnectRequest, ModelCapabilities, ModelInput
 
 FAST_RETRY = ReconnectPolicy(max_attempts=5, initial_backoff_s=0.0)
 
-# ---------------------------------------------------------------- the ledger itself
 
-
-def _text(s: str) -> BidiTextInputEvent:
-    return BidiTextInputEvent(s)
-
-
-async def _write_all(queue: SendQueue) -> list[ModelInput]:
-    """What a connection's writer would write now, in order."""
-    written = []
-    while len(queue):
-        item = await queue.peek()
-        assert item is not None
-        queue.done(item)
-        written.append(item)
-    return written
-
-
-async def test_a_resumed_connection_gets_the_unconfirmed_items_first_in_order() -> None:
-    queue = SendQueue(max_audio=10)
-    queue.begin_connection(resuming=False, keep_ledger=True)
-    sent = [_text(f"t{i}") for i in range(5)]
-    for item in sent:
-        queue.put(item)
-    assert await _write_all(queue) == sent
-    queue.confirm(2)  # the provider's state holds t0, t1
-    queue.put(_text("unwritten"))
-    assert queue.begin_connection(resuming=True, keep_ledger=True) == 3
-    replay = await _write_all(queue)
-    assert [i.text for i in replay] == ["t2", "t3", "t4", "unwritten"]  # type: ignore[union-attr]
-    assert [queue.is_replay(i) for i in sent[2:]] == [False, False, False]  # written again: no longer replays
-
-
-async def test_replays_are_marked_until_written() -> None:
-    queue = SendQueue(max_audio=10)
-    queue.begin_connection(resuming=False, keep_ledger=True)
-    item = _text("x")
-    queue.put(item)
-    await _write_all(queue)
-    queue.begin_connection(resuming=True, keep_ledger=True)
-    assert queue.is_replay(item)
-    await _write_all(queue)
-    assert not queue.is_replay(item)
-
-
-async def test_confirming_without_a_count_means_everything_written_so_far() -> None:
-    queue = SendQueue(max_audio=10)
-    queue.begin_connection(resuming=False, keep_ledger=True)
-    for i in range(3):
-        queue.put(_text(f"t{i}"))
-    await _write_all(queue)
-    queue.confirm(None)
-    queue.put(_text("after"))
-    await _write_all(queue)
-    assert queue.begin_connection(resuming=True, keep_ledger=True) == 1
-    assert [i.text for i in await _write_all(queue)] == ["after"]  # type: ignore[union-attr]
-
-
-async def test_counts_are_per_connection() -> None:
-    queue = SendQueue(max_audio=10)
-    queue.begin_connection(resuming=False, keep_ledger=True)
-    for i in range(3):
-        queue.put(_text(f"a{i}"))
-    await _write_all(queue)
-    queue.begin_connection(resuming=True, keep_ledger=True)  # a0..a2 again
-    queue.put(_text("b0"))
-    await _write_all(queue)
-    queue.confirm(3)  # the new connection's first three items: the replayed a0..a2
-    assert queue.begin_connection(resuming=True, keep_ledger=True) == 1
-    assert [i.text for i in await _write_all(queue)] == ["b0"]  # type: ignore[union-attr]
-
-
-async def test_a_fresh_session_forgets_the_ledger() -> None:
-    queue = SendQueue(max_audio=10)
-    queue.begin_connection(resuming=False, keep_ledger=True)
-    queue.put(_text("t0"))
-    await _write_all(queue)
-    assert queue.begin_connection(resuming=False, keep_ledger=True) == 0
-    assert len(queue) == 0
-
-
-async def test_no_ledger_for_providers_that_do_not_resume() -> None:
-    queue = SendQueue(max_audio=10)
-    queue.begin_connection(resuming=False, keep_ledger=False)
-    queue.put(_text("t0"))
-    await _write_all(queue)
-    assert queue.begin_connection(resuming=True, keep_ledger=False) == 0
-
-
-async def test_the_ledger_is_bounded_when_the_provider_never_confirms() -> None:
-    queue = SendQueue(max_audio=4)
-    queue.begin_connection(resuming=False, keep_ledger=True)
-    for _ in range(1000):
-        queue.put(BidiAudioInputEvent(b"\x00\x00"))
-        await _write_all(queue)
-    replayed = queue.begin_connection(resuming=True, keep_ledger=True)
-    assert replayed <= 4 + 256
-    assert len(queue) <= 4  # replayed audio obeys the same bound as any queued audio
+def _unsent(agent: BidiAgent) -> bool:
+    """Whether the agent's outbox still holds items no connection has written."""
+    outbox = agent.conversation.outbox
+    return bool(outbox.waiting or outbox.in_flight)
 
 
 # ---------------------------------------------------------------- through the agent
@@ -251,7 +156,12 @@ async def test_every_input_reaches_a_resumed_session_exactly_once_in_order(count
             await agent.send(text)
         with anyio.fail_after(5):
             # The second connection is open and has taken in everything queued for it.
-            while len(provider.requests) < 2 or len(provider.state) < count or len(agent._send_queue):
+            while (
+                len(provider.requests) < 2
+                or len(provider.state) < count
+                or agent.conversation.outbox.waiting
+                or agent.conversation.outbox.in_flight
+            ):
                 await provider.changed.wait()
         assert provider.state == texts
         # The history records each input once, replays included.
@@ -268,7 +178,7 @@ async def test_a_refused_handle_starts_a_fresh_session_seeded_with_the_history()
             await agent.send(text)
         with anyio.fail_after(5):
             await provider.wait_for_state(len(texts))
-            while len(agent._send_queue):
+            while _unsent(agent):
                 await provider.changed.wait()
         assert provider.state == texts
         with anyio.fail_after(5):
