@@ -10,14 +10,20 @@ break and what the writer managed to write before.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
 import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from bidi_core import BidiAgent
 from bidi_core.outbox import Entry, Outbox
-from ports.events import BidiAudioInputEvent, BidiTextInputEvent
+from ports.events import BidiAudioInputEvent, BidiTextInputEvent, ModelEvent
 from ports.messages import TextMessage
+from ports.model import ConnectRequest, ModelCapabilities, ModelInput
 
 
 def _text(s: str) -> BidiTextInputEvent:
@@ -282,3 +288,54 @@ def test_accept_never_holds_more_audio_than_the_cap(kinds: list[bool], cap: int)
         assert box.audio <= cap
     assert box.audio + box.dropped_audio == sum(kinds)
     assert attrs.evolve(box) == box
+
+
+# ---------------------------------------------------------------- the README's ceiling, through the agent
+
+
+class _StalledModel:
+    """A provider whose connection accepts the first write and then never
+    completes another (a peer that stopped reading)."""
+
+    model_id = "stalled"
+    capabilities = ModelCapabilities()
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.stalled = anyio.Event()
+
+    @asynccontextmanager
+    async def connect(self, request: ConnectRequest) -> AsyncIterator[_StalledModel]:
+        yield self
+
+    connection_id = "stalled-1"
+
+    async def send(self, item: ModelInput) -> None:
+        self.writes += 1
+        self.stalled.set()
+        await anyio.sleep_forever()
+
+    async def receive(self) -> AsyncIterator[ModelEvent]:
+        await anyio.sleep_forever()
+        yield  # pragma: no cover
+
+
+async def test_the_agent_holds_no_more_user_audio_than_the_readme_promises() -> None:
+    model = _StalledModel()
+    cap = 50
+    async with BidiAgent(model=model, max_buffered_audio=cap) as agent:
+        await agent.send(_audio(0))
+        with anyio.fail_after(5):
+            await model.stalled.wait()
+        for n in range(1, 400):
+            await agent.send(_audio(n))
+            outbox = agent.conversation.outbox
+            in_flight = len(outbox.in_flight)
+            assert in_flight <= agent.conversation.config.send_window
+            held = outbox.waiting + outbox.in_flight + outbox.unconfirmed
+            assert outbox.audio == len(held) <= cap
+        assert agent.dropped_audio == 400 - cap
+        assert model.writes == 1
+        # The oldest blocks went; the newest are kept, in order.
+        waiting = [int.from_bytes(e.item.audio, "little") for e in agent.conversation.outbox.waiting]  # type: ignore[union-attr]
+        assert waiting == list(range(400 - len(waiting), 400))
