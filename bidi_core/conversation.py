@@ -311,8 +311,7 @@ def _send_entry(conv: Conversation, entry: Entry) -> Result:
     if isinstance(item, BidiToolResultEvent) and entry.issued_on != conv.connection_id:
         if item.status == "cancelled":
             # Nobody on this connection waits for it: only the history keeps the pair.
-            conv, _ = _written(conv, entry.seq)
-            return conv, recorded
+            return attrs.evolve(conv, outbox=conv.outbox.withdraw(entry.seq)), recorded
         item = BidiTextInputEvent(text=orphaned_result_text(item))
     return conv, (*recorded, SendToModel(item, entry.seq))
 

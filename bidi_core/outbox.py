@@ -142,6 +142,15 @@ class Outbox:
             )
         return box, entry, returned
 
+    def withdraw(self, seq: int) -> Outbox:
+        """Entry ``seq``, just handed, will not be sent after all (the core
+        decided it needs no sending): it leaves without counting as written."""
+        index = next((i for i, e in enumerate(self.in_flight) if e.seq == seq), None)
+        if index is None:
+            return self
+        entry = self.in_flight[index]
+        return attrs.evolve(self, in_flight=_without(self.in_flight, index), audio=self.audio - entry.is_audio)
+
     def confirm(self, inputs_included: int | None) -> Outbox:
         """The provider's session holds the first ``inputs_included`` items
         written on this connection (``None``: all written so far)."""

@@ -12,8 +12,6 @@ Every step compares the whole :class:`Conversation` and the exact effects
 
 from __future__ import annotations
 
-import pytest
-
 from bidi_core.conversation import STABLE_TIMER, Conversation, ConversationConfig, Phase, step
 from bidi_core.effects import AppendHistory, Emit, OpenConnection, RetractHistory, SendToModel, StartTimer
 from bidi_core.outbox import Entry, Outbox
@@ -375,11 +373,6 @@ def test_the_unconfirmed_are_bounded_for_a_provider_that_never_confirms() -> Non
     assert (conv.outbox.written, conv.outbox.confirmed) == (258, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a cancelled result for a call of an earlier connection is counted as written on the new "
-    "connection without being sent, so the provider's inputs_included confirms the wrong items",
-)
 def test_a_result_only_recorded_does_not_shift_the_count_of_what_a_resumed_session_holds() -> None:
     """``inputs_included`` counts the items passed to ``session.send()`` on
     this connection. A cancelled result for a call of an earlier connection is

@@ -312,7 +312,7 @@ def test_a_result_handed_to_the_connection_that_called_it_and_lost_unwritten_goe
 
 def test_a_cancelled_call_of_an_earlier_connection_is_only_recorded() -> None:
     """Nobody on the new connection waits for it: the history keeps the pair,
-    nothing is sent, and the entry counts as written."""
+    nothing is sent, and the entry leaves the outbox without counting as written."""
     conv = _tool_running_then_lost("slow")
     cancelled = BidiToolResultEvent("t1", "slow", "cancelled", "The tool call was cancelled.")
     waiting = Entry(0, cancelled, recorded(cancelled), "c1")
@@ -330,7 +330,7 @@ def test_a_cancelled_call_of_an_earlier_connection_is_only_recorded() -> None:
             phase=Phase.LISTENING,
             connection_id="c2",
             connection_proven=False,
-            outbox=Outbox(next_seq=1, written=1),
+            outbox=Outbox(next_seq=1),
         ),
         (Emit(BidiConnectionStartEvent("c2", "m")), StartTimer(STABLE_TIMER, 10.0), AppendHistory(recorded(cancelled))),
     )
