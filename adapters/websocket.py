@@ -1,4 +1,4 @@
-"""A lean WebSocket client: anyio connects, wsproto shakes hands, frames are read in the caller's task.
+"""The WebSocket client: anyio connects, wsproto shakes hands, frames are read in the caller's task.
 
 The connection is an anyio byte stream: on Trio ``anyio.connect_tcp`` (with
 anyio's TLS for ``wss://``), on asyncio one straight on an asyncio transport
@@ -7,7 +7,7 @@ every read, a visible share of the client's CPU at real time). wsproto does the
 upgrade handshake (the HTTP/1.1 ``Request``, then ``AcceptConnection`` or
 ``RejectConnection`` with the status and body), writes every frame, and reads
 every frame but the common one: a whole message in one frame, which
-:class:`LeanWebSocket` splits and decodes itself (far cheaper than wsproto;
+:class:`WebSocketConnection` splits and decodes itself (far cheaper than wsproto;
 see the class). A voice session receives fifty messages a second, so the
 provider's reader task reads frames itself: no background reader handing
 messages over a memory stream (more CPU per message, measured in
@@ -15,20 +15,21 @@ messages over a memory stream (more CPU per message, measured in
 (httpx/httpcore cost a generator context manager and a cancel scope per read,
 and memory at import; ``benchmarks/README.md`` has the figures).
 
-TLS: one default ``ssl.SSLContext`` per process, made once by
+How to connect is a :class:`~adapters.connection.ConnectionOptions`. TLS: one
+default ``ssl.SSLContext`` per process, made once by
 ``ssl.create_default_context()`` (which honours ``SSL_CERT_FILE`` and
-``SSL_CERT_DIR``), unless the caller passes ``verify``. Proxies: when an
-``HTTP(S)_PROXY`` or ``ALL_PROXY`` environment variable applies to the host
-(and ``NO_PROXY`` does not exclude it), the connection goes through httpx and
-httpx-ws instead, imported only then; frames are still read here.
+``SSL_CERT_DIR``), unless the options carry one. Proxies: the options' proxy,
+or else one an ``HTTP(S)_PROXY`` or ``ALL_PROXY`` environment variable applies
+to the host (and ``NO_PROXY`` does not exclude): the upgrade then goes through
+httpx and httpx-ws, imported only then; frames are still read here.
 
-Liveness: one watchdog task per connection wakes every ``ping_interval_s``,
-sends a ping if nothing arrived since, and after ``read_timeout_s`` without a
-byte (not even a pong) closes the stream, so the pending read fails with
-:class:`BidiConnectionError`: a provider that goes silent with the socket open
-becomes a reconnect, never an endless wait. (A timeout around every read
-would cost a cancel scope and a timer per message, a large share of the
-reader's time at real-time pace: ``benchmarks/README.md``.)
+Liveness: the shared watchdog (``adapters/liveness.py``), one task per
+connection in a task group :func:`open_websocket` owns, pings a quiet
+connection and, after ``read_timeout_s`` without a byte (not even a pong),
+closes the stream, so the pending read fails with a retryable
+:class:`BidiConnectionError`. (A timeout around every read would cost a cancel
+scope and a timer per message, a large share of the reader's time at
+real-time pace: ``benchmarks/README.md``.)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,9 +55,20 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from adapters import _asyncio_stream
+from adapters._exceptions import unwrapped
+from adapters.connection import ConnectionOptions
+from adapters.liveness import Watchdog
+from adapters.urls import redacted_url
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError, redact
 
-__all__ = ["LeanWebSocket", "WebSocketClosed", "open_websocket"]
+__all__ = [
+    "ErrorForResponse",
+    "WebSocketClosed",
+    "WebSocketConnection",
+    "open_websocket",
+    "ssl_context_for",
+    "upgrade_refusal",
+]
 
 logger = logging.getLogger("bidi_core.adapters.websocket")
 
@@ -75,7 +88,7 @@ class WebSocketClosed(BidiConnectionError):
         self.reason = reason
 
 
-class LeanWebSocket:
+class WebSocketConnection:
     """One open WebSocket connection (client side) over an anyio byte stream.
 
     Made by :func:`open_websocket`. ``connection`` is wsproto's, after the
@@ -89,16 +102,28 @@ class LeanWebSocket:
     that saw every frame. A frame header this splitter does not expect (a
     mask, reserved bits, an unknown opcode) hands the rest of the connection
     to wsproto for good.
+
+    Writes: every frame is written whole under one lock, so tasks that write
+    (the provider's sender, its reader answering a ping or sending a message
+    of its own, the watchdog) never interleave inside a frame. A write cut
+    off half-way (cancelled, or failed) may have left part of a frame on the
+    wire; the connection then refuses every later write, the close frame
+    included, since the peer would read it as the rest of the torn frame.
     """
 
-    ping_interval_s = 10.0
-    read_timeout_s = 15.0
-    close_timeout_s = 2.0
-
-    def __init__(self, stream: anyio.abc.ByteStream, connection: WSConnection, first_frames: bytes = b"") -> None:
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        connection: WSConnection,
+        first_frames: bytes = b"",
+        *,
+        read_timeout_s: float = 15.0,
+        close_timeout_s: float = 3.0,
+    ) -> None:
         self._stream = stream
         self._ws = connection
         self._write_lock = anyio.Lock()
+        self._close_timeout_s = close_timeout_s
         # wsproto events, and whole messages (str or bytes) decoded by _feed, in order.
         self._pending: deque[ws_events.Event | str | bytes] = deque(connection.events())
         self._rest: list[bytes] = []  # an incomplete frame's bytes so far
@@ -109,51 +134,46 @@ class LeanWebSocket:
         self._stream_ended = False
         self._parts: list[str | bytes] = []
         self._closed: WebSocketClosed | None = None
-        self._dead: BidiConnectionError | None = None
-        # time.monotonic() rather than anyio.current_time(): it is read for every message, and
-        # the watchdog compares on the same clock.
-        self._last_rx = time.monotonic()
-        self._watchdog_tg: anyio.abc.TaskGroup | None = None
+        self._dead: BidiConnectionError | None = None  # the watchdog gave up on the server
+        self._torn: BidiConnectionError | None = None  # a write was cut off: no more writes
+        self._watchdog = Watchdog(read_timeout_s)
         if first_frames:
             self._feed(first_frames)
 
-    async def __aenter__(self) -> LeanWebSocket:
-        self._last_rx = time.monotonic()
-        self._watchdog_tg = anyio.create_task_group()
-        await self._watchdog_tg.__aenter__()
-        self._watchdog_tg.start_soon(self._watchdog, name="bidi_core websocket watchdog")
+    async def __aenter__(self) -> WebSocketConnection:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        try:
-            await self.aclose()
-        finally:
-            tg, self._watchdog_tg = self._watchdog_tg, None
-            if tg is not None:
-                tg.cancel_scope.cancel()
-                await tg.__aexit__(None, None, None)
+        await self.aclose()
 
-    async def _watchdog(self) -> None:
-        """Ping a quiet connection; drop a dead one (see the module docstring)."""
-        while self._closed is None:
-            await anyio.sleep(self.ping_interval_s)
-            quiet = time.monotonic() - self._last_rx
-            if quiet >= self.read_timeout_s:
-                self._dead = BidiConnectionError(f"the server sent nothing for {self.read_timeout_s:g} s")
-                logger.debug("%s", self._dead)
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self.close_timeout_s), suppress(Exception):
-                    await self._stream.aclose()
-                return
-            if quiet >= self.ping_interval_s:
-                with suppress(BidiConnectionError, LocalProtocolError):
-                    await self._write(self._ws.send(ws_events.Ping(b"bidi")))
+    async def watch(self) -> None:
+        """Run the liveness watchdog (``adapters/liveness.py``) until the server goes silent."""
+        self._watchdog.received()
+        await self._watchdog.run(self._ping, self._silent)
+
+    async def _ping(self) -> None:
+        if self._closed is None and self._ws.state is ConnectionState.OPEN:
+            with suppress(BidiConnectionError, LocalProtocolError):
+                await self._write(self._ws.send(ws_events.Ping(b"bidi")))
+
+    async def _silent(self, error: BidiConnectionError) -> None:
+        self._dead = error
+        logger.debug("%s", error)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._close_timeout_s), suppress(Exception):
+            await self._stream.aclose()
 
     async def _write(self, data: bytes) -> None:
         async with self._write_lock:
+            if self._torn is not None:
+                raise self._torn
             try:
                 await self._stream.send(data)
             except Exception as exc:  # anyio's Broken/ClosedResourceError, OSError, ssl.SSLError
-                raise BidiConnectionError(f"sending failed: {type(exc).__name__}") from None
+                self._torn = BidiConnectionError(f"sending failed: {type(exc).__name__}")
+                raise self._torn from None
+            except BaseException:
+                self._torn = BidiConnectionError("a write was cut off half-way; the connection cannot be written to")
+                raise
 
     async def send_text(self, text: str) -> None:
         if self._closed is not None:
@@ -292,17 +312,17 @@ class LeanWebSocket:
                 raise self._dead
             self._stream_ended = True
         else:
-            self._last_rx = time.monotonic()
+            self._watchdog.last_rx = time.monotonic()
         return data
 
     async def aclose(self) -> None:
         """Say goodbye (a close frame, bounded in time), then drop the stream."""
         with anyio.CancelScope(shield=True):
-            if self._closed is None and self._ws.state is ConnectionState.OPEN:
-                with anyio.move_on_after(self.close_timeout_s):
+            if self._closed is None and self._torn is None and self._ws.state is ConnectionState.OPEN:
+                with anyio.move_on_after(self._close_timeout_s):
                     with suppress(BidiConnectionError, LocalProtocolError):
                         await self._write(self._ws.send(ws_events.CloseConnection(code=1000)))
-            with anyio.move_on_after(self.close_timeout_s):
+            with anyio.move_on_after(self._close_timeout_s):
                 try:
                     await self._stream.aclose()
                 except Exception:
@@ -345,7 +365,11 @@ def _load_certifi(context: ssl.SSLContext) -> None:
     context.load_verify_locations(certifi.where())
 
 
-def _ssl_context(verify: Any) -> ssl.SSLContext:
+def ssl_context_for(verify: Any) -> ssl.SSLContext:
+    """The TLS trust ``verify`` names: ``None``/``True`` the process's default
+    context (the system's CA store, ``SSL_CERT_FILE``/``SSL_CERT_DIR``
+    honoured), ``False`` no verification, an ``ssl.SSLContext`` itself, or the
+    path of a CA file or directory."""
     if isinstance(verify, ssl.SSLContext):
         return verify
     if verify is None or verify is True:
@@ -365,8 +389,14 @@ def _ssl_context(verify: Any) -> ssl.SSLContext:
 
 # --------------------------------------------------------------------------- connecting
 
+ErrorForResponse = Callable[[int, Mapping[str, str], bytes], Exception]
+"""Builds the error for a refused upgrade from its status, headers (lower-case names) and body."""
 
-def _upgrade_error(status: int, body: bytes, secrets: tuple[str, ...]) -> Exception:
+
+def upgrade_refusal(status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()) -> Exception:
+    """The error for a refused upgrade, for any provider: 401/403 are not retryable, 429 is,
+    400/404 are ``invalid_request``, anything else is a :class:`BidiConnectionError`.
+    The body is quoted (500 characters), secrets redacted."""
     text = body.decode("utf-8", "replace")[:500]
     message = redact(f"the server refused the WebSocket upgrade (HTTP {status}) {text}".strip(), *secrets)
     if status in (401, 403):
@@ -392,10 +422,15 @@ def _proxy_for(scheme: str, host: str) -> str | None:
 
 
 async def _handshake(
-    stream: anyio.abc.ByteStream, host: str, target: str, headers: Mapping[str, str], secrets: tuple[str, ...]
+    stream: anyio.abc.ByteStream,
+    host: str,
+    target: str,
+    headers: Mapping[str, str],
+    secrets: tuple[str, ...],
+    error_for_response: ErrorForResponse,
 ) -> tuple[WSConnection, bytes]:
     """The upgrade: wsproto's connection, and the bytes that came after the 101 response
-    (the first frames, which :class:`LeanWebSocket` parses itself)."""
+    (the first frames, which :class:`WebSocketConnection` parses itself)."""
     handshake = H11Handshake(ConnectionType.CLIENT)
     try:
         extra = [(k.encode("ascii"), v.encode("utf-8")) for k, v in headers.items() if k.lower() != "host"]
@@ -405,6 +440,7 @@ async def _handshake(
         raise BidiUsageError(redact(f"cannot send these headers: {exc}", *secrets)) from None
     await stream.send(request)
     status: int | None = None
+    refusal_headers: dict[str, str] = {}
     body = bytearray()
     head = b""
     while True:
@@ -412,7 +448,7 @@ async def _handshake(
             data = await stream.receive(_READ_SIZE)
         except anyio.EndOfStream:
             if status is not None:  # a refusal whose body runs to the end of the connection
-                raise _upgrade_error(status, bytes(body), secrets) from None
+                raise error_for_response(status, refusal_headers, bytes(body)) from None
             raise BidiConnectionError("the server closed the connection during the WebSocket handshake") from None
         after = b""
         if status is None:
@@ -438,13 +474,17 @@ async def _handshake(
                     return handshake.connection, after
                 if isinstance(event, ws_events.RejectConnection):
                     status = event.status_code
+                    refusal_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers or ()}
                     if not event.has_body:
-                        raise _upgrade_error(status, b"", secrets)
+                        raise error_for_response(status, refusal_headers, b"")
                 elif isinstance(event, ws_events.RejectData) and status is not None:
                     if len(body) < _MAX_REJECT_BODY:
                         body += event.data
                     if event.body_finished:
-                        raise _upgrade_error(status, bytes(body), secrets)
+                        raise error_for_response(status, refusal_headers, bytes(body))
+
+
+_DEFAULT_OPTIONS = ConnectionOptions()
 
 
 @asynccontextmanager
@@ -453,21 +493,21 @@ async def open_websocket(
     headers: Mapping[str, str],
     *,
     secrets: tuple[str, ...] = (),
-    verify: Any = None,
-    connect_timeout_s: float = 10.0,
-) -> AsyncIterator[LeanWebSocket]:
-    """Connect, upgrade, and yield a :class:`LeanWebSocket`; close it on exit.
+    options: ConnectionOptions = _DEFAULT_OPTIONS,
+    error_for_response: ErrorForResponse | None = None,
+) -> AsyncIterator[WebSocketConnection]:
+    """Connect, upgrade, and yield a :class:`WebSocketConnection` watched for liveness; close it on exit.
 
     ``url`` is ``ws://``, ``wss://``, ``http://`` or ``https://`` (a path and
-    a query string are kept). ``verify`` is ``None``/``True`` (the system's CA
-    store, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured), ``False`` (no
-    verification), an ``ssl.SSLContext`` (a custom CA) or the path of a CA
-    file or directory. ``connect_timeout_s`` bounds the TCP connection, TLS and
-    the upgrade together. Raises :class:`BidiProviderError` when the server
-    refuses the upgrade (401/403 are not retryable; 429 is; 400/404 are
-    ``invalid_request``), :class:`BidiConnectionError` for other refusals and
-    when it cannot be reached or does not answer in time. ``secrets`` are
-    redacted from every message.
+    a query string are kept). ``options`` (:class:`ConnectionOptions`): its
+    ``connect_timeout_s`` bounds the TCP connection, TLS and the upgrade
+    together; ``read_timeout_s`` is the watchdog's; ``ssl_context`` is the TLS
+    trust (``None``: the process's default, see :func:`ssl_context_for`);
+    ``proxy``, or else the environment's, sends the upgrade through httpx. A
+    refused upgrade raises ``error_for_response(status, headers, body)``
+    (default :func:`upgrade_refusal`); a server that cannot be reached or does
+    not answer in time, :class:`BidiConnectionError`. ``secrets`` are redacted
+    from every message.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -476,26 +516,56 @@ async def open_websocket(
     tls = scheme in ("wss", "https")
     http_scheme = "https" if tls else "http"
     try:
-        port = parts.port or (443 if tls else 80)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
         raise BidiUsageError(redact(f"not a valid port in {url!r}", *secrets)) from None
-    proxy = _proxy_for(http_scheme, parts.hostname)
+    refusal = error_for_response or partial(upgrade_refusal, secrets=secrets)
+    proxy = options.proxy or _proxy_for(http_scheme, parts.hostname)
     if proxy is not None:
-        async with _open_via_httpx(url, http_scheme, proxy, headers, secrets, verify, connect_timeout_s) as ws:
-            yield ws
-        return
+        connecting = _open_via_httpx(url, http_scheme, proxy, headers, secrets, options, refusal)
+    else:
+        connecting = _open_direct(url, headers, secrets, options, refusal)
+    async with connecting as ws, _watched(ws):
+        yield ws
 
-    context = _ssl_context(verify) if tls else None
-    host = parts.hostname
+
+@asynccontextmanager
+async def _watched(ws: WebSocketConnection) -> AsyncIterator[None]:
+    """Run the connection's watchdog in a task group around the caller's block.
+
+    The caller's own error comes out as itself (the watchdog never raises),
+    not wrapped in the group's exception group."""
+    with unwrapped():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ws.watch, name="bidi_core websocket watchdog")
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _open_direct(
+    url: str,
+    headers: Mapping[str, str],
+    secrets: tuple[str, ...],
+    options: ConnectionOptions,
+    error_for_response: ErrorForResponse,
+) -> AsyncIterator[WebSocketConnection]:
+    parts = urlsplit(url)
+    tls = parts.scheme.lower() in ("wss", "https")
+    host = parts.hostname or ""
+    port = parts.port or (443 if tls else 80)
+    context = (options.ssl_context or ssl_context_for(None)) if tls else None
     host_header = f"[{host}]" if ":" in host else host
     if parts.port is not None and parts.port != (443 if tls else 80):
         host_header += f":{parts.port}"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    where = redact(f"{http_scheme}://{host_header}{parts.path or '/'}", *secrets)
+    where = redacted_url(f"{'https' if tls else 'http'}://{host_header}{parts.path}", *secrets, with_query=False)
 
     stream: anyio.abc.ByteStream | None = None
     try:
-        with anyio.fail_after(connect_timeout_s):
+        with anyio.fail_after(options.connect_timeout_s):
             if _asyncio_stream.on_asyncio():
                 stream = await _asyncio_stream.connect(host, port, context, tls_hostname=host if tls else None)
             else:
@@ -504,17 +574,27 @@ async def open_websocket(
                     if tls
                     else anyio.connect_tcp(host, port)
                 )
-            connection, first_frames = await _handshake(stream, host_header, target, headers, secrets)
+            connection, first_frames = await _handshake(
+                stream, host_header, target, headers, secrets, error_for_response
+            )
     except BaseException as exc:
         if stream is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(LeanWebSocket.close_timeout_s):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(options.close_timeout_s):
                 await stream.aclose()
         if isinstance(exc, TimeoutError):
-            raise BidiConnectionError(f"cannot reach {where}: no answer within {connect_timeout_s:g} s") from None
+            raise BidiConnectionError(
+                f"cannot reach {where}: no answer within {options.connect_timeout_s:g} s"
+            ) from None
         if isinstance(exc, OSError | anyio.BrokenResourceError | anyio.EndOfStream | ssl.SSLError):
             raise BidiConnectionError(redact(f"cannot reach {where}: {type(exc).__name__}: {exc}", *secrets)) from None
         raise
-    async with LeanWebSocket(stream, connection, first_frames) as ws:
+    async with WebSocketConnection(
+        stream,
+        connection,
+        first_frames,
+        read_timeout_s=options.read_timeout_s,
+        close_timeout_s=options.close_timeout_s,
+    ) as ws:
         yield ws
 
 
@@ -550,27 +630,33 @@ async def _open_via_httpx(
     proxy: str,
     headers: Mapping[str, str],
     secrets: tuple[str, ...],
-    verify: Any,
-    connect_timeout_s: float,
-) -> AsyncIterator[LeanWebSocket]:
+    options: ConnectionOptions,
+    error_for_response: ErrorForResponse,
+) -> AsyncIterator[WebSocketConnection]:
     """The upgrade through httpx (it speaks to proxies: CONNECT, auth, SOCKS with its extra)."""
     try:
         import httpx
         import httpx_ws
     except ImportError:
         raise BidiUsageError(
-            "a proxy from the environment (HTTP_PROXY/HTTPS_PROXY/ALL_PROXY) applies to this host: install "
+            "a proxy applies to this host (ConnectionOptions.proxy, or HTTP_PROXY/HTTPS_PROXY/ALL_PROXY): install "
             '"bidi-core[proxy]" (httpx and httpx-ws) to connect through it, or exclude the host with NO_PROXY'
         ) from None
 
-    def session(stream: Any, **_ignored: Any) -> LeanWebSocket:
+    def session(stream: Any, **_ignored: Any) -> WebSocketConnection:
         # httpx-ws passes its own queue/keepalive settings; they describe its background reader.
-        return LeanWebSocket(_HttpcoreStream(stream), WSConnection(ConnectionType.CLIENT))
+        return WebSocketConnection(
+            _HttpcoreStream(stream),
+            WSConnection(ConnectionType.CLIENT),
+            read_timeout_s=options.read_timeout_s,
+            close_timeout_s=options.close_timeout_s,
+        )
 
     http_url = http_scheme + url[url.index(":") :]
-    timeout = httpx.Timeout(connect_timeout_s, read=None, write=connect_timeout_s)
-    logger.debug("connecting through the proxy from the environment")
-    async with httpx.AsyncClient(timeout=timeout, verify=_ssl_context(verify)) as client:
+    timeout = httpx.Timeout(options.connect_timeout_s, read=None, write=options.connect_timeout_s)
+    logger.debug("connecting through a proxy")
+    verify = options.ssl_context or ssl_context_for(None)
+    async with httpx.AsyncClient(timeout=timeout, verify=verify, proxy=proxy) as client:
         try:
             async with httpx_ws.aconnect_ws(
                 http_url,
@@ -584,7 +670,8 @@ async def _open_via_httpx(
             body = b""
             with suppress(httpx.HTTPError, RuntimeError):
                 body = await exc.response.aread()
-            raise _upgrade_error(exc.response.status_code, body, secrets) from None
+            refused = {k.lower(): v for k, v in exc.response.headers.items()}
+            raise error_for_response(exc.response.status_code, refused, body) from None
         except (httpx.TransportError, OSError) as exc:
             raise BidiConnectionError(
                 redact(f"cannot reach {http_url} through the proxy: {type(exc).__name__}: {exc}", *secrets)

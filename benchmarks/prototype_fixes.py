@@ -23,7 +23,7 @@ each one), and nothing imports this module unless asked to.
   updates two dicts per audio chunk. The prototype handles audio deltas
   inline in ``receive`` (with the same bookkeeping, kept for the current item
   only until the item changes) and sends everything else the old way.
-* ``ws-read``: ``LeanWebSocket._read`` reads through httpcore's stream
+* ``ws-read``: ``WebSocketConnection._read`` reads through httpcore's stream
   wrapper, ``AnyIOStream.read``, which enters ``map_exceptions`` and
   ``anyio.fail_after(None)`` (a generator context manager and a cancel scope)
   for every read. The prototype reads the anyio (or trio) stream under it
@@ -72,7 +72,7 @@ def _landed() -> set[str]:
         landed |= {"wire-audio", "warm-wire"}
     if hasattr(wire, "audio_delta_fields"):  # f50412f: audio deltas inline in session.receive
         landed.add("adapter-audio")
-    if "connection" in inspect.signature(websocket.LeanWebSocket).parameters:  # 1440e52: no httpcore stream
+    if "connection" in inspect.signature(websocket.WebSocketConnection).parameters:  # 1440e52: no httpcore stream
         landed.add("ws-read")
     if hasattr(websocket, "_asyncio_stream"):  # 1b1d827: anyio's asyncio socket stream is not used
         landed.add("anyio-read")
@@ -198,7 +198,7 @@ def _ws_read() -> None:
     from adapters import websocket
     from ports.errors import BidiConnectionError
 
-    original = websocket.LeanWebSocket._read
+    original = websocket.WebSocketConnection._read
 
     async def read(self: Any) -> bytes:
         outer = self._stream
@@ -224,7 +224,7 @@ def _ws_read() -> None:
             self._last_rx = anyio.current_time()
         return data
 
-    websocket.LeanWebSocket._read = read  # type: ignore[method-assign]
+    websocket.WebSocketConnection._read = read  # type: ignore[method-assign]
 
 
 def _warm_wire() -> None:

@@ -7,7 +7,7 @@ thousands of calls):
 
 * **floor**: what the raw client does with a frame (wsproto parse,
   ``json.loads``, ``b64decode``);
-* **adapter**: ``LeanWebSocket.receive`` from a stream that always has the
+* **adapter**: ``WebSocketConnection.receive`` from a stream that always has the
   next frame (its own split of a whole single-frame message, the hand-off;
   wsproto's parse, which it skips for such frames, is the row above it),
   ``wire.decode_server_event`` (JSON, and cattrs for every event but audio
@@ -50,7 +50,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from adapters.openai import wire
 from adapters.openai.config import OpenAIConfig
 from adapters.openai.session import OpenAIRealtimeSession
-from adapters.websocket import LeanWebSocket
+from adapters.websocket import WebSocketConnection
 from benchmarks.workload import STAMP
 from bidi_core import BidiAgent, BidiAudioStreamEvent, BidiResponseStartEvent
 from bidi_core.conversation import Conversation, Phase, step
@@ -131,7 +131,7 @@ def sync_stages() -> dict[str, float]:
         async def receive(self, max_bytes: int = 65536) -> bytes:
             return frame
 
-    ws = LeanWebSocket(_Stream(), _open_connection())  # type: ignore[arg-type]
+    ws = WebSocketConnection(_Stream(), _open_connection())  # type: ignore[arg-type]
 
     def ws_receive() -> object:
         step = ws.receive()
@@ -179,7 +179,7 @@ def sync_stages() -> dict[str, float]:
         "floor: wsproto parse + json.loads + b64decode": best_us(floor),
         "  the same with a minimal frame parser, no wsproto": best_us(floor_minimal),
         "adapter: wsproto parse (one frame)": best_us(ws_parse),
-        "adapter: LeanWebSocket.receive (split + hand-off)": best_us(ws_receive),
+        "adapter: WebSocketConnection.receive (split + hand-off)": best_us(ws_receive),
         "adapter: wire.decode_server_event (json + event)": best_us(lambda: wire.decode_server_event(DELTA)),
         "  of which json.loads": best_us(lambda: json.loads(DELTA)),
         "adapter: session.receive (json + b64decode + event)": best_us(receive),

@@ -23,7 +23,8 @@ from anyio.streams.tls import TLSListener
 from wsproto import ConnectionType, WSConnection
 from wsproto import events as ev
 
-from adapters.websocket import WebSocketClosed, open_websocket
+from adapters.connection import ConnectionOptions
+from adapters.websocket import WebSocketClosed, open_websocket, ssl_context_for
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError
 
 KEY = "sk-websocket-test-key-0123456789"
@@ -188,7 +189,9 @@ async def test_wss_with_a_custom_ca(
     payload = bytes(range(256)) * 300  # bigger than one TLS record
     async with serving(accept_then(ev.TextMessage("secure"), ev.BytesMessage(payload)), ssl_context=server_tls) as s:
         with anyio.fail_after(10):
-            async with open_websocket(s.url(), HEADERS, secrets=(KEY,), verify=verify) as ws:
+            async with open_websocket(
+                s.url(), HEADERS, secrets=(KEY,), options=ConnectionOptions(ssl_context=ssl_context_for(verify))
+            ) as ws:
                 assert await ws.receive() == "secure"
                 assert await ws.receive() == payload
                 await ws.send_text("over tls")
@@ -208,7 +211,9 @@ async def test_wss_against_an_unknown_ca_is_a_connection_error(server_tls: ssl.S
 async def test_wss_without_verification_connects(server_tls: ssl.SSLContext) -> None:
     async with serving(accept_then(ev.TextMessage("unverified")), ssl_context=server_tls) as server:
         with anyio.fail_after(10):
-            async with open_websocket(server.url(), {}, verify=False) as ws:
+            async with open_websocket(
+                server.url(), {}, options=ConnectionOptions(ssl_context=ssl_context_for(False))
+            ) as ws:
                 assert await ws.receive() == "unverified"
 
 
@@ -252,7 +257,9 @@ async def test_a_refused_upgrade_is_a_typed_error_with_the_status_and_body(
 async def test_a_server_that_never_answers_the_handshake_times_out() -> None:
     async with serving(silent=True) as server:
         with anyio.fail_after(10), pytest.raises(BidiConnectionError, match=r"no answer within 0\.3 s") as caught:
-            async with open_websocket(server.url(f"/v1?key={KEY}"), HEADERS, secrets=(KEY,), connect_timeout_s=0.3):
+            async with open_websocket(
+                server.url(f"/v1?key={KEY}"), HEADERS, secrets=(KEY,), options=ConnectionOptions(connect_timeout_s=0.3)
+            ):
                 pass
     assert KEY not in str(caught.value)
 
@@ -350,11 +357,12 @@ async def test_a_connection_lost_without_a_close_frame_is_1006() -> None:
     assert caught.value.code == 1006
 
 
-# ---------------------------------------------------------------- through a proxy from the environment
+# ---------------------------------------------------------------- through a proxy
 
 
-async def test_wss_through_an_https_proxy_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+@pytest.mark.parametrize("given_by", ["environment", "options"])
+async def test_wss_through_an_https_proxy(
+    given_by: str, monkeypatch: pytest.MonkeyPatch, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
 ) -> None:
     tunnels: list[bytes] = []
 
@@ -380,14 +388,18 @@ async def test_wss_through_an_https_proxy_from_the_environment(
 
     proxy_listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     proxy_port = proxy_listener.extra(anyio.abc.SocketAttribute.local_port)
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy_port}")
+    options = ConnectionOptions(ssl_context=client_tls)
+    if given_by == "environment":
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy_port}")
+    else:
+        options = ConnectionOptions(ssl_context=client_tls, proxy=f"http://127.0.0.1:{proxy_port}")
     async with proxy_listener, anyio.create_task_group() as tg:
         tg.start_soon(proxy_listener.serve, proxy)
         async with serving(accept_then(ev.TextMessage("via proxy")), ssl_context=server_tls) as server:
             with anyio.fail_after(10):
-                async with open_websocket(server.url(), HEADERS, secrets=(KEY,), verify=client_tls) as ws:
+                async with open_websocket(server.url(), HEADERS, secrets=(KEY,), options=options) as ws:
                     assert await ws.receive() == "via proxy"
         tg.cancel_scope.cancel()
     assert tunnels == [f"CONNECT localhost:{server.port} HTTP/1.1".encode()]

@@ -1,6 +1,6 @@
 """The WebSocket's own frame splitter agrees with wsproto, frame by frame.
 
-``LeanWebSocket`` decodes whole single-frame messages itself and hands every
+``WebSocketConnection`` decodes whole single-frame messages itself and hands every
 other frame to wsproto. Here a wsproto *server* writes random messages
 (text and binary, whole or fragmented, sizes around the length encodings'
 edges, pings in between) and the bytes reach the client cut at random places;
@@ -31,7 +31,8 @@ from wsproto.events import (
     TextMessage,
 )
 
-from adapters.websocket import LeanWebSocket, WebSocketClosed
+from adapters.websocket import WebSocketClosed, WebSocketConnection
+from ports.errors import BidiConnectionError
 
 
 class ReplayStream(anyio.abc.ByteStream):
@@ -85,7 +86,7 @@ message = st.tuples(
 async def run_client(pieces: list[bytes], wsproto_only: bool) -> tuple[list[str | bytes], int, bytes]:
     connection, _ = opened()
     stream = ReplayStream(pieces)
-    ws = LeanWebSocket(stream, connection)
+    ws = WebSocketConnection(stream, connection)
     ws._wsproto_only = wsproto_only
     got: list[str | bytes] = []
     with pytest.raises(WebSocketClosed) as closed:
@@ -168,3 +169,27 @@ async def test_a_ping_read_together_with_the_close_is_not_answered_after_it() ->
     _, server_view = opened()
     server_view.receive_data(sent)
     assert [type(e) for e in server_view.events()] == [CloseConnection]  # the close's answer, no pong after it
+
+
+class StuckStream(ReplayStream):
+    """A socket whose peer stopped reading: a write hands over part of its bytes, then waits for room."""
+
+    async def send(self, item: bytes) -> None:
+        self.sent += item[: len(item) // 2]
+        await anyio.sleep_forever()
+
+
+async def test_a_write_cut_off_half_way_leaves_nothing_to_interleave_with() -> None:
+    """A frame cut off mid-write (its sender cancelled) leaves part of it on the wire: any later frame, from
+    another task or the close, would be read as its rest. The connection refuses every later write."""
+    connection, _ = opened()
+    stream = StuckStream([])
+    ws = WebSocketConnection(stream, connection)
+    with anyio.move_on_after(0.05) as scope:
+        await ws.send_text("x" * 1000)
+    assert scope.cancelled_caught
+    torn = bytes(stream.sent)
+    with pytest.raises(BidiConnectionError, match="cut off half-way"):
+        await ws.send_text("from the reader")
+    await ws.aclose()  # no close frame either
+    assert bytes(stream.sent) == torn

@@ -2,7 +2,8 @@
 
 A tiny wsproto server on 127.0.0.1 accepts the upgrade and then either
 answers pings (alive but quiet) or ignores everything (dead with the socket
-open). The intervals are shortened through the class's own settings.
+open). The read timeout is the connection's own option (pings go out after
+two thirds of it).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import pytest
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request
 
-from adapters.websocket import LeanWebSocket, open_websocket
+from adapters.connection import ConnectionOptions
+from adapters.websocket import open_websocket
 from ports.errors import BidiConnectionError
+
+SHORT = ConnectionOptions(read_timeout_s=0.3)
 
 
 async def serve(listener: anyio.abc.SocketListener, *, answer_pings: bool, pings: list[bytes]) -> None:
@@ -35,13 +39,6 @@ async def serve(listener: anyio.abc.SocketListener, *, answer_pings: bool, pings
             pass
 
 
-@pytest.fixture
-def short_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(LeanWebSocket, "ping_interval_s", 0.05)
-    monkeypatch.setattr(LeanWebSocket, "read_timeout_s", 0.3)
-
-
-@pytest.mark.usefixtures("short_intervals")
 async def test_a_silent_dead_server_is_dropped_after_the_read_timeout() -> None:
     pings: list[bytes] = []
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
@@ -50,16 +47,15 @@ async def test_a_silent_dead_server_is_dropped_after_the_read_timeout() -> None:
         async with listener, anyio.create_task_group() as tg:
             tg.start_soon(lambda: serve(listener.listeners[0], answer_pings=False, pings=pings))
             started = anyio.current_time()
-            async with open_websocket(f"ws://127.0.0.1:{port}/", {}) as ws:
+            async with open_websocket(f"ws://127.0.0.1:{port}/", {}, options=SHORT) as ws:
                 with pytest.raises(BidiConnectionError, match="sent nothing"):
                     await ws.receive()
             waited = anyio.current_time() - started
             tg.cancel_scope.cancel()
     assert pings  # it asked before it gave up
-    assert waited >= LeanWebSocket.read_timeout_s
+    assert waited >= SHORT.read_timeout_s
 
 
-@pytest.mark.usefixtures("short_intervals")
 async def test_a_quiet_server_that_answers_pings_stays_connected() -> None:
     pings: list[bytes] = []
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
@@ -67,9 +63,9 @@ async def test_a_quiet_server_that_answers_pings_stays_connected() -> None:
     with anyio.fail_after(5):
         async with listener, anyio.create_task_group() as tg:
             tg.start_soon(lambda: serve(listener.listeners[0], answer_pings=True, pings=pings))
-            async with open_websocket(f"ws://127.0.0.1:{port}/", {}) as ws:
+            async with open_websocket(f"ws://127.0.0.1:{port}/", {}, options=SHORT) as ws:
                 # Three read timeouts of silence but for the pongs: still alive.
-                with anyio.move_on_after(3 * LeanWebSocket.read_timeout_s) as scope:
+                with anyio.move_on_after(3 * SHORT.read_timeout_s) as scope:
                     await ws.receive()
                 assert scope.cancelled_caught
             tg.cancel_scope.cancel()

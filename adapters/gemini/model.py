@@ -14,8 +14,9 @@ Two backends speak the same ``BidiGenerateContent`` protocol:
 ``base_url`` points either at another host (``https``/``wss`` or, for a local
 simulator, ``http``/``ws``), with the versioned path appended, or at a full
 ``.../BidiGenerateContent`` URL used as it is. A custom CA goes in
-``ssl_context``; without one, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` are honoured
-(read at each connection and handed to our WebSocket client, ``adapters/websocket.py``).
+``ssl_context`` (or ``connection=ConnectionOptions(ssl_context=...)``); without
+one, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` are honoured (read at each connection
+and handed to our WebSocket client, ``adapters/websocket.py``).
 """
 
 from __future__ import annotations
@@ -24,17 +25,22 @@ import inspect
 import itertools
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
+import attrs
 
+from adapters.connection import ConnectionOptions, merge_options
 from adapters.gemini.config import GeminiConfig, parse_provider_config
 from adapters.gemini.session import GeminiLiveSession, build_setup, describe_setup, history_turns
-from adapters.websocket import open_websocket
+from adapters.urls import redacted_url, websocket_url
+from adapters.websocket import open_websocket, ssl_context_for
 from ports.audio import AudioFormat
-from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError, redact
+from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError
 from ports.model import ConnectRequest, ModelCapabilities
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "BidiGeminiLiveModel"]
@@ -53,16 +59,6 @@ AccessToken = str | Callable[[], str | Awaitable[str]]
 _ids = itertools.count(1)
 
 
-def _ws_url(url: str) -> str:
-    url = url.rstrip("/")
-    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
-        if url.startswith(http):
-            return ws + url[len(http) :]
-    if url.startswith(("ws://", "wss://")):
-        return url
-    raise BidiUsageError(f"base_url must start with ws://, wss://, http:// or https://, got {redact(url)!r}")
-
-
 class BidiGeminiLiveModel:
     """Gemini Live as a :class:`ports.model.BidiModel`.
 
@@ -76,6 +72,13 @@ class BidiGeminiLiveModel:
     connection. ``max_connection_s`` is None because the service announces
     the end of a connection with ``goAway`` (about every 10 minutes), which
     the core turns into a rotation at the next turn boundary.
+
+    ``connection`` (:class:`~adapters.connection.ConnectionOptions`) sets the
+    timeouts (connect 10 s, read 15 s of silence, close 3 s), the TLS trust and
+    a proxy; ``connect_timeout_s`` and ``ssl_context`` (an ``ssl.SSLContext``,
+    or as ``verify`` elsewhere ``False`` or a CA path) are the older spellings
+    and must not contradict it. ``setup_timeout_s`` (15 s) bounds the wait
+    for ``setupComplete``.
     """
 
     def __init__(
@@ -94,7 +97,8 @@ class BidiGeminiLiveModel:
         extra_headers: Mapping[str, str] | None = None,
         max_connection_s: float | None = None,
         setup_timeout_s: float = 15.0,
-        connect_timeout_s: float = 10.0,
+        connect_timeout_s: float | None = None,
+        connection: ConnectionOptions | None = None,
     ) -> None:
         if not isinstance(model_id, str) or not model_id.strip("/ "):
             raise BidiUsageError("model_id must be a non-empty string, e.g. " + repr(DEFAULT_MODEL))
@@ -127,10 +131,12 @@ class BidiGeminiLiveModel:
         self.model_path = self._model_path(model_id)
         self.url = self._endpoint(base_url)
         self.config: GeminiConfig = parse_provider_config(provider_config, vertex=self.vertexai)
-        self._ssl_context = ssl_context
+        context = ssl_context if isinstance(ssl_context, ssl.SSLContext) or ssl_context is None else None
+        if context is None and ssl_context is not None:
+            context = ssl_context_for(ssl_context)  # False, or a CA path, as ``verify`` elsewhere
+        self.connection = merge_options(connection, connect_timeout_s=connect_timeout_s, ssl_context=context)
         self._extra_headers = dict(extra_headers or {})
         self._setup_timeout_s = float(setup_timeout_s)
-        self._connect_timeout_s = float(connect_timeout_s)
         self._capabilities = ModelCapabilities(
             input_audio=AudioFormat(self.config.input_rate),
             output_audio=AudioFormat(24000),
@@ -168,19 +174,14 @@ class BidiGeminiLiveModel:
                 else f"{self.location}-aiplatform.googleapis.com"
             )
             return f"wss://{host}{path}"
-        if not isinstance(base_url, str):
-            raise BidiUsageError("base_url must be a string")
-        url = _ws_url(base_url)
-        where, question, query = url.partition("?")  # a query (say ?key=...) stays at the end
-        if "BidiGenerateContent" not in where:
-            where = where.rstrip("/") + path
-        return where + question + query
+        full = isinstance(base_url, str) and "BidiGenerateContent" in urlsplit(base_url).path
+        return websocket_url(base_url, path="" if full else path)
 
     def __repr__(self) -> str:
         backend = ", vertexai=True" if self.vertexai else ""
         return (
             f"BidiGeminiLiveModel(model_id={self._model_id!r}{backend}, "
-            f"url={redact(self.url, *self._secrets())!r}, credentials='***')"
+            f"url={redacted_url(self.url, *self._secrets())!r}, credentials='***')"
         )
 
     def _secrets(self) -> tuple[str, ...]:
@@ -222,12 +223,15 @@ class BidiGeminiLiveModel:
             headers["x-goog-api-key"] = self._api_key
         return headers, secrets
 
-    def _verify(self) -> Any:
-        """The TLS trust for this connection: ``ssl_context``, else ``SSL_CERT_FILE``/``SSL_CERT_DIR`` as they
-        are now (read per connection, so a process that sets them late still gets them), else the system's."""
-        if self._ssl_context is not None:
-            return self._ssl_context
-        return os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR") or None
+    def _options(self) -> ConnectionOptions:
+        """The options for this connection: the TLS trust is ``ssl_context``, else ``SSL_CERT_FILE``/``SSL_CERT_DIR``
+        as they are now (read per connection, so a process that sets them late still gets them), else the system's."""
+        if self.connection.ssl_context is not None:
+            return self.connection
+        path = os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")
+        if not path:
+            return self.connection
+        return attrs.evolve(self.connection, ssl_context=ssl_context_for(path))
 
     @asynccontextmanager
     async def connect(self, request: ConnectRequest) -> AsyncIterator[GeminiLiveSession]:
@@ -244,15 +248,9 @@ class BidiGeminiLiveModel:
         handle = request.resume_handle if self.config.resumption else None
         setup = build_setup(self.model_path, self.config, request, handle)
         history = [] if handle else history_turns(request.history)
-        logger.debug("connecting %s to %s", connection_id, redact(self.url, *secrets))
+        logger.debug("connecting %s to %s", connection_id, redacted_url(self.url, *secrets))
         logger.debug("%s setup: %s", connection_id, describe_setup(setup))
-        async with open_websocket(
-            self.url,
-            headers,
-            secrets=secrets,
-            verify=self._verify(),
-            connect_timeout_s=self._connect_timeout_s,
-        ) as ws:
+        async with open_websocket(self.url, headers, secrets=secrets, options=self._options()) as ws:
             session = GeminiLiveSession(ws, connection_id, self._capabilities, self.config, secrets)
             await session.open(setup, history, timeout_s=self._setup_timeout_s)
             yield session

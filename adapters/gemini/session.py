@@ -57,7 +57,7 @@ import attrs
 
 from adapters.gemini import wire
 from adapters.gemini.config import OUTPUT_RATE, GeminiConfig
-from adapters.websocket import LeanWebSocket, WebSocketClosed
+from adapters.websocket import WebSocketClosed, WebSocketConnection
 from ports.errors import (
     BidiConnectionError,
     BidiError,
@@ -212,7 +212,7 @@ class GeminiLiveSession:
 
     def __init__(
         self,
-        ws: LeanWebSocket,
+        ws: WebSocketConnection,
         connection_id: str,
         capabilities: ModelCapabilities,
         config: GeminiConfig,

@@ -6,6 +6,7 @@ from botocore, per-event chunk signatures and event-stream framing of our
 own. Needs the ``nova`` extra (``pip install "bidi-core[nova]"``).
 """
 
+from adapters.connection import ConnectionOptions
 from adapters.nova_sonic.config import NOVA_2_SONIC, NOVA_SONIC, NovaSonicConfig
 from adapters.nova_sonic.errors import NovaSonicProviderError
 from adapters.nova_sonic.model import STREAM_LIMIT_S, BidiNovaSonicModel
@@ -15,6 +16,7 @@ __all__ = [
     "NOVA_SONIC",
     "STREAM_LIMIT_S",
     "BidiNovaSonicModel",
+    "ConnectionOptions",
     "NovaSonicConfig",
     "NovaSonicProviderError",
 ]

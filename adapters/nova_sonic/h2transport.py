@@ -15,9 +15,10 @@ Bedrock's bidirectional stream is a single HTTP/2 POST whose request body
 * **faults**: RST_STREAM, GOAWAY, a closed socket and ``h2`` protocol errors
   become :class:`BidiConnectionError` (retryable) or :class:`BidiProtocolError`;
   a non-200 response is read to its end and handed to ``error_for_response``;
-* **liveness**: a watchdog pings a quiet connection and, after
-  ``read_timeout_s`` without a byte, fails it (a service that goes silent with
-  the socket open is a reconnect, not an endless wait).
+* **liveness**: the shared watchdog (``adapters/liveness.py``) pings a quiet
+  connection and, after ``read_timeout_s`` without a byte, fails it (a
+  service that goes silent with the socket open is a reconnect, not an
+  endless wait).
 
 Writes of all tasks go through one lock; whoever flushes sends whatever ``h2``
 has queued, in order.
@@ -41,6 +42,9 @@ import h2.exceptions
 import h2.settings
 from hpack import NeverIndexedHeaderTuple
 
+from adapters._exceptions import unwrapped
+from adapters.connection import ConnectionOptions
+from adapters.liveness import Watchdog
 from ports.errors import BidiConnectionError, BidiError, BidiProtocolError
 
 __all__ = ["ErrorForResponse", "H2Stream", "open_stream"]
@@ -63,10 +67,8 @@ class H2Stream:
         sock: anyio.abc.ByteStream,
         error_for_response: ErrorForResponse,
         *,
-        ping_interval_s: float = 10.0,
         read_timeout_s: float = 15.0,
     ) -> None:
-        self.ping_interval_s = ping_interval_s
         self.read_timeout_s = read_timeout_s
         self._sock = sock
         self._error_for_response = error_for_response
@@ -82,7 +84,7 @@ class H2Stream:
         self._remote_ended = False
         self._local_ended = False
         self._error: BidiError | None = None
-        self._last_rx = anyio.current_time()
+        self._watchdog = Watchdog(read_timeout_s)
         self.frames_received = 0
 
     # ------------------------------------------------------------------ state
@@ -259,7 +261,7 @@ class H2Stream:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError) as exc:
                 self._fail(BidiConnectionError(f"receiving failed: {type(exc).__name__}"))
                 return
-            self._last_rx = anyio.current_time()
+            self._watchdog.received()
             try:
                 events = self._conn.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
@@ -331,27 +333,19 @@ class H2Stream:
         return True
 
     async def run_watchdog(self) -> None:
-        """Ping a quiet connection; fail a dead one (see the module docstring).
+        """Ping a quiet connection; fail a silent one (``adapters/liveness.py``)."""
+        await self._watchdog.run(self._ping, self._silent)
 
-        One timer per connection, not a timeout around every read: the reader
-        stays a plain loop, and the watchdog wakes a few times per interval.
-        """
-        pinged_at = -1.0
-        while self._error is None:
-            now = anyio.current_time()
-            quiet = now - self._last_rx
-            if quiet >= self.read_timeout_s:
-                self._fail(BidiConnectionError(f"the server sent nothing for {self.read_timeout_s:g} s"))
-                with suppress(Exception):
-                    await self._sock.aclose()
-                return
-            if quiet >= self.ping_interval_s and pinged_at < self._last_rx:
-                pinged_at = now
-                with suppress(BidiError, h2.exceptions.ProtocolError):
-                    self._conn.ping(b"bidicore")
-                    await self._flush_if_idle()
-            until = self.ping_interval_s if quiet < self.ping_interval_s else self.read_timeout_s
-            await anyio.sleep(max(until - quiet, 0.01))
+    async def _ping(self) -> None:
+        if self._error is None:
+            with suppress(BidiError, h2.exceptions.ProtocolError):
+                self._conn.ping(b"bidicore")
+                await self._flush_if_idle()
+
+    async def _silent(self, error: BidiConnectionError) -> None:
+        self._fail(error)
+        with suppress(Exception):
+            await self._sock.aclose()
 
     async def aclose(self, timeout_s: float = 2.0) -> None:
         """Say GOAWAY (if the connection still works) and close the socket."""
@@ -375,18 +369,20 @@ async def open_stream(
     *,
     ssl_context: ssl.SSLContext,
     error_for_response: ErrorForResponse,
-    connect_timeout_s: float = 10.0,
-    read_timeout_s: float = 15.0,
+    options: ConnectionOptions,
     tls_hostname: str | None = None,
 ) -> AsyncIterator[H2Stream]:
-    """Connect with TLS (ALPN ``h2``), start the request, run the reader; yield the stream.
+    """Connect with TLS (ALPN ``h2``) through ``ssl_context``, start the request, run the reader; yield the stream.
 
-    Leaving the block closes the connection and stops the reader: nothing of
-    this module runs afterwards. A connection quiet for two thirds of
-    ``read_timeout_s`` (at most 10 s) is pinged; one silent for all of it fails.
+    ``options`` gives the connect timeout (TCP and TLS), the read timeout (the
+    watchdog's) and the close timeout (its proxy is not for this transport:
+    the model refuses one). Leaving the block closes the connection
+    and stops the reader: nothing of this module runs afterwards. The caller's
+    own error comes out as itself, not wrapped in the task group's exception
+    group (the reader and the watchdog never raise).
     """
     try:
-        with anyio.fail_after(connect_timeout_s):
+        with anyio.fail_after(options.connect_timeout_s):
             # Not "standard compatible": closing does not wait for the server's TLS close_notify
             # (HTTP/2 ends with GOAWAY; a server that never answers would hold every close, a
             # cancelled one included, for the whole close timeout), and a close without it is EOF.
@@ -399,7 +395,9 @@ async def open_stream(
                 tls_standard_compatible=False,
             )
     except TimeoutError:
-        raise BidiConnectionError(f"connecting to {host}:{port} timed out after {connect_timeout_s:g} s") from None
+        raise BidiConnectionError(
+            f"connecting to {host}:{port} timed out after {options.connect_timeout_s:g} s"
+        ) from None
     except ssl.SSLCertVerificationError as exc:
         raise BidiConnectionError(
             f"TLS certificate of {host}:{port} not trusted ({exc.verify_message}); "
@@ -412,24 +410,17 @@ async def open_stream(
         alpn = sock.extra(anyio.streams.tls.TLSAttribute.alpn_protocol, None)
         if alpn != "h2":
             raise BidiConnectionError(f"{host}:{port} did not agree to HTTP/2 (ALPN {alpn!r})", retryable=False)
-        stream = H2Stream(
-            sock, error_for_response, ping_interval_s=min(10.0, read_timeout_s * 2 / 3), read_timeout_s=read_timeout_s
-        )
+        stream = H2Stream(sock, error_for_response, read_timeout_s=options.read_timeout_s)
         await stream.start(headers)
-        try:
+        with unwrapped():
             async with anyio.create_task_group() as tg:
                 tg.start_soon(stream.run_reader, name="bidi_core nova reader")
                 tg.start_soon(stream.run_watchdog, name="bidi_core nova watchdog")
                 try:
                     yield stream
                 finally:
-                    await stream.aclose()
+                    await stream.aclose(options.close_timeout_s)
                     tg.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # The reader and the watchdog never raise: the one error is the caller's own.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
     finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(2.0), suppress(Exception):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(options.close_timeout_s), suppress(Exception):
             await sock.aclose()

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit
 import anyio
 from botocore.httpsession import get_cert_path  # type: ignore[import-untyped]
 
+from adapters.connection import ConnectionOptions, merge_options
 from adapters.nova_sonic.config import MODELS, NOVA_2_SONIC, NovaSonicConfig, parse_provider_config
 from adapters.nova_sonic.errors import error_for_response
 from adapters.nova_sonic.h2transport import open_stream
@@ -102,11 +103,16 @@ class BidiNovaSonicModel:
 
     ``max_stream_s`` is the service's stream limit (8 minutes); the core rotates
     to a new stream, seeded with the history, at a turn boundary before it.
-    Timeouts: ``connect_timeout_s`` for TCP and TLS; ``read_timeout_s`` of
-    silence (pings unanswered included) fails a connection; ``response_timeout_s``
-    is how long ``connect()`` waits for the service to accept the request
-    before going on (a later refusal surfaces from ``receive()``);
-    ``close_timeout_s`` bounds the polite close and the drain.
+
+    ``connection`` (:class:`~adapters.connection.ConnectionOptions`) sets the
+    timeouts and the TLS trust (no proxy: the stream is HTTP/2 straight over
+    TLS): ``connect_timeout_s`` (10 s) for TCP and TLS; ``read_timeout_s``
+    (15 s) of silence, pings unanswered included, fails a connection;
+    ``close_timeout_s`` (3 s) bounds the polite close and the drain. The
+    keyword arguments of the same names, and ``ssl_context``, are the older
+    spellings and must not contradict it. ``response_timeout_s`` (5 s) is how
+    long ``connect()`` waits for the service to accept the request before
+    going on (a later refusal surfaces from ``receive()``).
     """
 
     def __init__(
@@ -121,10 +127,11 @@ class BidiNovaSonicModel:
         ssl_context: ssl.SSLContext | None = None,
         provider_config: Mapping[str, Any] | None = None,
         max_stream_s: float = STREAM_LIMIT_S,
-        connect_timeout_s: float = 10.0,
-        read_timeout_s: float = 15.0,
+        connect_timeout_s: float | None = None,
+        read_timeout_s: float | None = None,
         response_timeout_s: float = 5.0,
-        close_timeout_s: float = 3.0,
+        close_timeout_s: float | None = None,
+        connection: ConnectionOptions | None = None,
     ) -> None:
         if not isinstance(model_id, str) or not model_id:
             raise BidiUsageError("model_id must be a non-empty string")
@@ -133,6 +140,15 @@ class BidiNovaSonicModel:
         if not isinstance(max_stream_s, int | float) or max_stream_s <= 0:
             raise BidiUsageError("max_stream_s must be a positive number of seconds")
         self._model_id = model_id
+        self.connection = merge_options(
+            connection,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            close_timeout_s=close_timeout_s,
+            ssl_context=ssl_context,
+        )
+        if self.connection.proxy is not None:
+            raise BidiUsageError("Nova Sonic connects directly (HTTP/2 over TLS): it takes no proxy")
         self.config: NovaSonicConfig = parse_provider_config(provider_config, model_id)
         if credentials is not None and not hasattr(credentials, "get_frozen_credentials"):
             raise BidiUsageError("credentials must be botocore Credentials (with get_frozen_credentials())")
@@ -164,11 +180,8 @@ class BidiNovaSonicModel:
         self._port = parts.port or 443
         self._netloc = parts.netloc
         self._base_path = parts.path
-        self._ssl_context = self._make_ssl_context(verify, ssl_context, boto_session)
-        self._connect_timeout_s = connect_timeout_s
-        self._read_timeout_s = read_timeout_s
+        self._ssl_context = self._make_ssl_context(verify, self.connection.ssl_context, boto_session)
         self._response_timeout_s = response_timeout_s
-        self._close_timeout_s = close_timeout_s
         self._capabilities = ModelCapabilities(
             input_audio=AudioFormat(self.config.input_rate),
             output_audio=AudioFormat(self.config.output_rate),
@@ -276,8 +289,7 @@ class BidiNovaSonicModel:
             headers,
             ssl_context=self._ssl_context,
             error_for_response=partial(error_for_response, secrets=secrets),
-            connect_timeout_s=self._connect_timeout_s,
-            read_timeout_s=self._read_timeout_s,
+            options=self.connection,
         ) as stream:
             signer = EventSigner(credentials, self.region, signed.seed_signature)
             session = NovaSonicSession(
@@ -287,7 +299,7 @@ class BidiNovaSonicModel:
                 capabilities=self._capabilities,
                 config=self.config,
                 secrets=secrets,
-                close_timeout_s=self._close_timeout_s,
+                close_timeout_s=self.connection.close_timeout_s,
             )
             try:
                 try:

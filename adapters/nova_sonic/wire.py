@@ -26,6 +26,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from adapters._exceptions import leaves
 from adapters.nova_sonic.eventstream import encode_message
 
 __all__ = [
@@ -385,17 +386,8 @@ def parse_output_event(data: dict[str, Any]) -> OutputEvent:
     try:
         return _out.structure(body, cls)  # type: ignore[no-any-return]
     except Exception as exc:  # cattrs' ClassValidationError and friends
-        detail = "; ".join(_leaves(exc)) or str(exc)
+        detail = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves(exc)) or str(exc)
         raise MalformedOutputEvent(f"{name}: {detail}"[:300]) from None
-
-
-def _leaves(exc: BaseException) -> list[str]:
-    if isinstance(exc, BaseExceptionGroup):
-        out: list[str] = []
-        for sub in exc.exceptions:
-            out += _leaves(sub)
-        return out
-    return [f"{type(exc).__name__}: {exc}"]
 
 
 INTERRUPTED_MARKER = '{ "interrupted" : true }'

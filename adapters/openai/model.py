@@ -5,14 +5,16 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import quote
 
+from adapters.connection import ConnectionOptions, merge_options
 from adapters.openai.config import OpenAIConfig, parse_provider_config
 from adapters.openai.session import OpenAIRealtimeSession
-from adapters.websocket import open_websocket
+from adapters.urls import redacted_url, websocket_url
+from adapters.websocket import open_websocket, ssl_context_for
 from ports.audio import AudioFormat
 from ports.errors import BidiUsageError
 from ports.model import ConnectRequest, ModelCapabilities
@@ -28,17 +30,6 @@ SESSION_LIMIT_S = 60 * 60.0
 _ids = itertools.count(1)
 
 
-def _websocket_base(url: str) -> str:
-    url = url.rstrip("/")
-    if url.startswith("https://"):
-        return "wss://" + url[len("https://") :]
-    if url.startswith("http://"):
-        return "ws://" + url[len("http://") :]
-    if url.startswith(("ws://", "wss://")):
-        return url
-    raise BidiUsageError(f"base_url must start with ws://, wss://, http:// or https://, got {url!r}")
-
-
 class BidiOpenAIRealtimeModel:
     """OpenAI Realtime (GA) as a :class:`ports.model.BidiModel`.
 
@@ -48,6 +39,12 @@ class BidiOpenAIRealtimeModel:
     ``/realtime``, as the official client's ``websocket_base_url``). Azure and
     proxies take a ``base_url`` and, if they need them, ``extra_headers``.
     ``provider_config`` is validated now, not at the first connection.
+
+    ``connection`` (:class:`~adapters.connection.ConnectionOptions`) sets the
+    timeouts (connect 10 s, read 15 s of silence, close 3 s), the TLS trust and
+    a proxy. ``verify`` is the older spelling of the TLS trust: ``None`` (the
+    system's CA store), ``False`` (no verification), an ``ssl.SSLContext`` or a
+    CA file or directory path; it must not contradict ``connection``.
     """
 
     def __init__(
@@ -62,6 +59,7 @@ class BidiOpenAIRealtimeModel:
         extra_headers: Mapping[str, str] | None = None,
         max_connection_s: float | None = SESSION_LIMIT_S,
         verify: Any = None,
+        connection: ConnectionOptions | None = None,
     ) -> None:
         if not isinstance(model_id, str) or not model_id:
             raise BidiUsageError("model_id must be a non-empty string")
@@ -73,10 +71,11 @@ class BidiOpenAIRealtimeModel:
         self.organization = organization if organization is not None else os.environ.get("OPENAI_ORGANIZATION")
         self.project = project if project is not None else os.environ.get("OPENAI_PROJECT")
         base = base_url or os.environ.get("OPENAI_REALTIME_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
-        self.base_url = _websocket_base(base or DEFAULT_BASE_URL)
+        self.base_url = websocket_url(base or DEFAULT_BASE_URL)
         self.config: OpenAIConfig = parse_provider_config(provider_config)
         self._extra_headers = dict(extra_headers or {})
-        self._verify = verify
+        context = verify if isinstance(verify, ssl.SSLContext) or verify is None else ssl_context_for(verify)
+        self.connection = merge_options(connection, ssl_context=context)
         self._capabilities = ModelCapabilities(
             input_audio=AudioFormat(24000),
             output_audio=AudioFormat(24000),
@@ -88,7 +87,8 @@ class BidiOpenAIRealtimeModel:
         )
 
     def __repr__(self) -> str:
-        return f"BidiOpenAIRealtimeModel(model_id={self._model_id!r}, base_url={self.base_url!r}, api_key='***')"
+        base = redacted_url(self.base_url, self._api_key)
+        return f"BidiOpenAIRealtimeModel(model_id={self._model_id!r}, base_url={base!r}, api_key='***')"
 
     @property
     def model_id(self) -> str:
@@ -100,7 +100,7 @@ class BidiOpenAIRealtimeModel:
 
     @property
     def url(self) -> str:
-        return f"{self.base_url}/realtime?model={quote(self._model_id, safe='')}"
+        return websocket_url(self.base_url, path="/realtime", query={"model": self._model_id})
 
     def _headers(self) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self._api_key}", **self._extra_headers}
@@ -114,8 +114,9 @@ class BidiOpenAIRealtimeModel:
     async def connect(self, request: ConnectRequest) -> AsyncIterator[OpenAIRealtimeSession]:
         """Open a Realtime WebSocket, configure the session and seed the history."""
         connection_id = f"openai-{next(_ids)}"
-        logger.debug("connecting %s to %s", connection_id, self.url)
-        async with open_websocket(self.url, self._headers(), secrets=(self._api_key,), verify=self._verify) as ws:
+        secrets = (self._api_key,)
+        logger.debug("connecting %s to %s", connection_id, redacted_url(self.url, *secrets))
+        async with open_websocket(self.url, self._headers(), secrets=secrets, options=self.connection) as ws:
             session = OpenAIRealtimeSession(ws, connection_id, self._capabilities, self.config)
             await session.setup(self._model_id, request)
             logger.debug("%s open (%d history items)", connection_id, len(request.history))

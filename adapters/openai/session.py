@@ -21,7 +21,7 @@ from typing import Any
 
 from adapters.openai import wire
 from adapters.openai.config import OpenAIConfig
-from adapters.websocket import LeanWebSocket, WebSocketClosed
+from adapters.websocket import WebSocketClosed, WebSocketConnection
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError
 from ports.events import (
     BidiAudioInputEvent,
@@ -123,7 +123,7 @@ class OpenAIRealtimeSession:
     """A :class:`ports.model.BidiModelSession` over one Realtime WebSocket."""
 
     def __init__(
-        self, ws: LeanWebSocket, connection_id: str, capabilities: ModelCapabilities, config: OpenAIConfig
+        self, ws: WebSocketConnection, connection_id: str, capabilities: ModelCapabilities, config: OpenAIConfig
     ) -> None:
         self._ws = ws
         self._connection_id = connection_id

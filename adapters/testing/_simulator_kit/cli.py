@@ -17,6 +17,8 @@ from typing import TypeVar
 
 import anyio
 
+from adapters._exceptions import leaves
+
 __all__ = ["demo_parser", "run_demo"]
 
 _Sim = TypeVar("_Sim")
@@ -62,7 +64,7 @@ def run_demo(
     except BaseExceptionGroup as group:
         # Trio raises KeyboardInterrupt in whatever task runs when Ctrl+C comes, a connection's too: then it
         # arrives wrapped in the task groups it crossed. Ctrl+C and nothing else is still a normal exit.
-        if group.split(KeyboardInterrupt)[1] is None:
+        if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves(group)):
             return 0
         raise
     return 0

@@ -9,12 +9,15 @@ TLS, HTTP/2) and what else a simulator sets up or tears down is its own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+
+from adapters._exceptions import sole_exception
 
 __all__ = ["Changes", "Serving"]
 
@@ -22,14 +25,19 @@ _Stream = TypeVar("_Stream")
 
 
 class Serving:
-    """A simulator's listener and the task group that serves it, owned by the simulator's ``async with``."""
+    """A simulator's listener and the task group that serves it, owned by the simulator's ``async with``.
+
+    :meth:`serve` enters :func:`_serving` (the task group nested inside the
+    listener's lifetime) on an exit stack; :meth:`stop` leaves it with the
+    exception the simulator's block raised, so the task group's exit sees the
+    real exception rather than none.
+    """
 
     def __init__(self, host: str, port: int) -> None:
         self._host = host
         self._requested_port = port
         self._port: int | None = None
-        self._listener: anyio.abc.Listener[Any] | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
 
     @property
     def port(self) -> int:
@@ -46,11 +54,9 @@ class Serving:
 
     async def serve(self, listener: anyio.abc.Listener[_Stream], handler: Callable[[_Stream], Awaitable[Any]]) -> None:
         """Accept on ``listener`` in a task group of ours, each connection in its own task of that group."""
-        self._listener = listener
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
-        tg.start_soon(listener.serve, handler, tg)
+        stack = AsyncExitStack()
+        await stack.enter_async_context(_serving(listener, handler))
+        self._stack = stack
 
     async def stop(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -60,18 +66,34 @@ class Serving:
         The body's own failure (an assertion in a test, say) comes out as itself,
         not wrapped in a group with nothing else in it.
         """
-        assert self._tg is not None and self._listener is not None, "not entered"
-        self._tg.cancel_scope.cancel()
-        try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
-                raise exc from None
-            raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._listener.aclose()
-            self._tg = None
+        assert self._stack is not None, "not entered"
+        stack, self._stack = self._stack, None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+
+@asynccontextmanager
+async def _serving(
+    listener: anyio.abc.Listener[_Stream], handler: Callable[[_Stream], Awaitable[Any]]
+) -> AsyncIterator[None]:
+    body_error: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, handler, tg)
+            try:
+                yield
+            except BaseException as exc:
+                body_error = exc
+                raise
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Only the body's own failure is unwrapped: a connection task's (a SimulatorBug) stays in its group.
+        if body_error is not None and sole_exception(group) is body_error:
+            raise body_error from None
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await listener.aclose()
 
 
 class Changes:

@@ -1,0 +1,54 @@
+"""Exception groups, seen from an adapter: the one error they carry, or all of their leaves.
+
+A task group wraps whatever leaves it in an exception group, even a single
+error raised by the body of an ``async with`` (a test's assertion, the
+caller's own ``BidiConnectionError``). An adapter's context manager that runs
+a task group of its own (a watchdog, a reader) should hand that error back as
+itself: the caller did not start the group and should not have to unpack it.
+
+Neutral on purpose: the simulators may use it too (they must not import the
+provider clients).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["leaves", "sole_exception", "unwrapped"]
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """Every exception in ``exc`` that is not itself a group, depth first, in order."""
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for sub in exc.exceptions:
+            out += leaves(sub)
+        return out
+    return [exc]
+
+
+def sole_exception(exc: BaseException) -> BaseException | None:
+    """The single exception ``exc`` carries (through nested groups of one), else None."""
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
+
+
+@contextmanager
+def unwrapped() -> Iterator[None]:
+    """Re-raise an exception group that carries one exception as that exception.
+
+    Wrap it around a task group whose children never raise (they record their
+    failures instead): the one exception is then the body's own. A group of
+    several is left as it is.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        one = sole_exception(group)
+        if one is None:
+            raise
+        raise one from None
