@@ -149,10 +149,9 @@ def sync_stages() -> dict[str, float]:
 
     caps = ModelCapabilities()
     session = OpenAIRealtimeSession(_Frames(), "c", caps, OpenAIConfig())  # type: ignore[arg-type]
-    receiving = session.receive()
 
     def receive() -> object:
-        step = receiving.__anext__()
+        step = session.receive()
         try:
             step.send(None)
         except StopIteration as stop:
@@ -198,6 +197,7 @@ def sync_stages() -> dict[str, float]:
 class _FakeSession:
     def __init__(self, events: list[Any], yield_each: bool) -> None:
         self.events = events
+        self.position = 0
         self.yield_each = yield_each
         self.connection_id = "fake"
         self.capabilities = ModelCapabilities()
@@ -205,12 +205,12 @@ class _FakeSession:
     async def send(self, item: Any) -> None:
         return None
 
-    async def receive(self) -> AsyncIterator[Any]:
-        checkpoint = anyio.lowlevel.checkpoint
-        for event in self.events:
+    async def receive(self) -> Any:
+        if self.position < len(self.events):
             if self.yield_each:
-                await checkpoint()
-            yield event
+                await anyio.lowlevel.checkpoint()
+            self.position += 1
+            return self.events[self.position - 1]
         await anyio.sleep_forever()
 
 

@@ -585,27 +585,22 @@ class BidiAgent:
             tg.cancel_scope.cancel()
 
     async def _reader(self, session: BidiModelSession, connection_id: str) -> None:
-        events = session.receive()
         error: Exception | None = None
         try:
-            async for event in events:
+            while True:
+                event = await session.receive()
                 for queue in self._outputs:
                     if queue.full:
                         await queue.wait_for_room()
                 if self._connection_done.is_set():
                     return  # the core left this connection while we waited
                 self._dispatch(event)
+        except anyio.EndOfStream:
+            pass  # the provider ended the connection normally
         except Exception as exc:
             if not isinstance(exc, BidiError):
                 logger.exception("model session failed unexpectedly")
             error = exc
-        finally:
-            # Adapters often write receive() as an async generator: close it here, in
-            # this task, rather than leave it to the garbage collector.
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
         self._dispatch(ConnectionEnded(connection_id, error))
 
     async def _writer(self, session: BidiModelSession, fifo: SendFifo, connection_id: str) -> None:

@@ -13,7 +13,7 @@ to replay: the core decides.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
@@ -115,22 +115,33 @@ class BidiModelSession(Protocol):
     async def send(self, item: ModelInput) -> None:
         """Send one item to the provider.
 
-        Called by one task at a time. Raises :class:`~ports.errors.BidiConnectionError`
-        when the connection is gone and :class:`~ports.errors.BidiUsageError`
-        when the provider cannot take this kind of input (an image to a
-        model without vision).
+        Called by one task at a time (the core's writer), concurrently with
+        :meth:`receive`. A session whose receive path writes too (an answer
+        the wire needs, such as OpenAI's ``response.create`` once a response
+        is done) serialises its own writes, so that two writes never
+        interleave inside one message. Raises
+        :class:`~ports.errors.BidiConnectionError` when the connection is gone
+        and :class:`~ports.errors.BidiUsageError` when the provider cannot
+        take this kind of input (an image to a model without vision).
         """
         ...
 
-    def receive(self) -> AsyncIterator[ModelEvent]:
-        """The provider's events, in order.
+    async def receive(self) -> ModelEvent:
+        """The provider's next event, in order (anyio's stream style).
 
-        Ends when the provider closes the connection normally. Raises
+        Raises ``anyio.EndOfStream`` once the provider ended the connection
+        normally, and again on every later call. Raises
         :class:`~ports.errors.BidiConnectionError` on a transport fault,
         :class:`~ports.errors.BidiProviderError` when the provider refuses
         (``retryable`` tells whether a new connection may help) and
         :class:`~ports.errors.BidiProtocolError` for a message that cannot be
         understood at all. Unknown message types are logged and skipped.
+        Called by one task at a time; nothing needs closing when that task
+        stops calling it (a session that decodes several events from one
+        message keeps the rest for the next calls).
+
+        (``ports`` imports no async library: ``EndOfStream`` is anyio's, which
+        the adapters and the core use.)
         """
         ...
 

@@ -23,6 +23,7 @@ from ports.events import (
     BidiTranscriptStreamEvent,
 )
 from ports.io import AgentView, PlaybackReport
+from ports.model import BidiModelSession
 
 
 def transcript(text: str, role: str = "assistant", rid: str = "r1", *, final: bool = True) -> BidiTranscriptStreamEvent:
@@ -214,3 +215,15 @@ def run_quickstart_offline(example: str, backend: str, wav: Path, env: dict[str,
     # Some of the answer was played before the user talked over it, not all of it.
     assert 1.0 < seconds < 9.0
     return lines
+
+
+async def receive_until_end(session: BidiModelSession, into: list[Any] | None = None) -> list[Any]:
+    """Every event ``session.receive()`` returns until the provider ends the connection (``anyio.EndOfStream``).
+
+    Events go into ``into`` as they arrive, so a caller still has them when an error ends the loop."""
+    events: list[Any] = [] if into is None else into
+    while True:
+        try:
+            events.append(await session.receive())
+        except anyio.EndOfStream:
+            return events

@@ -13,7 +13,7 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import anyio
@@ -52,6 +52,7 @@ from ports.events import (
 )
 from ports.messages import TextMessage
 from ports.model import CancelResponse, ConnectRequest
+from tests.support import receive_until_end
 
 KEY = "AIza-fuzz-key-0123456789abcdef"
 SETUP_COMPLETE = b'{"setupComplete": {}}'
@@ -146,11 +147,10 @@ async def collect(script: Sequence[Any], request: ConnectRequest | None = None, 
             model = BidiGeminiLiveModel(api_key=KEY, base_url=url, **model_kwargs)
             try:
                 async with model.connect(request or ConnectRequest()) as session:
-                    async for event in session.receive():
-                        assert isinstance(event, BidiEvent)
-                        seen.append(event)
+                    await receive_until_end(session, seen)
             except Exception as exc:
                 error = exc
+    assert all(isinstance(event, BidiEvent) for event in seen)
     if error is not None:
         raise error
     return seen
@@ -437,12 +437,9 @@ async def test_tool_calls_end_the_response_and_results_carry_id_and_name() -> No
         async with serving(script) as (server, url):
             model = BidiGeminiLiveModel(api_key=KEY, base_url=url)
             async with model.connect(ConnectRequest()) as session:
-                events = []
-                async with aclosing(session.receive()) as received:
-                    async for event in received:
-                        events.append(event)
-                        if isinstance(event, BidiResponseCompleteEvent):
-                            break
+                events = [await session.receive()]
+                while not isinstance(events[-1], BidiResponseCompleteEvent):
+                    events.append(await session.receive())
                 uses = [e for e in events if isinstance(e, BidiToolUseEvent)]
                 assert [(u.name, dict(u.input)) for u in uses] == [("a", {"x_y": 1}), ("b", {})]
                 assert uses[0].tool_use_id == "c1"
@@ -473,7 +470,7 @@ async def test_transparent_updates_count_the_items_the_handle_holds() -> None:
                 await session.send(CancelResponse("r"))
                 await session.send(BidiTextInputEvent("b"))
                 await session.send(BidiTextInputEvent("c"))
-                events = [event async for event in session.receive()]
+                events = await receive_until_end(session)
     assert events == [BidiResumptionUpdateEvent("h", inputs_included=3)]
     assert [next(iter(m)) for m in server.received] == ["setup", "clientContent", *["realtimeInput"] * 3]
     assert server.received[0]["setup"]["sessionResumption"] == {"transparent": True}

@@ -45,7 +45,7 @@ from ports.events import (
     BidiUsageEvent,
 )
 from ports.model import ConnectRequest
-from tests.support import our_tasks
+from tests.support import our_tasks, receive_until_end
 
 _CA = trustme.CA()
 _LEAF = _CA.issue_cert("127.0.0.1")
@@ -123,11 +123,10 @@ async def run_client(model: BidiNovaSonicModel) -> tuple[list[BidiEvent], BaseEx
     seen: list[BidiEvent] = []
     try:
         async with model.connect(ConnectRequest(system_prompt="fuzz")) as session:
-            async for event in session.receive():
-                assert isinstance(event, BidiEvent)
-                seen.append(event)
+            await receive_until_end(session, seen)
     except BidiError as exc:
         return seen, exc
+    assert all(isinstance(event, BidiEvent) for event in seen)
     return seen, None
 
 
@@ -403,8 +402,7 @@ async def test_cancellation_leaves_nothing_running(where: str) -> None:
                 if where == "setup":
                     scope.cancel()
                     await anyio.lowlevel.checkpoint()
-                async for _ in session.receive():
-                    pass
+                await receive_until_end(session)
                 scope.cancel()  # pragma: no cover - receive() only ends when the connection does
         assert scope.cancelled_caught or where == "receiving"
 

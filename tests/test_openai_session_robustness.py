@@ -23,6 +23,7 @@ from adapters.openai import BidiOpenAIRealtimeModel, wire
 from ports.errors import BidiError
 from ports.events import BidiErrorEvent, BidiEvent
 from ports.model import ConnectRequest
+from tests.support import receive_until_end
 
 KNOWN_TYPES = sorted(wire._SERVER_TYPES)
 FIELDS = ["response_id", "item_id", "delta", "response", "error", "transcript", "text", "call_id", "name", "arguments"]
@@ -75,11 +76,10 @@ async def test_any_server_frames_end_in_events_or_a_typed_error(to_send: list[An
             tg.start_soon(serve_frames, listener.listeners[0], to_send)
             try:
                 async with model.connect(ConnectRequest()) as session:
-                    async for event in session.receive():
-                        assert isinstance(event, BidiEvent)
-                        seen.append(event)
+                    await receive_until_end(session, seen)
             except BidiError:
                 pass  # a typed error is an acceptable ending (e.g. a fatal in-band error)
+    assert all(isinstance(event, BidiEvent) for event in seen)
     malformed = [f for f in to_send if _malformed(f)]
     if malformed:
         assert any(isinstance(e, BidiErrorEvent) for e in seen)

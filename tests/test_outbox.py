@@ -315,9 +315,9 @@ class _StalledModel:
         self.stalled.set()
         await anyio.sleep_forever()
 
-    async def receive(self) -> AsyncIterator[ModelEvent]:
+    async def receive(self) -> ModelEvent:
         await anyio.sleep_forever()
-        yield  # pragma: no cover
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def test_the_agent_holds_no_more_user_audio_than_the_readme_promises() -> None:

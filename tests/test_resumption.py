@@ -132,11 +132,14 @@ class _Connection:
             self._broken = True
             self._in.send_nowait(BidiConnectionError("connection reset"))
 
-    async def receive(self) -> AsyncIterator[ModelEvent]:
-        async for event in self._out:
-            if isinstance(event, BaseException):
-                raise event
-            yield event
+    async def receive(self) -> ModelEvent:
+        try:
+            event = await self._out.receive()  # EndOfStream once the provider's side is closed
+        except anyio.ClosedResourceError:
+            raise anyio.EndOfStream from None
+        if isinstance(event, BaseException):
+            raise event
+        return event
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -49,7 +49,8 @@ import logging
 import math
 import sys
 from array import array
-from collections.abc import AsyncGenerator, Iterable
+from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import anyio
@@ -224,7 +225,7 @@ class GeminiLiveSession:
         self._config = config
         self._secrets = secrets
         self._text_out = config.response_modalities == ("TEXT",)
-        self._early: list[ModelEvent] = []  # from messages that arrived with or before setupComplete
+        self._pending: deque[ModelEvent] = deque()  # decoded, not yet returned by receive()
         # Wire bookkeeping for transparent resumption (see the module docstring).
         self._next_index = 0
         self._track = config.transparent  # only transparent updates say what a handle holds
@@ -270,12 +271,12 @@ class GeminiLiveSession:
                     try:
                         message = self._decode(frame)
                     except wire.MalformedServerMessage as exc:
-                        self._early.append(self._malformed(exc))
+                        self._pending.append(self._malformed(exc))
                         continue
                     if isinstance(message, wire.AudioChunks):
-                        self._early += self._audio(message.chunks)
+                        self._pending.extend(self._audio(message.chunks))
                         continue
-                    self._early += self._translate(attrs.evolve(message, setup_complete=None))
+                    self._pending.extend(self._translate(attrs.evolve(message, setup_complete=None)))
                     if message.setup_complete is not None:
                         self.session_id = message.setup_complete.session_id
                         break
@@ -391,27 +392,23 @@ class GeminiLiveSession:
 
     # ------------------------------------------------------------------ in
 
-    async def receive(self) -> AsyncGenerator[ModelEvent, None]:
-        early, self._early = self._early, []
-        for event in early:
-            yield event
-        while True:
+    async def receive(self) -> ModelEvent:
+        pending = self._pending
+        while not pending:
             try:
                 frame = await self._receive_frame()
             except WebSocketClosed:  # 1000: a normal end (after goAway, or the service's own)
                 logger.debug("%s closed normally by the service", self._connection_id)
-                return
+                raise anyio.EndOfStream from None
             try:
                 decoded = self._decode(frame)
             except wire.MalformedServerMessage as exc:
-                yield self._malformed(exc)
-                continue
+                return self._malformed(exc)
             if isinstance(decoded, wire.AudioChunks):
-                for event in self._audio(decoded.chunks):
-                    yield event
+                pending.extend(self._audio(decoded.chunks))
             else:
-                for event in self._translate(decoded):
-                    yield event
+                pending.extend(self._translate(decoded))
+        return pending.popleft()
 
     @staticmethod
     def _malformed(exc: wire.MalformedServerMessage) -> BidiErrorEvent:

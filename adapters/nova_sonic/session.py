@@ -35,7 +35,8 @@ import binascii
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -154,6 +155,7 @@ class NovaSonicSession:
         self.events_sent = 0
         # receiving
         self._decoder = EventStreamDecoder()
+        self._pending: deque[ModelEvent] = deque()  # decoded, not yet returned by receive()
         self._contents: dict[str, _Content] = {}
         self._last_content: _Content | None = None
         self._response_id: str | None = None
@@ -412,27 +414,28 @@ class NovaSonicSession:
         """
         with anyio.move_on_after(1.0):
             try:
-                async for _ in self.receive():
-                    pass
+                while True:
+                    await self.receive()
             except (BidiProviderError, BidiProtocolError) as reason:
                 return reason
-            except BidiError:
+            except (BidiError, anyio.EndOfStream):
                 pass
         return error
 
     # ------------------------------------------------------------------ in
 
-    async def receive(self) -> AsyncIterator[ModelEvent]:
-        while True:
+    async def receive(self) -> ModelEvent:
+        pending = self._pending
+        while not pending:
             data = await self._stream.receive()
             if data is None:
                 if self._decoder.pending_bytes:
                     raise BidiProtocolError("the server ended the stream in the middle of a message")
                 logger.debug("%s: the server ended the stream", self._connection_id)
-                return
+                raise anyio.EndOfStream
             for message in self._decoder.feed(data):
-                for event in self._on_message(message):
-                    yield event
+                pending.extend(self._on_message(message))
+        return pending.popleft()
 
     def _on_message(self, message: Message) -> list[ModelEvent]:
         headers = message.headers

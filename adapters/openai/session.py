@@ -8,6 +8,13 @@ much audio it received (``conversation.item.truncate`` names an item and
 must not exceed its audio), and which function calls of a response still wait
 for their outputs (several calls in one response get one ``response.create``
 after the last output, sent only once that response is done).
+
+Writes come from two tasks: the core's writer (``send``) and the reader,
+which sends that deferred ``response.create`` when ``response.done`` arrives.
+Every message is one WebSocket frame, and :class:`WebSocketConnection` writes
+each frame whole under its write lock (and refuses every write after one
+that was cut off), so the two never interleave inside a message; that lock
+is the session's serialisation of its writes.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections import deque
 from typing import Any
+
+import anyio
 
 from adapters.openai import wire
 from adapters.openai.config import OpenAIConfig
@@ -138,6 +147,7 @@ class OpenAIRealtimeSession:
         self._calls_by_response: dict[str, set[str]] = {}
         self._unanswered: set[str] = set()
         self._create_when_done = False
+        self._pending: deque[ModelEvent] = deque()  # decoded, not yet returned by receive()
         self.rate_limits: list[wire.RateLimit] = []
 
     @property
@@ -215,9 +225,12 @@ class OpenAIRealtimeSession:
 
     # ------------------------------------------------------------------ in
 
-    async def receive(self) -> AsyncIterator[ModelEvent]:
+    async def receive(self) -> ModelEvent:
         # The hot path (fifty audio deltas a second per session) is inline: no coroutine,
         # list or event object per chunk beyond the port event itself; the rest goes to _translate.
+        pending = self._pending
+        if pending:
+            return pending.popleft()
         ws_receive = self._ws.receive
         loads = wire.loads_server_event
         b64decode = base64.b64decode
@@ -227,7 +240,7 @@ class OpenAIRealtimeSession:
                 frame = await ws_receive()
             except WebSocketClosed as exc:
                 if exc.code == 1000:
-                    return
+                    raise anyio.EndOfStream from None
                 raise
             try:
                 data = loads(frame)
@@ -236,24 +249,23 @@ class OpenAIRealtimeSession:
                     try:
                         pcm = b64decode(delta, validate=True)
                     except (binascii.Error, ValueError):
-                        yield BidiErrorEvent(message="audio delta is not valid base64", code="protocol_error")
-                        continue
+                        return BidiErrorEvent(message="audio delta is not valid base64", code="protocol_error")
                     if item != self._last_audio_item or rid != self._last_audio_response:
                         self._last_audio_item, self._last_audio_response = item, rid
                         self._audio_item.setdefault(rid, item)
                     audio_bytes[item] = audio_bytes.get(item, 0) + len(pcm)
-                    yield BidiAudioStreamEvent(pcm, "pcm", SAMPLE_RATE, 1, rid)
-                    continue
+                    return BidiAudioStreamEvent(pcm, "pcm", SAMPLE_RATE, 1, rid)
                 event = wire.event_from_dict(data)
             except wire.MalformedServerEvent as exc:
                 logger.warning("malformed server message: %s", exc)
-                yield BidiErrorEvent(message=f"malformed server message: {exc}", code="protocol_error")
-                continue
-            for out in await self._translate(event):
-                yield out
+                return BidiErrorEvent(message=f"malformed server message: {exc}", code="protocol_error")
+            events = await self._translate(event)
+            if events:
+                pending.extend(events)
+                return pending.popleft()
 
     async def _translate(self, event: wire.ServerEvent) -> list[ModelEvent]:
-        """Every event but audio deltas (handled in :meth:`receive`)."""
+        """Every event but audio deltas (handled in :meth:`receive`); several events, one or none."""
         if isinstance(event, wire.OutputTranscriptDelta | wire.OutputTextDelta):
             text = self._transcripts.get(event.item_id, "") + event.delta
             self._transcripts[event.item_id] = text

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -67,8 +68,9 @@ class Expect:
 
 @attrs.frozen
 class End:
-    """How a connection ends: cleanly (``error=None``) or with ``error`` raised
-    from ``receive()`` (e.g. a :class:`BidiConnectionError`)."""
+    """How a connection ends: cleanly (``error=None``: ``receive()`` raises
+    ``anyio.EndOfStream``) or with ``error`` raised from ``receive()`` (e.g. a
+    :class:`BidiConnectionError`)."""
 
     error: BaseException | None = None
 
@@ -105,6 +107,9 @@ class ScriptedSession:
         send, receive = anyio.create_memory_object_stream[ModelInput](max_buffer_size=float("inf"))
         self._inbox_send = send
         self._inbox = receive
+        self._emitting: deque[ModelEvent] = deque()  # the current step's events not yet received
+        self._finishing: Step | None = None  # the step whose events are being received
+        self._ended = False
 
     @property
     def connection_id(self) -> str:
@@ -131,15 +136,27 @@ class ScriptedSession:
             self._inbox_send.send_nowait(item)
         await anyio.lowlevel.checkpoint()
 
-    async def receive(self) -> AsyncIterator[ModelEvent]:
-        while self.position < len(self._steps):
+    async def receive(self) -> ModelEvent:
+        while not self._emitting:
+            if self._finishing is not None:
+                # The previous step's events were all taken: it is done.
+                step, self._finishing = self._finishing, None
+                self.position += 1
+                self._model._check_consumed()
+                if step.end is not None:
+                    self._ended = True
+                    if step.end.error is not None:
+                        raise step.end.error
+            if self._ended:
+                raise anyio.EndOfStream
+            if self.position >= len(self._steps):
+                # Script done: the connection stays open; anything matched that arrives now is unexpected.
+                item = await self._next_sent()
+                raise UnexpectedSend(f"connection {self._connection_id}: script finished, but the client sent {item!r}")
             step = self._steps[self.position]
             waiting = [step.expect] if isinstance(step.expect, Expect) else list(step.expect or ())
             while waiting:
-                try:
-                    item = await self._inbox.receive()
-                except (anyio.ClosedResourceError, anyio.EndOfStream):
-                    return
+                item = await self._next_sent()
                 match = next((e for e in waiting if e.matches(item)), None)
                 if match is None:
                     wanted = " or ".join(e.describe() for e in waiting)
@@ -147,20 +164,17 @@ class ScriptedSession:
                         f"connection {self._connection_id}, step {self.position}: expected {wanted}, got {item!r}"
                     )
                 waiting.remove(match)
-            for event in step.emit:
-                yield event
-            self.position += 1
-            self._model._check_consumed()
-            if step.end is not None:
-                if step.end.error is not None:
-                    raise step.end.error
-                return
-        # Script done: the connection stays open; anything matched that arrives now is unexpected.
+            self._emitting.extend(step.emit)
+            self._finishing = step
+        return self._emitting.popleft()
+
+    async def _next_sent(self) -> ModelInput:
+        """The next item the client sent that steps match; the end of the connection once it is closed."""
         try:
-            item = await self._inbox.receive()
+            return await self._inbox.receive()
         except (anyio.ClosedResourceError, anyio.EndOfStream):
-            return
-        raise UnexpectedSend(f"connection {self._connection_id}: script finished, but the client sent {item!r}")
+            self._ended = True
+            raise anyio.EndOfStream from None
 
 
 class ScriptedModel:
