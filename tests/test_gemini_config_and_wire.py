@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 
 from adapters.gemini import BidiGeminiLiveModel, wire
 from adapters.gemini.config import parse_provider_config
-from adapters.gemini.session import GeminiLiveSession, build_setup, history_turns, tool_response_body
+from adapters.gemini.history import history_turns
+from adapters.gemini.session import GeminiLiveSession
+from adapters.gemini.wire import build_setup, tool_response_body
 from adapters.testing.gemini_simulator import check_client_message
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError
 from ports.events import BidiAudioInputEvent, BidiImageInputEvent, BidiTextInputEvent, BidiToolResultEvent

@@ -28,8 +28,8 @@ from adapters.nova_sonic.config import parse_provider_config
 from adapters.nova_sonic.errors import NovaSonicProviderError, error_for_exception, error_for_response
 from adapters.nova_sonic.eventstream import EventStreamDecoder, encode_message
 from adapters.nova_sonic.history import history_turns, split_utf8
-from adapters.nova_sonic.session import tool_configuration, tool_result_content
 from adapters.nova_sonic.signing import AwsCredentials, EventSigner, sign_request
+from adapters.nova_sonic.wire import tool_configuration, tool_result_content
 from ports.errors import BidiProtocolError, BidiUsageError
 from ports.events import BidiToolResultEvent
 from ports.messages import TextMessage, ToolCallMessage, ToolResultMessage

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from adapters.openai import BidiOpenAIRealtimeModel, wire
 from adapters.openai.config import parse_provider_config
-from adapters.openai.session import build_session_update, history_items
+from adapters.openai.history import history_items
+from adapters.openai.wire import build_setup
 from adapters.testing.openai_simulator import check_client_event
 from ports.errors import BidiUsageError
 from ports.messages import TextMessage, ToolCallMessage, ToolResultMessage
@@ -62,7 +63,7 @@ def test_the_oracle_rejects_typos() -> None:
 def test_session_update_matches_the_ga_schema(provider_config: dict[str, Any] | None) -> None:
     config = parse_provider_config(provider_config)
     request = ConnectRequest(system_prompt="Be brief.", tools=(WEATHER,))
-    event = build_session_update("gpt-realtime", config, request)
+    event = build_setup("gpt-realtime", config, request)
     assert_valid(wire.encode_client_event(event))
     session = event.session
     assert session["instructions"] == "Be brief."

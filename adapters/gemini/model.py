@@ -28,6 +28,7 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,7 +37,8 @@ import attrs
 
 from adapters.connection import ConnectionOptions, merge_options
 from adapters.gemini.config import GeminiConfig, parse_provider_config
-from adapters.gemini.session import GeminiLiveSession, build_setup, describe_setup, history_turns
+from adapters.gemini.errors import error_for_response
+from adapters.gemini.session import GeminiLiveSession
 from adapters.urls import redacted_url, websocket_url
 from adapters.websocket import open_websocket, ssl_context_for
 from ports.audio import AudioFormat
@@ -237,22 +239,22 @@ class BidiGeminiLiveModel:
     async def connect(self, request: ConnectRequest) -> AsyncIterator[GeminiLiveSession]:
         """Open a ``BidiGenerateContent`` WebSocket, set it up, and resume or seed the session.
 
-        With ``request.resume_handle`` (and resumption enabled) the handle is
-        sent and the history is not (the session behind the handle has it).
         Raises :class:`BidiResumptionRejectedError` when the service refuses
         the handle, :class:`BidiProviderError` when it refuses the setup,
         :class:`BidiConnectionError` when it cannot be reached.
         """
         connection_id = f"gemini-{next(_ids)}"
         headers, secrets = await self._headers()
-        handle = request.resume_handle if self.config.resumption else None
-        setup = build_setup(self.model_path, self.config, request, handle)
-        history = [] if handle else history_turns(request.history)
         logger.debug("connecting %s to %s", connection_id, redacted_url(self.url, *secrets))
-        logger.debug("%s setup: %s", connection_id, describe_setup(setup))
-        async with open_websocket(self.url, headers, secrets=secrets, options=self._options()) as ws:
+        async with open_websocket(
+            self.url,
+            headers,
+            secrets=secrets,
+            options=self._options(),
+            error_for_response=partial(error_for_response, secrets=secrets),
+        ) as ws:
             session = GeminiLiveSession(ws, connection_id, self._capabilities, self.config, secrets)
-            await session.open(setup, history, timeout_s=self._setup_timeout_s)
+            await session.open(self.model_path, request, timeout_s=self._setup_timeout_s)
             yield session
         logger.debug("%s closed", connection_id)
 

@@ -51,23 +51,17 @@ import sys
 from array import array
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
 
 import anyio
 import attrs
 
 from adapters.gemini import wire
 from adapters.gemini.config import OUTPUT_RATE, GeminiConfig
+from adapters.gemini.errors import close_error
+from adapters.gemini.history import history_turns
+from adapters.gemini.wire import tool_response_body
 from adapters.websocket import WebSocketClosed, WebSocketConnection
-from ports.errors import (
-    BidiConnectionError,
-    BidiError,
-    BidiProtocolError,
-    BidiProviderError,
-    BidiResumptionRejectedError,
-    BidiUsageError,
-    redact,
-)
+from ports.errors import BidiConnectionError, BidiProtocolError, BidiUsageError
 from ports.events import (
     BidiAudioInputEvent,
     BidiAudioStreamEvent,
@@ -88,121 +82,11 @@ from ports.events import (
     ModelEvent,
     StopReason,
 )
-from ports.messages import Message, TextMessage, ToolCallMessage, ToolResultMessage
-from ports.model import CancelResponse, ConnectRequest, ModelCapabilities, ModelInput, ToolSpec, TruncateResponse
+from ports.model import CancelResponse, ConnectRequest, ModelCapabilities, ModelInput, TruncateResponse
 
-__all__ = ["GeminiLiveSession", "build_setup", "close_error", "history_turns", "tool_response_body"]
+__all__ = ["GeminiLiveSession"]
 
 logger = logging.getLogger("bidi_core.adapters.gemini")
-
-
-# --------------------------------------------------------------------------- building client messages
-
-
-def build_setup(model: str, config: GeminiConfig, request: ConnectRequest, resume_handle: str | None) -> wire.Setup:
-    """The ``setup`` message (docs/protocols/gemini.md#setup) for this agent and connection."""
-    generation: dict[str, Any] = {"responseModalities": list(config.response_modalities), **config.generation}
-    speech: dict[str, Any] = {}
-    if config.voice:
-        speech["voiceConfig"] = {"prebuiltVoiceConfig": {"voiceName": config.voice}}
-    if config.language:
-        speech["languageCode"] = config.language
-    if speech:
-        generation["speechConfig"] = speech
-    resumption: dict[str, Any] | None = None
-    if config.resumption:
-        resumption = {}
-        if resume_handle:
-            resumption["handle"] = resume_handle
-        if config.transparent:
-            resumption["transparent"] = True
-    audio_out = config.response_modalities == ("AUDIO",)
-    return wire.Setup(
-        model=model,
-        generation_config=generation,
-        system_instruction={"parts": [{"text": request.system_prompt}]} if request.system_prompt else None,
-        tools=[{"functionDeclarations": [_declaration(spec) for spec in request.tools]}] if request.tools else None,
-        realtime_input_config=dict(config.realtime_input_config) if config.realtime_input_config else None,
-        session_resumption=resumption,
-        context_window_compression=_deep_dict(config.compression) if config.compression is not None else None,
-        input_audio_transcription={} if config.input_transcription else None,
-        output_audio_transcription={} if config.output_transcription and audio_out else None,
-    )
-
-
-def _deep_dict(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_dict(v) for k, v in value.items()}
-    return value
-
-
-def _declaration(spec: ToolSpec) -> dict[str, Any]:
-    return {"name": spec.name, "description": spec.description, "parametersJsonSchema": dict(spec.input_schema)}
-
-
-def tool_response_body(status: str, content: Any) -> dict[str, Any]:
-    """``FunctionResponse.response`` is a JSON object: the proto documents ``output`` for the
-    result and ``error`` for a failure."""
-    if status == "success":
-        return {"output": content}
-    if status == "cancelled":
-        return {"error": f"the call was cancelled{': ' + content if isinstance(content, str) and content else ''}"}
-    return {"error": content}
-
-
-def history_turns(history: Iterable[Message]) -> list[dict[str, Any]]:
-    """``clientContent.turns`` seeding a fresh session.
-
-    Gemini refuses contents where a function call turn is not followed by a
-    turn with as many function responses (400 "the number of function response
-    parts is equal to the number of function call parts of the function call
-    turn"). The history records a result when it was sent, possibly after other
-    turns (the user spoke while the tool ran), and a call whose tool still runs
-    has none yet. So each answered call goes in with its response right after
-    it; a call without a result is left out (its result, when the tool ends,
-    goes to the new session as text, see :meth:`GeminiLiveSession._tool_result`),
-    and so is a result whose call is not in the history. Empty texts are left
-    out too: Gemini refuses an empty text part (google-gemini/deprecated-generative-ai-js#361).
-    """
-    messages = list(history)
-    results = {m.tool_use_id: m for m in messages if isinstance(m, ToolResultMessage)}
-    turns: list[dict[str, Any]] = []
-    for message in messages:
-        if isinstance(message, TextMessage):
-            if not message.text.strip():
-                continue  # Gemini refuses an empty text part ("has an empty text parameter")
-            role = "user" if message.role == "user" else "model"
-            turns.append({"role": role, "parts": [{"text": message.text}]})
-        elif isinstance(message, ToolCallMessage) and message.tool_use_id in results:
-            result = results.pop(message.tool_use_id)
-            call = {"id": message.tool_use_id, "name": message.name, "args": dict(message.input)}
-            response = {
-                "id": message.tool_use_id,
-                "name": message.name,
-                "response": tool_response_body(result.status, result.content),
-            }
-            turns.append({"role": "model", "parts": [{"functionCall": call}]})
-            turns.append({"role": "user", "parts": [{"functionResponse": response}]})
-    return turns
-
-
-def close_error(exc: WebSocketClosed, secrets: tuple[str, ...], *, resuming_before_setup: bool = False) -> BidiError:
-    """The typed error for a close frame (Gemini's errors are close frames: docs/protocols/gemini.md#errors)."""
-    reason = redact(exc.reason or "no reason given", *secrets)
-    code = exc.code
-    if code == 1007 and resuming_before_setup:
-        return BidiResumptionRejectedError(f"Gemini refused the session resumption handle (1007): {reason}")
-    if code == 1007:
-        return BidiProviderError(
-            f"Gemini rejected the request (1007 invalid argument): {reason}", code="invalid_argument"
-        )
-    if code == 1008:
-        return BidiProviderError(f"Gemini refused by policy (1008): {reason}", code="policy_violation")
-    if code == 1011:
-        return BidiProviderError(f"Gemini internal error (1011): {reason}", code="internal_error", retryable=True)
-    if code == 1006:
-        return BidiConnectionError(redact(str(exc), *secrets))
-    return BidiConnectionError(f"Gemini closed the connection ({code}): {reason}")
 
 
 # --------------------------------------------------------------------------- the session
@@ -255,14 +139,21 @@ class GeminiLiveSession:
 
     # ------------------------------------------------------------------ opening
 
-    async def open(self, setup: wire.Setup, history: list[dict[str, Any]], *, timeout_s: float) -> None:
-        """Send ``setup``, wait for ``setupComplete``, then seed ``history`` (if any).
+    async def open(self, model_path: str, request: ConnectRequest, *, timeout_s: float) -> None:
+        """Send the ``setup`` (``wire.build_setup``), wait for ``setupComplete``, then seed the history.
 
-        Raises :class:`BidiResumptionRejectedError` when ``setup`` carried a
+        With ``request.resume_handle`` (and resumption enabled) the handle is
+        sent and the history is not (the session behind the handle has it);
+        otherwise the history goes in as one ``clientContent`` (``history.py``).
+        Raises :class:`BidiResumptionRejectedError` when the setup carried a
         handle and the service closed with 1007 before accepting it.
         """
         wire.warm_up()
-        resuming = bool(setup.session_resumption and setup.session_resumption.get("handle"))
+        handle = request.resume_handle if self._config.resumption else None
+        setup = wire.build_setup(model_path, self._config, request, handle)
+        history = [] if handle else history_turns(request.history)
+        logger.debug("%s setup: %s", self._connection_id, wire.describe_setup(setup))
+        resuming = bool(handle)
         await self._write(wire.encode_client_message(setup), resuming_before_setup=resuming)
         try:
             with anyio.fail_after(timeout_s):
@@ -592,14 +483,6 @@ def _usage(usage: wire.UsageMetadata) -> BidiUsageEvent:
         modality_details=tuple(ModalityUsage(m, i, o) for m, (i, o) in details.items()),
         cache_read_input_tokens=usage.cached_content_token_count or None,
     )
-
-
-def describe_setup(setup: wire.Setup) -> str:
-    """A one-line summary of ``setup`` for debug logs (never the handle)."""
-    data = json.loads(wire.encode_client_message(setup))["setup"]
-    if "sessionResumption" in data and "handle" in data["sessionResumption"]:
-        data["sessionResumption"]["handle"] = "***"
-    return json.dumps({k: data[k] for k in data if k not in ("systemInstruction", "tools")})[:500]
 
 
 _SPEECH_RMS = 0.02 * 32768

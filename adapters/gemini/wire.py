@@ -29,6 +29,9 @@ from typing import Any, TypeAlias, TypeVar, get_type_hints
 import attrs
 import cattrs
 
+from adapters.gemini.config import GeminiConfig
+from ports.model import ConnectRequest, ToolSpec
+
 __all__ = [
     "AudioChunks",
     "Blob",
@@ -52,11 +55,14 @@ __all__ = [
     "Transcription",
     "UsageMetadata",
     "audio_input",
+    "build_setup",
     "camel",
     "converter",
     "decode_server_message",
+    "describe_setup",
     "encode_client_message",
     "parse_duration",
+    "tool_response_body",
 ]
 
 converter = cattrs.Converter()
@@ -451,3 +457,65 @@ def audio_input(b64_audio: str, sample_rate: int) -> str:
 def warm_up() -> None:
     """Have cattrs build the structure code of every server message now, not at the first tool call."""
     converter.get_structure_hook(ServerMessage)
+
+
+# --------------------------------------------------------------------------- the setup
+
+
+def build_setup(model: str, config: GeminiConfig, request: ConnectRequest, resume_handle: str | None) -> Setup:
+    """The ``setup`` message (docs/protocols/gemini.md#setup) that opens a connection for this agent."""
+    generation: dict[str, Any] = {"responseModalities": list(config.response_modalities), **config.generation}
+    speech: dict[str, Any] = {}
+    if config.voice:
+        speech["voiceConfig"] = {"prebuiltVoiceConfig": {"voiceName": config.voice}}
+    if config.language:
+        speech["languageCode"] = config.language
+    if speech:
+        generation["speechConfig"] = speech
+    resumption: dict[str, Any] | None = None
+    if config.resumption:
+        resumption = {}
+        if resume_handle:
+            resumption["handle"] = resume_handle
+        if config.transparent:
+            resumption["transparent"] = True
+    audio_out = config.response_modalities == ("AUDIO",)
+    return Setup(
+        model=model,
+        generation_config=generation,
+        system_instruction={"parts": [{"text": request.system_prompt}]} if request.system_prompt else None,
+        tools=[{"functionDeclarations": [_declaration(spec) for spec in request.tools]}] if request.tools else None,
+        realtime_input_config=dict(config.realtime_input_config) if config.realtime_input_config else None,
+        session_resumption=resumption,
+        context_window_compression=_deep_dict(config.compression) if config.compression is not None else None,
+        input_audio_transcription={} if config.input_transcription else None,
+        output_audio_transcription={} if config.output_transcription and audio_out else None,
+    )
+
+
+def _deep_dict(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_dict(v) for k, v in value.items()}
+    return value
+
+
+def _declaration(spec: ToolSpec) -> dict[str, Any]:
+    return {"name": spec.name, "description": spec.description, "parametersJsonSchema": dict(spec.input_schema)}
+
+
+def describe_setup(setup: Setup) -> str:
+    """A one-line summary of ``setup`` for debug logs (never the handle)."""
+    data = json.loads(encode_client_message(setup))["setup"]
+    if "sessionResumption" in data and "handle" in data["sessionResumption"]:
+        data["sessionResumption"]["handle"] = "***"
+    return json.dumps({k: data[k] for k in data if k not in ("systemInstruction", "tools")})[:500]
+
+
+def tool_response_body(status: str, content: Any) -> dict[str, Any]:
+    """``FunctionResponse.response`` is a JSON object: the proto documents ``output`` for the
+    result and ``error`` for a failure."""
+    if status == "success":
+        return {"output": content}
+    if status == "cancelled":
+        return {"error": f"the call was cancelled{': ' + content if isinstance(content, str) and content else ''}"}
+    return {"error": content}

@@ -1,8 +1,10 @@
 """Bedrock's refusals as typed errors, with AWS's message and request id.
 
 Two places refuse: the HTTP response (403 bad signature, 400 unknown model,
-429, 5xx, before any stream) and modeled exceptions inside the stream
-(``:message-type exception``). Both become :class:`NovaSonicProviderError`,
+429, 5xx, before any stream: :func:`error_for_response`) and messages inside
+the stream, modeled exceptions (``:message-type exception``) and errors
+(``:message-type error``): :func:`error_for_message`. Both become
+:class:`NovaSonicProviderError`,
 a :class:`BidiProviderError` whose ``retryable`` tells the core whether a new
 stream, seeded with the history, may help. Secrets are redacted from every
 message.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from ports.errors import BidiProviderError, redact
 
@@ -20,6 +23,7 @@ __all__ = [
     "SILENCE_TIMEOUT_CODE",
     "NovaSonicProviderError",
     "error_for_exception",
+    "error_for_message",
     "error_for_response",
 ]
 
@@ -68,6 +72,32 @@ def error_for_exception(
         lowered == "validationException" and SILENCE_TIMEOUT_CODE in message
     )
     return NovaSonicProviderError(message, code=name, retryable=retryable, request_id=request_id)
+
+
+def error_for_message(
+    headers: Mapping[str, Any], payload: bytes, request_id: str | None, secrets: tuple[str, ...] = ()
+) -> NovaSonicProviderError | None:
+    """The error an in-stream event-stream message carries, or None for an ordinary event.
+
+    ``exception`` messages hold AWS's JSON (``message``); ``error`` messages say it
+    in their ``:error-code`` and ``:error-message`` headers (never retryable)."""
+    kind = headers.get(":message-type")
+    if kind == "exception":
+        text, cut = "", None
+        try:
+            body = json.loads(payload) if payload else {}
+            if isinstance(body, dict):
+                text = str(body.get("message") or body.get("Message") or "")
+        except ValueError:
+            text, cut = payload.decode("utf-8", "replace"), _MAX_RAW_MESSAGE  # cut after redaction
+        return error_for_exception(
+            str(headers.get(":exception-type", "exception")), text, request_id, secrets, max_length=cut
+        )
+    if kind == "error":
+        code = str(headers.get(":error-code", "error"))
+        text = redact(str(headers.get(":error-message", "")), *secrets)
+        return NovaSonicProviderError(text or code, code=code, retryable=False, request_id=request_id)
+    return None
 
 
 def error_for_response(

@@ -303,7 +303,7 @@ class BidiNovaSonicModel:
             )
             try:
                 try:
-                    await session.setup(request)
+                    await session.open(request)
                 except BidiConnectionError as exc:
                     raise await session.explain(exc) from None
                 with anyio.move_on_after(self._response_timeout_s):

@@ -44,12 +44,13 @@ import attrs
 
 from adapters.nova_sonic import wire
 from adapters.nova_sonic.config import NovaSonicConfig
-from adapters.nova_sonic.errors import NovaSonicProviderError, error_for_exception
+from adapters.nova_sonic.errors import error_for_message
 from adapters.nova_sonic.eventstream import EventStreamDecoder, Message
 from adapters.nova_sonic.h2transport import H2Stream
 from adapters.nova_sonic.history import history_turns, split_utf8
 from adapters.nova_sonic.signing import EventSigner
-from ports.errors import BidiConnectionError, BidiError, BidiProtocolError, BidiProviderError, BidiUsageError, redact
+from adapters.nova_sonic.wire import tool_result_content
+from ports.errors import BidiConnectionError, BidiError, BidiProtocolError, BidiProviderError, BidiUsageError
 from ports.events import (
     BidiAudioInputEvent,
     BidiAudioStreamEvent,
@@ -66,9 +67,9 @@ from ports.events import (
     ModelEvent,
     StopReason,
 )
-from ports.model import CancelResponse, ConnectRequest, ModelCapabilities, ModelInput, ToolSpec, TruncateResponse
+from ports.model import CancelResponse, ConnectRequest, ModelCapabilities, ModelInput, TruncateResponse
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "NovaSonicSession", "tool_configuration", "tool_result_content"]
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "NovaSonicSession"]
 
 logger = logging.getLogger("bidi_core.adapters.nova_sonic")
 
@@ -77,34 +78,6 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful voice assistant. Keep your answers sh
 
 FRAME_MS = 32
 """AWS recommends audio frames of about 32 ms, streamed in real time."""
-
-
-def tool_configuration(tools: tuple[ToolSpec, ...]) -> dict[str, Any]:
-    """``toolConfiguration``; Nova wants each input schema as a JSON *string*."""
-    return {
-        "tools": [
-            {
-                "toolSpec": {
-                    "name": spec.name,
-                    "description": spec.description or spec.name,
-                    "inputSchema": {"json": json.dumps(dict(spec.input_schema), ensure_ascii=False)},
-                }
-            }
-            for spec in tools
-        ]
-    }
-
-
-def tool_result_content(result: BidiToolResultEvent) -> str:
-    """A tool's outcome as the JSON object string ``toolResult`` carries."""
-    content = result.content
-    if result.status == "error":
-        return json.dumps({"error": content if isinstance(content, str) else json.dumps(content)})
-    if result.status == "cancelled":
-        return json.dumps({"cancelled": True, "message": content if isinstance(content, str) else "cancelled"})
-    if isinstance(content, dict):
-        return json.dumps(content, ensure_ascii=False)
-    return json.dumps({"result": content}, ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------- the session
@@ -155,9 +128,9 @@ class NovaSonicSession:
         self.events_sent = 0
         # receiving
         self._decoder = EventStreamDecoder()
-        self._pending: deque[ModelEvent] = deque()  # decoded, not yet returned by receive()
         self._contents: dict[str, _Content] = {}
         self._last_content: _Content | None = None
+        self._pending: deque[ModelEvent] = deque()  # decoded, not yet returned by receive()
         self._response_id: str | None = None
         self._last_response_id: str | None = None
         self._responses = 0
@@ -197,48 +170,17 @@ class NovaSonicSession:
         await self._send_event(wire.encode_event(event))
 
     async def _text_content(self, role: str, text: str, *, interactive: bool, split: bool = False) -> None:
-        name = str(uuid.uuid4())
-        await self._send(
-            wire.ContentStart(
-                prompt_name=self._prompt,
-                content_name=name,
-                type="TEXT",
-                interactive=interactive,
-                role=role,
-                text_input_configuration={"mediaType": "text/plain"},
-            )
-        )
-        for piece in split_utf8(text) if split else [text]:
-            await self._send(wire.TextInput(prompt_name=self._prompt, content_name=name, content=piece))
-        await self._send(wire.ContentEnd(prompt_name=self._prompt, content_name=name))
+        pieces = split_utf8(text) if split else [text]
+        for event in wire.text_content(self._prompt, role, pieces, interactive=interactive):
+            await self._send(event)
 
-    async def setup(self, request: ConnectRequest) -> None:
-        """Start the session: settings, voice, tools, system prompt, history."""
-        config = self._config
-        turn = {"endpointingSensitivity": config.endpointing_sensitivity} if config.endpointing_sensitivity else None
-        await self._send(
-            wire.SessionStart(
-                inference_configuration=config.inference_configuration(), turn_detection_configuration=turn
-            )
-        )
-        await self._send(
-            wire.PromptStart(
-                prompt_name=self._prompt,
-                text_output_configuration={"mediaType": "text/plain"},
-                audio_output_configuration={
-                    "mediaType": "audio/lpcm",
-                    "sampleRateHertz": config.output_rate,
-                    "sampleSizeBits": 16,
-                    "channelCount": 1,
-                    "voiceId": config.voice,
-                    "encoding": "base64",
-                    "audioType": "SPEECH",
-                },
-                tool_use_output_configuration={"mediaType": "application/json"} if request.tools else None,
-                tool_configuration=tool_configuration(request.tools) if request.tools else None,
-            )
-        )
-        await self._text_content("SYSTEM", request.system_prompt or DEFAULT_SYSTEM_PROMPT, interactive=False)
+    async def open(self, request: ConnectRequest) -> None:
+        """Start the session (``wire.build_setup``: settings, voice, tools, system prompt), then the history
+        (``history.py``)."""
+        if not request.system_prompt:
+            request = attrs.evolve(request, system_prompt=DEFAULT_SYSTEM_PROMPT)
+        for event in wire.build_setup(self._config, request, self._prompt):
+            await self._send(event)
         turns = history_turns(request.history)
         for role, text in turns:
             await self._text_content(role, text, interactive=False, split=True)
@@ -451,21 +393,9 @@ class NovaSonicSession:
                 logger.warning("%s: malformed server event: %s", self._connection_id, exc)
                 return [BidiErrorEvent(message=f"malformed server event: {exc}"[:300], code="protocol_error")]
             return self._translate(event)
-        if kind == "exception":
-            text, cut = "", None
-            try:
-                body = json.loads(message.payload) if message.payload else {}
-                if isinstance(body, dict):
-                    text = str(body.get("message") or body.get("Message") or "")
-            except ValueError:
-                text, cut = message.payload.decode("utf-8", "replace"), 300  # cut after redaction
-            raise error_for_exception(
-                str(headers.get(":exception-type", "exception")), text, self.request_id, self._secrets, max_length=cut
-            )
-        if kind == "error":
-            code = str(headers.get(":error-code", "error"))
-            text = redact(str(headers.get(":error-message", "")), *self._secrets)
-            raise NovaSonicProviderError(text or code, code=code, retryable=False, request_id=self.request_id)
+        error = error_for_message(headers, message.payload, self.request_id, self._secrets)
+        if error is not None:
+            raise error
         raise BidiProtocolError(f"unknown event-stream message type {kind!r}", raw=message.payload[:200])
 
     # ------------------------------------------------------------------ translation

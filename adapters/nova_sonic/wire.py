@@ -20,6 +20,8 @@ import base64
 import binascii
 import json
 import re
+import uuid
+from collections.abc import Iterable
 from typing import Any, ClassVar, TypeAlias
 
 import attrs
@@ -27,7 +29,11 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from adapters._exceptions import leaves
+from adapters.nova_sonic.config import NovaSonicConfig
 from adapters.nova_sonic.eventstream import encode_message
+from ports.errors import BidiUsageError
+from ports.events import BidiToolResultEvent
+from ports.model import ConnectRequest, ToolSpec
 
 __all__ = [
     "INTERRUPTED_MARKER",
@@ -53,12 +59,16 @@ __all__ = [
     "UnknownOutputEvent",
     "UsageEvent",
     "audio_input_json",
+    "build_setup",
     "converter",
     "decode_chunk",
     "encode_chunk",
     "encode_event",
     "is_interruption",
     "parse_output_event",
+    "text_content",
+    "tool_configuration",
+    "tool_result_content",
 ]
 
 converter = cattrs.Converter()
@@ -196,6 +206,82 @@ def audio_input_json(prompt_name: str, content_name: str, pcm: bytes) -> bytes:
         f'{{"event":{{"audioInput":{{"promptName":"{prompt_name}","contentName":"{content_name}",'
         f'"content":"{b64}"}}}}}}'
     ).encode("ascii")
+
+
+def text_content(prompt_name: str, role: str, pieces: Iterable[str], *, interactive: bool) -> list[InputEvent]:
+    """One TEXT content: ``contentStart``, a ``textInput`` per piece, ``contentEnd`` (a fresh content name)."""
+    name = str(uuid.uuid4())
+    events: list[InputEvent] = [
+        ContentStart(
+            prompt_name=prompt_name,
+            content_name=name,
+            type="TEXT",
+            interactive=interactive,
+            role=role,
+            text_input_configuration={"mediaType": "text/plain"},
+        )
+    ]
+    events += [TextInput(prompt_name=prompt_name, content_name=name, content=piece) for piece in pieces]
+    events.append(ContentEnd(prompt_name=prompt_name, content_name=name))
+    return events
+
+
+def build_setup(config: NovaSonicConfig, request: ConnectRequest, prompt_name: str) -> list[InputEvent]:
+    """The events that open a stream (docs/protocols/nova_sonic.md#input-events): ``sessionStart`` (inference and
+    turn-taking settings), ``promptStart`` (output formats, voice, tools), and the SYSTEM text content.
+
+    Nova wants the SYSTEM content first in every prompt, so ``request.system_prompt`` must
+    be set (the session fills in its default)."""
+    if not request.system_prompt:
+        raise BidiUsageError("Nova Sonic needs a system prompt")
+    turn = {"endpointingSensitivity": config.endpointing_sensitivity} if config.endpointing_sensitivity else None
+    return [
+        SessionStart(inference_configuration=config.inference_configuration(), turn_detection_configuration=turn),
+        PromptStart(
+            prompt_name=prompt_name,
+            text_output_configuration={"mediaType": "text/plain"},
+            audio_output_configuration={
+                "mediaType": "audio/lpcm",
+                "sampleRateHertz": config.output_rate,
+                "sampleSizeBits": 16,
+                "channelCount": 1,
+                "voiceId": config.voice,
+                "encoding": "base64",
+                "audioType": "SPEECH",
+            },
+            tool_use_output_configuration={"mediaType": "application/json"} if request.tools else None,
+            tool_configuration=tool_configuration(request.tools) if request.tools else None,
+        ),
+        *text_content(prompt_name, "SYSTEM", [request.system_prompt], interactive=False),
+    ]
+
+
+def tool_configuration(tools: tuple[ToolSpec, ...]) -> dict[str, Any]:
+    """``toolConfiguration``; Nova wants each input schema as a JSON *string*."""
+    return {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": spec.name,
+                    "description": spec.description or spec.name,
+                    "inputSchema": {"json": json.dumps(dict(spec.input_schema), ensure_ascii=False)},
+                }
+            }
+            for spec in tools
+        ]
+    }
+
+
+def tool_result_content(result: BidiToolResultEvent) -> str:
+    """A tool's outcome as the JSON object string ``toolResult`` carries."""
+    content = result.content
+    if result.status == "error":
+        return json.dumps({"error": content if isinstance(content, str) else json.dumps(content)})
+    if result.status == "cancelled":
+        return json.dumps({"cancelled": True, "message": content if isinstance(content, str) else "cancelled"})
+    if isinstance(content, dict):
+        return json.dumps(content, ensure_ascii=False)
+    return json.dumps({"result": content}, ensure_ascii=False)
 
 
 _CHUNK_HEADERS = {":message-type": "event", ":event-type": "chunk", ":content-type": "application/json"}

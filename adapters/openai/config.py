@@ -17,9 +17,10 @@ import attrs
 from adapters._config_checks import check_keys
 from ports.errors import BidiUsageError
 
-__all__ = ["DEFAULT_TURN_DETECTION", "OpenAIConfig", "parse_provider_config"]
+__all__ = ["DEFAULT_TURN_DETECTION", "SAMPLE_RATE", "OpenAIConfig", "parse_provider_config"]
 
-SUPPORTED_RATES = (24000,)
+SAMPLE_RATE = 24000
+SUPPORTED_RATES = (SAMPLE_RATE,)
 """GA ``audio/pcm`` takes 24 kHz only (docs/protocols/openai.md#audio-formats)."""
 
 DEFAULT_TURN_DETECTION: dict[str, Any] = {

@@ -8,10 +8,12 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from adapters.connection import ConnectionOptions, merge_options
 from adapters.openai.config import OpenAIConfig, parse_provider_config
+from adapters.openai.errors import error_for_response
 from adapters.openai.session import OpenAIRealtimeSession
 from adapters.urls import redacted_url, websocket_url
 from adapters.websocket import open_websocket, ssl_context_for
@@ -116,9 +118,15 @@ class BidiOpenAIRealtimeModel:
         connection_id = f"openai-{next(_ids)}"
         secrets = (self._api_key,)
         logger.debug("connecting %s to %s", connection_id, redacted_url(self.url, *secrets))
-        async with open_websocket(self.url, self._headers(), secrets=secrets, options=self.connection) as ws:
+        async with open_websocket(
+            self.url,
+            self._headers(),
+            secrets=secrets,
+            options=self.connection,
+            error_for_response=partial(error_for_response, secrets=secrets),
+        ) as ws:
             session = OpenAIRealtimeSession(ws, connection_id, self._capabilities, self.config)
-            await session.setup(self._model_id, request)
+            await session.open(self._model_id, request)
             logger.debug("%s open (%d history items)", connection_id, len(request.history))
             yield session
         logger.debug("%s closed", connection_id)

@@ -29,9 +29,11 @@ from typing import Any
 import anyio
 
 from adapters.openai import wire
-from adapters.openai.config import OpenAIConfig
+from adapters.openai.config import SAMPLE_RATE, OpenAIConfig
+from adapters.openai.errors import close_error, in_band_error
+from adapters.openai.history import history_items
 from adapters.websocket import WebSocketClosed, WebSocketConnection
-from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError
+from ports.errors import BidiUsageError
 from ports.events import (
     BidiAudioInputEvent,
     BidiAudioStreamEvent,
@@ -48,84 +50,13 @@ from ports.events import (
     ModalityUsage,
     ModelEvent,
 )
-from ports.messages import Message, TextMessage, ToolCallMessage
-from ports.model import CancelResponse, ConnectRequest, ModelCapabilities, ModelInput, ToolSpec, TruncateResponse
+from ports.model import CancelResponse, ConnectRequest, ModelCapabilities, ModelInput, TruncateResponse
 
-__all__ = ["OpenAIRealtimeSession", "build_session_update", "history_items"]
+__all__ = ["OpenAIRealtimeSession"]
 
 logger = logging.getLogger("bidi_core.adapters.openai")
 
-SAMPLE_RATE = 24000
 _BYTES_PER_MS = SAMPLE_RATE * 2 / 1000
-
-FATAL_ERROR_CODES = frozenset({"beta_api_shape_disabled", "invalid_api_key", "insufficient_quota", "model_not_found"})
-"""In-band errors after which the service closes the session and a retry cannot help."""
-EXPIRY_ERROR_CODES = frozenset({"session_expired"})
-
-
-def build_session_update(model_id: str, config: OpenAIConfig, request: ConnectRequest) -> wire.SessionUpdate:
-    """The GA ``session.update`` for this agent (docs/protocols/openai.md#session-configuration)."""
-    audio_input: dict[str, Any] = {
-        "format": {"type": "audio/pcm", "rate": SAMPLE_RATE},
-        # null turns server VAD off (the client commits); transcription is off when omitted.
-        "turn_detection": dict(config.turn_detection) if config.turn_detection is not None else None,
-    }
-    if config.transcription is not None:
-        audio_input["transcription"] = dict(config.transcription)
-    if config.noise_reduction is not None:
-        audio_input["noise_reduction"] = {"type": config.noise_reduction}
-    audio_output: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": SAMPLE_RATE}, "voice": config.voice}
-    if config.speed is not None:
-        audio_output["speed"] = config.speed
-    session: dict[str, Any] = {
-        "type": "realtime",
-        "model": model_id,
-        "output_modalities": list(config.output_modalities),
-        "audio": {"input": audio_input, "output": audio_output},
-    }
-    if request.system_prompt:
-        session["instructions"] = request.system_prompt
-    if request.tools:
-        session["tools"] = [_tool(spec) for spec in request.tools]
-    if config.tool_choice is not None:
-        session["tool_choice"] = config.tool_choice
-    if config.max_output_tokens is not None:
-        session["max_output_tokens"] = config.max_output_tokens
-    return wire.SessionUpdate(session=session)
-
-
-def _tool(spec: ToolSpec) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "name": spec.name,
-        "description": spec.description,
-        "parameters": dict(spec.input_schema),
-    }
-
-
-def history_items(history: tuple[Message, ...]) -> list[wire.ConversationItemCreate]:
-    """Seed items for a new connection. Tool results whose call is not in the
-    history are skipped (the service rejects an output without its call)."""
-    calls = {m.tool_use_id for m in history if isinstance(m, ToolCallMessage)}
-    items: list[wire.ConversationItemCreate] = []
-    for message in history:
-        item: dict[str, Any]
-        if isinstance(message, TextMessage):
-            kind = "input_text" if message.role == "user" else "output_text"
-            item = {"type": "message", "role": message.role, "content": [{"type": kind, "text": message.text}]}
-        elif isinstance(message, ToolCallMessage):
-            item = {
-                "type": "function_call",
-                "call_id": message.tool_use_id,
-                "name": message.name,
-                "arguments": json.dumps(dict(message.input)),
-            }
-        else:
-            if message.tool_use_id not in calls:
-                continue
-            item = {"type": "function_call_output", "call_id": message.tool_use_id, "output": message.content_text()}
-        items.append(wire.ConversationItemCreate(item=item))
-    return items
 
 
 class OpenAIRealtimeSession:
@@ -163,10 +94,10 @@ class OpenAIRealtimeSession:
     async def _send(self, event: wire.ClientEvent) -> None:
         await self._ws.send_text(wire.encode_client_event(event))
 
-    async def setup(self, model_id: str, request: ConnectRequest) -> None:
-        """Configure the session and seed it with the history."""
+    async def open(self, model_id: str, request: ConnectRequest) -> None:
+        """Configure the session (``wire.build_setup``) and seed it with the history (``history.py``)."""
         wire.warm_up()
-        await self._send(build_session_update(model_id, self._config, request))
+        await self._send(wire.build_setup(model_id, self._config, request))
         for item in history_items(request.history):
             await self._send(item)
 
@@ -239,9 +170,10 @@ class OpenAIRealtimeSession:
             try:
                 frame = await ws_receive()
             except WebSocketClosed as exc:
-                if exc.code == 1000:
+                error = close_error(exc)
+                if error is None:
                     raise anyio.EndOfStream from None
-                raise
+                raise error from None
             try:
                 data = loads(frame)
                 if data["type"] == wire.AUDIO_DELTA:
@@ -348,11 +280,10 @@ class OpenAIRealtimeSession:
         return out
 
     def _error(self, error: wire.ErrorDetail) -> list[ModelEvent]:
+        fatal = in_band_error(error)
+        if fatal is not None:
+            raise fatal
         code = error.code or error.type or "error"
-        if code in FATAL_ERROR_CODES:
-            raise BidiProviderError(error.message, code=code)
-        if code in EXPIRY_ERROR_CODES or "maximum duration" in error.message:
-            raise BidiConnectionError(f"the session expired: {error.message}")
         if code == "conversation_already_has_active_response":
             logger.debug("response.create raced an active response: %s", error.message)
         return [BidiErrorEvent(message=error.message, code=code, details=error.param)]

@@ -18,6 +18,9 @@ from typing import Any, ClassVar, TypeAlias
 import attrs
 import cattrs
 
+from adapters.openai.config import SAMPLE_RATE, OpenAIConfig
+from ports.model import ConnectRequest, ToolSpec
+
 __all__ = [
     "AUDIO_DELTA",
     "CLIENT_EVENT_TYPES",
@@ -46,6 +49,7 @@ __all__ = [
     "FunctionCallArgumentsDone",
     "UnknownServerEvent",
     "audio_delta_fields",
+    "build_setup",
     "converter",
     "decode_server_event",
     "event_from_dict",
@@ -438,3 +442,47 @@ def encode_client_event(event: ClientEvent) -> str:
 def audio_append(b64_audio: str) -> str:
     """Fast path for the most frequent message (one per microphone block)."""
     return '{"type":"input_audio_buffer.append","audio":"' + b64_audio + '"}'
+
+
+# --------------------------------------------------------------------------- the setup
+
+
+def build_setup(model_id: str, config: OpenAIConfig, request: ConnectRequest) -> SessionUpdate:
+    """The GA ``session.update`` that opens a connection for this agent
+    (docs/protocols/openai.md#session-configuration)."""
+    audio_input: dict[str, Any] = {
+        "format": {"type": "audio/pcm", "rate": SAMPLE_RATE},
+        # null turns server VAD off (the client commits); transcription is off when omitted.
+        "turn_detection": dict(config.turn_detection) if config.turn_detection is not None else None,
+    }
+    if config.transcription is not None:
+        audio_input["transcription"] = dict(config.transcription)
+    if config.noise_reduction is not None:
+        audio_input["noise_reduction"] = {"type": config.noise_reduction}
+    audio_output: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": SAMPLE_RATE}, "voice": config.voice}
+    if config.speed is not None:
+        audio_output["speed"] = config.speed
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "model": model_id,
+        "output_modalities": list(config.output_modalities),
+        "audio": {"input": audio_input, "output": audio_output},
+    }
+    if request.system_prompt:
+        session["instructions"] = request.system_prompt
+    if request.tools:
+        session["tools"] = [_tool(spec) for spec in request.tools]
+    if config.tool_choice is not None:
+        session["tool_choice"] = config.tool_choice
+    if config.max_output_tokens is not None:
+        session["max_output_tokens"] = config.max_output_tokens
+    return SessionUpdate(session=session)
+
+
+def _tool(spec: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "name": spec.name,
+        "description": spec.description,
+        "parameters": dict(spec.input_schema),
+    }
