@@ -60,6 +60,7 @@ from adapters.gemini.config import OUTPUT_RATE, GeminiConfig
 from adapters.gemini.errors import close_error
 from adapters.gemini.history import history_turns
 from adapters.gemini.wire import tool_response_body
+from adapters.responses import ResponseTracker
 from adapters.websocket import WebSocketClosed, WebSocketConnection
 from ports.errors import BidiConnectionError, BidiProtocolError, BidiUsageError
 from ports.events import (
@@ -69,7 +70,6 @@ from ports.events import (
     BidiErrorEvent,
     BidiImageInputEvent,
     BidiResponseCompleteEvent,
-    BidiResponseStartEvent,
     BidiResumptionUpdateEvent,
     BidiSpeechStartedEvent,
     BidiTextInputEvent,
@@ -116,8 +116,7 @@ class GeminiLiveSession:
         self._item_last_index: list[int] = []  # for items not yet known to be held
         self._items_held = 0  # items known to be held, dropped from the list above
         # Translation state.
-        self._responses = 0
-        self._response_id: str | None = None
+        self._responses = ResponseTracker(connection_id)
         self._assistant_text = ""
         self._assistant_final_sent = False
         self._user_text = ""
@@ -214,7 +213,7 @@ class GeminiLiveSession:
                     f"Gemini Live takes mono 16-bit PCM; got {item.format} x {item.channels} channels "
                     "(open the microphone at the model's capabilities.input_audio, as BidiAudioIO does)"
                 )
-            if not self._heard_speech and self._response_id is None and _sounds_like_speech(item.audio):
+            if not self._heard_speech and self._responses.current is None and _sounds_like_speech(item.audio):
                 self._heard_speech = True
             text = wire.audio_input(base64.b64encode(item.audio).decode("ascii"), item.sample_rate)
         elif isinstance(item, BidiTextInputEvent):
@@ -313,26 +312,29 @@ class GeminiLiveSession:
             raise BidiProtocolError(f"Gemini sent a frame that is not a JSON object ({exc})", raw=frame) from None
 
     def _start(self, out: list[ModelEvent]) -> str:
-        if self._response_id is None:
+        """The open response's id; the first output of a turn opens one (``adapters/responses.py``)."""
+        rid = self._responses.current
+        if rid is None:
             self._heard_speech = False
             self._final_user_transcript(out)
-            self._responses += 1
-            self._response_id = f"{self._connection_id}-r{self._responses}"
             self._assistant_text = ""
             self._assistant_final_sent = False
-            out.append(BidiResponseStartEvent(self._response_id))
-        return self._response_id
+            start = self._responses.start()
+            out.append(start)
+            rid = start.response_id
+        return rid
 
     def _finish(self, out: list[ModelEvent], stop_reason: StopReason) -> None:
-        if self._response_id is None:
+        if self._responses.current is None:
             return
         self._final_assistant_transcript(out)
-        out.append(BidiResponseCompleteEvent(self._response_id, stop_reason))
-        self._response_id = None
+        if (done := self._responses.complete(stop_reason)) is not None:
+            out.append(done)
 
     def _final_assistant_transcript(self, out: list[ModelEvent]) -> None:
-        if self._response_id is not None and self._assistant_text and not self._assistant_final_sent:
-            out.append(BidiTranscriptStreamEvent("", self._assistant_text, "assistant", True, self._response_id))
+        rid = self._responses.current
+        if rid is not None and self._assistant_text and not self._assistant_final_sent:
+            out.append(BidiTranscriptStreamEvent("", self._assistant_text, "assistant", True, rid))
             self._assistant_final_sent = True
 
     def _audio(self, chunks: Iterable[wire.Blob], out: list[ModelEvent] | None = None) -> list[ModelEvent]:
@@ -393,7 +395,7 @@ class GeminiLiveSession:
             delta = content.input_transcription.text
             if (
                 not self._user_text
-                and self._response_id is None
+                and self._responses.current is None
                 and self._heard_speech
                 and self._config.speech_interrupts
             ):

@@ -50,13 +50,12 @@ from adapters.nova_sonic.h2transport import H2Stream
 from adapters.nova_sonic.history import history_turns, split_utf8
 from adapters.nova_sonic.signing import EventSigner
 from adapters.nova_sonic.wire import tool_result_content
+from adapters.responses import ResponseTracker
 from ports.errors import BidiConnectionError, BidiError, BidiProtocolError, BidiProviderError, BidiUsageError
 from ports.events import (
     BidiAudioInputEvent,
     BidiAudioStreamEvent,
     BidiErrorEvent,
-    BidiResponseCompleteEvent,
-    BidiResponseStartEvent,
     BidiSpeechStartedEvent,
     BidiTextInputEvent,
     BidiToolResultEvent,
@@ -131,9 +130,7 @@ class NovaSonicSession:
         self._contents: dict[str, _Content] = {}
         self._last_content: _Content | None = None
         self._pending: deque[ModelEvent] = deque()  # decoded, not yet returned by receive()
-        self._response_id: str | None = None
-        self._last_response_id: str | None = None
-        self._responses = 0
+        self._responses = ResponseTracker(connection_id)
         self._speculative = ""
         self._speech_reported = False
         self._usage_seen = (0, 0, 0)
@@ -401,20 +398,16 @@ class NovaSonicSession:
     # ------------------------------------------------------------------ translation
 
     def _start_response(self) -> list[ModelEvent]:
-        if self._response_id is not None:
+        """Open a response for this assistant turn unless one is open (``adapters/responses.py``)."""
+        if self._responses.current is not None:
             return []
-        self._responses += 1
-        rid = f"{self._connection_id}-r{self._responses}"
-        self._response_id = self._last_response_id = rid
         self._speculative = ""
         self._speech_reported = False
-        return [BidiResponseStartEvent(rid)]
+        return [self._responses.start()]
 
     def _complete(self, reason: StopReason) -> list[ModelEvent]:
-        rid, self._response_id = self._response_id, None
-        if rid is None:
-            return []
-        return [BidiResponseCompleteEvent(rid, reason)]
+        done = self._responses.complete(reason)
+        return [] if done is None else [done]
 
     def _speech_started(self) -> list[ModelEvent]:
         if self._speech_reported:
@@ -465,16 +458,16 @@ class NovaSonicSession:
             stage = "FINAL"  # the user's transcript is final unless Nova says otherwise
         if role == "ASSISTANT" and (kind == "AUDIO" or (kind == "TEXT" and stage != "FINAL")):
             out += self._start_response()
-            rid = self._response_id
+            rid = self._responses.current
         elif role == "ASSISTANT":
-            rid = self._response_id or self._last_response_id  # FINAL text trails the turn it transcribes
+            rid = self._responses.last  # FINAL text trails the turn it transcribes
         elif kind == "TOOL":
             # A tool call is a response of its own when no words came first (as OpenAI reports a
             # function-call-only turn: response start, the call, completion with ``tool_use``).
             out += self._start_response()
-            rid = self._response_id
+            rid = self._responses.current
         else:
-            rid = self._response_id
+            rid = self._responses.current
         content = _Content(type=kind, role=role, stage=stage, response_id=rid)
         self._contents[event.content_id] = content
         self._last_content = content
@@ -509,7 +502,7 @@ class NovaSonicSession:
             self._last_content = None
         stop = (event.stop_reason or "").upper()
         out: list[ModelEvent] = []
-        current = content.response_id is not None and content.response_id == self._response_id
+        current = content.response_id is not None and content.response_id == self._responses.current
         if content.tool is not None or content.type == "TOOL":
             out += self._tool_use(content)
             if stop == "INTERRUPTED":
@@ -561,10 +554,10 @@ class NovaSonicSession:
             rid = content.response_id
         else:
             out += self._start_response()
-            rid = self._response_id
+            rid = self._responses.current
         if rid is None:
             out += self._start_response()
-            rid = self._response_id
+            rid = self._responses.current
             if content is not None:
                 content.response_id = rid
         out.append(BidiAudioStreamEvent(audio=pcm, sample_rate=self._config.output_rate, response_id=rid))
