@@ -9,9 +9,10 @@ own. Needs the ``nova`` extra (``pip install "bidi-core[nova]"``).
 from adapters.connection import ConnectionOptions
 from adapters.nova_sonic.config import NOVA_2_SONIC, NOVA_SONIC, NovaSonicConfig
 from adapters.nova_sonic.errors import NovaSonicProviderError
-from adapters.nova_sonic.model import STREAM_LIMIT_S, BidiNovaSonicModel
+from adapters.nova_sonic.model import DEFAULT_SYSTEM_PROMPT, STREAM_LIMIT_S, BidiNovaSonicModel
 
 __all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
     "NOVA_2_SONIC",
     "NOVA_SONIC",
     "STREAM_LIMIT_S",

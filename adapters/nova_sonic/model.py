@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import anyio
+import attrs
 from botocore.httpsession import get_cert_path  # type: ignore[import-untyped]
 
 from adapters.connection import ConnectionOptions, merge_options
@@ -26,13 +27,15 @@ from ports.audio import AudioFormat
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError, redact
 from ports.model import ConnectRequest, ModelCapabilities
 
-__all__ = ["DEFAULT_REGION", "STREAM_LIMIT_S", "BidiNovaSonicModel"]
+__all__ = ["DEFAULT_REGION", "DEFAULT_SYSTEM_PROMPT", "STREAM_LIMIT_S", "BidiNovaSonicModel"]
 
 logger = logging.getLogger("bidi_core.adapters.nova_sonic")
 
 STREAM_LIMIT_S = 8 * 60.0
 """A bidirectional stream "remains open for 8 minutes" (botocore's bedrock-runtime model)."""
 DEFAULT_REGION = "us-east-1"
+DEFAULT_SYSTEM_PROMPT = "You are a helpful voice assistant. Keep your answers short."
+"""What Nova is told when the agent has no system prompt (``default_system_prompt=`` changes it)."""
 
 _ids = itertools.count(1)
 
@@ -104,6 +107,11 @@ class BidiNovaSonicModel:
     ``max_stream_s`` is the service's stream limit (8 minutes); the core rotates
     to a new stream, seeded with the history, at a turn boundary before it.
 
+    Nova requires a SYSTEM text at the start of every stream. When the agent
+    has no system prompt, ``default_system_prompt`` is sent instead; its
+    default is :data:`DEFAULT_SYSTEM_PROMPT`, "You are a helpful voice
+    assistant. Keep your answers short."
+
     ``connection`` (:class:`~adapters.connection.ConnectionOptions`) sets the
     timeouts and the TLS trust (no proxy: the stream is HTTP/2 straight over
     TLS): ``connect_timeout_s`` (10 s) for TCP and TLS; ``read_timeout_s``
@@ -132,6 +140,7 @@ class BidiNovaSonicModel:
         response_timeout_s: float = 5.0,
         close_timeout_s: float | None = None,
         connection: ConnectionOptions | None = None,
+        default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     ) -> None:
         if not isinstance(model_id, str) or not model_id:
             raise BidiUsageError("model_id must be a non-empty string")
@@ -139,7 +148,10 @@ class BidiNovaSonicModel:
             logger.info("model %r is not one of the known Nova Sonic models %s", model_id, list(MODELS))
         if not isinstance(max_stream_s, int | float) or max_stream_s <= 0:
             raise BidiUsageError("max_stream_s must be a positive number of seconds")
+        if not isinstance(default_system_prompt, str) or not default_system_prompt.strip():
+            raise BidiUsageError("default_system_prompt must be a non-empty string: Nova needs a system prompt")
         self._model_id = model_id
+        self.default_system_prompt = default_system_prompt
         self.connection = merge_options(
             connection,
             connect_timeout_s=connect_timeout_s,
@@ -267,6 +279,7 @@ class BidiNovaSonicModel:
     async def connect(self, request: ConnectRequest) -> AsyncIterator[NovaSonicSession]:
         """Open a stream, start the session (settings, tools, system prompt, history), yield it.
 
+        The system prompt is the request's, else ``default_system_prompt``.
         Leaving closes the input politely (``promptEnd``, ``sessionEnd``, the
         signed empty frame), drains the output (bounded) and closes the connection.
         """
@@ -301,6 +314,8 @@ class BidiNovaSonicModel:
                 secrets=secrets,
                 close_timeout_s=self.connection.close_timeout_s,
             )
+            if not request.system_prompt:
+                request = attrs.evolve(request, system_prompt=self.default_system_prompt)
             try:
                 try:
                     await session.open(request)

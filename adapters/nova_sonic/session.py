@@ -68,12 +68,9 @@ from ports.events import (
 )
 from ports.model import CancelResponse, ConnectRequest, ModelCapabilities, ModelInput, TruncateResponse
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "NovaSonicSession"]
+__all__ = ["NovaSonicSession"]
 
 logger = logging.getLogger("bidi_core.adapters.nova_sonic")
-
-DEFAULT_SYSTEM_PROMPT = "You are a helpful voice assistant. Keep your answers short."
-"""Nova wants a SYSTEM text block; this one is used when the agent has no system prompt."""
 
 FRAME_MS = 32
 """AWS recommends audio frames of about 32 ms, streamed in real time."""
@@ -174,8 +171,6 @@ class NovaSonicSession:
     async def open(self, request: ConnectRequest) -> None:
         """Start the session (``wire.build_setup``: settings, voice, tools, system prompt), then the history
         (``history.py``)."""
-        if not request.system_prompt:
-            request = attrs.evolve(request, system_prompt=DEFAULT_SYSTEM_PROMPT)
         for event in wire.build_setup(self._config, request, self._prompt):
             await self._send(event)
         turns = history_turns(request.history)

@@ -231,9 +231,9 @@ def build_setup(config: NovaSonicConfig, request: ConnectRequest, prompt_name: s
     turn-taking settings), ``promptStart`` (output formats, voice, tools), and the SYSTEM text content.
 
     Nova wants the SYSTEM content first in every prompt, so ``request.system_prompt`` must
-    be set (the session fills in its default)."""
+    be set (``BidiNovaSonicModel`` fills in its ``default_system_prompt``)."""
     if not request.system_prompt:
-        raise BidiUsageError("Nova Sonic needs a system prompt")
+        raise BidiUsageError("Nova Sonic needs a system prompt (BidiNovaSonicModel's default_system_prompt)")
     turn = {"endpointingSensitivity": config.endpointing_sensitivity} if config.endpointing_sensitivity else None
     return [
         SessionStart(inference_configuration=config.inference_configuration(), turn_detection_configuration=turn),
