@@ -44,7 +44,6 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import json
 import logging
 import math
 import sys
@@ -125,6 +124,7 @@ class GeminiLiveSession:
         self._heard_speech = False
         self._synthetic_calls: set[str] = set()
         self._issued_calls: set[str] = set()  # calls of this connection still unanswered
+        self._withdrawn_calls: set[str] = set()  # calls the service cancelled: nothing waits for them
         self._rate_of_mime: dict[str, int] = {}
         self.session_id: str | None = None
 
@@ -238,36 +238,26 @@ class GeminiLiveSession:
         await self._write(text)
 
     def _tool_result(self, item: BidiToolResultEvent) -> str | None:
-        """``toolResponse`` for a call this connection issued; otherwise the result as the user's text.
+        """``toolResponse`` for a call this connection issued.
 
-        A tool that outlives its connection (a drop, a ``goAway`` rotation, a refused handle) has its
-        result sent on the next one. That session never issued the call: the service issues no
-        resumption handle while calls are pending, so a resumed session is from before the call,
-        and a fresh one knows it only from the seeded history. A ``toolResponse`` naming that id
-        is refused (close 1007, which ends the conversation), so the outcome goes in as text the
-        model reads (as the Nova adapter does). A cancelled call needs no answer: nothing waits.
+        A result for a call of an earlier connection never reaches a session: the
+        service refuses a ``toolResponse`` naming an id it did not issue (close 1007),
+        so the core sends such an outcome as the user's text instead. A result that
+        crossed the service's cancellation of its call (it was already on its way
+        when the cancellation arrived) is dropped: nothing waits for it.
         """
-        if item.tool_use_id in self._issued_calls:
-            self._issued_calls.discard(item.tool_use_id)
-            call_id = None if item.tool_use_id in self._synthetic_calls else item.tool_use_id
-            response = wire.FunctionResponse(call_id, item.name, tool_response_body(item.status, item.content))
-            return wire.encode_client_message(wire.ToolResponse([response]))
-        if item.status == "cancelled":
+        if item.tool_use_id in self._withdrawn_calls:
+            self._withdrawn_calls.discard(item.tool_use_id)
             logger.debug(
-                "%s: dropping the cancellation of %s, issued by an earlier connection",
-                self._connection_id,
-                item.tool_use_id,
+                "%s: dropping the result of %s, cancelled by the service", self._connection_id, item.tool_use_id
             )
             return None
-        logger.debug(
-            "%s: %s was issued by an earlier connection; its result goes in as text",
-            self._connection_id,
-            item.tool_use_id,
-        )
-        body = json.dumps(tool_response_body(item.status, item.content), ensure_ascii=False, default=str)
-        return wire.encode_client_message(
-            wire.RealtimeInput(text=f"(The tool {item.name} returned {item.status}: {body})")
-        )
+        if item.tool_use_id not in self._issued_calls:
+            raise BidiUsageError(f"Gemini Live did not issue tool call {item.tool_use_id!r} on this connection")
+        self._issued_calls.discard(item.tool_use_id)
+        call_id = None if item.tool_use_id in self._synthetic_calls else item.tool_use_id
+        response = wire.FunctionResponse(call_id, item.name, tool_response_body(item.status, item.content))
+        return wire.encode_client_message(wire.ToolResponse([response]))
 
     def items_included(self, last_consumed_index: int) -> int:
         """How many ``send()`` items had every wire message consumed by ``last_consumed_index``.
@@ -367,7 +357,9 @@ class GeminiLiveSession:
         if message.tool_call is not None:
             self._tool_call(message.tool_call, out)
         if message.tool_call_cancellation is not None and message.tool_call_cancellation.ids:
-            self._issued_calls.difference_update(message.tool_call_cancellation.ids)  # nothing is sent for them
+            withdrawn = set(message.tool_call_cancellation.ids) & self._issued_calls
+            self._issued_calls -= withdrawn  # nothing is sent for them
+            self._withdrawn_calls |= withdrawn
             out.append(BidiToolCancelEvent(tuple(message.tool_call_cancellation.ids)))
         if message.go_away is not None:
             left = wire.parse_duration(message.go_away.time_left)

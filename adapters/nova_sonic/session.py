@@ -258,8 +258,9 @@ class NovaSonicSession:
 
     async def _send_tool_result(self, result: BidiToolResultEvent) -> None:
         if result.tool_use_id not in self._issued_tools:
-            await self._send_orphan_result(result)
-            return
+            # Nova refuses a TOOL content for a toolUseId this stream never issued; the
+            # core sends the outcome of a call of an earlier stream as the user's text.
+            raise BidiUsageError(f"Nova Sonic did not issue tool use {result.tool_use_id!r} on this stream")
         self._issued_tools.discard(result.tool_use_id)
         name = str(uuid.uuid4())
         await self._send(
@@ -280,28 +281,6 @@ class NovaSonicSession:
             wire.ToolResult(prompt_name=self._prompt, content_name=name, content=tool_result_content(result))
         )
         await self._send(wire.ContentEnd(prompt_name=self._prompt, content_name=name))
-
-    async def _send_orphan_result(self, result: BidiToolResultEvent) -> None:
-        """A result for a call an earlier stream issued (the stream was replaced while the
-        tool ran). Nova refuses a TOOL content for a ``toolUseId`` this stream never
-        issued, and the history can only say the call was made, so the result goes
-        in as the user's text (Nova 2 Sonic's cross-modal input), and the model
-        carries on with it. A cancelled call needs no answer here: nothing waits for it.
-        """
-        if result.status == "cancelled":
-            logger.debug(
-                "%s: dropping the cancellation of %s, issued by an earlier stream",
-                self._connection_id,
-                result.tool_use_id,
-            )
-            return
-        logger.debug(
-            "%s: %s was issued by an earlier stream; its result goes in as text",
-            self._connection_id,
-            result.tool_use_id,
-        )
-        text = f"(The tool {result.name} returned {result.status}: {tool_result_content(result)})"
-        await self._text_content("USER", text, interactive=True)
 
     async def close(self) -> None:
         """End the input politely and drain the output (bounded; shielded)."""
