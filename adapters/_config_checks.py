@@ -12,7 +12,7 @@ from typing import Any
 
 from ports.errors import BidiUsageError
 
-__all__ = ["check_keys"]
+__all__ = ["check_keys", "check_mono_pcm"]
 
 
 def check_keys(where: str, given: Any, allowed: set[str]) -> None:
@@ -23,3 +23,11 @@ def check_keys(where: str, given: Any, allowed: set[str]) -> None:
     unknown = sorted(set(given) - allowed)
     if unknown:
         raise BidiUsageError(f"unknown {where} key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def check_mono_pcm(audio: Mapping[str, Any], provider: str) -> None:
+    """Every provider we speak takes and gives mono 16-bit PCM: refuse anything else by name."""
+    if audio.get("channels", 1) != 1:
+        raise BidiUsageError(f"provider_config['audio']['channels'] must be 1: {provider} audio is mono")
+    if audio.get("format", "pcm") != "pcm":
+        raise BidiUsageError("provider_config['audio']['format'] must be 'pcm' (16-bit PCM)")

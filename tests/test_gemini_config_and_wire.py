@@ -407,25 +407,34 @@ def issue_calls(session: GeminiLiveSession, *ids: str) -> None:
     session._translate(message)
 
 
-async def test_a_result_for_a_call_this_connection_never_issued_goes_in_as_text() -> None:
-    """A tool that outlived its connection: the new session never issued the call (no handle is issued
-    while calls are pending, a fresh session knows it only from the history), and a toolResponse naming
-    it is refused with 1007. Its outcome goes in as the user's text; a cancellation needs no answer."""
+async def test_only_calls_this_connection_issued_get_a_tool_response_and_once() -> None:
+    """The service refuses a toolResponse naming an id it did not issue (close 1007, the end of the
+    conversation), so a session never writes one: the core sends the outcome of a call of an earlier
+    connection as text, and a result for an unknown or already answered id is a usage error."""
     ws = FakeWebSocket()
     session = session_on(ws)
     issue_calls(session, "call-new")
-    await session.send(BidiToolResultEvent("call-old", "get_weather", "success", {"temp": 21}))
-    await session.send(BidiToolResultEvent("call-older", "get_weather", "cancelled", "stopped"))
+    with pytest.raises(BidiUsageError, match="call-old"):
+        await session.send(BidiToolResultEvent("call-old", "get_weather", "success", {"temp": 21}))
     await session.send(BidiToolResultEvent("call-new", "get_weather", "success", "sunny"))
-    await session.send(BidiToolResultEvent("call-new", "get_weather", "success", "again"))  # answered once only
+    with pytest.raises(BidiUsageError, match="call-new"):
+        await session.send(BidiToolResultEvent("call-new", "get_weather", "success", "again"))
     messages = [assert_valid(m) for m in ws.sent]
-    assert len(messages) == 3
-    text = messages[0]["realtimeInput"]["text"]
-    assert "get_weather" in text and '"temp": 21' in text and "success" in text
-    assert messages[1]["toolResponse"]["functionResponses"] == [
-        {"id": "call-new", "name": "get_weather", "response": {"output": "sunny"}}
+    assert [m["toolResponse"]["functionResponses"] for m in messages] == [
+        [{"id": "call-new", "name": "get_weather", "response": {"output": "sunny"}}]
     ]
-    assert "toolResponse" not in messages[2]
+
+
+async def test_a_result_that_crossed_the_services_cancellation_is_dropped() -> None:
+    """The tool finished just as the service cancelled its call: nothing waits for the result."""
+    ws = FakeWebSocket()
+    session = session_on(ws)
+    issue_calls(session, "call-1")
+    cancel = wire.decode_server_message(json.dumps({"toolCallCancellation": {"ids": ["call-1"]}}))
+    assert isinstance(cancel, wire.ServerMessage)
+    session._translate(cancel)
+    await session.send(BidiToolResultEvent("call-1", "get_weather", "success", "sunny"))
+    assert ws.sent == []
 
 
 async def test_stereo_audio_is_a_usage_error() -> None:

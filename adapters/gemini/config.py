@@ -37,7 +37,7 @@ from typing import Any
 
 import attrs
 
-from adapters._config_checks import check_keys
+from adapters._config_checks import check_keys, check_mono_pcm
 from ports.errors import BidiUsageError
 
 __all__ = ["DEFAULT_COMPRESSION", "GeminiConfig", "parse_provider_config"]
@@ -152,10 +152,7 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None, *, vertex: 
             f"provider_config['audio']['output_rate']={audio['output_rate']!r} is not supported: Gemini Live "
             f"speaks 24000 Hz PCM only (BidiAudioIO resamples for the speakers)"
         )
-    if audio.get("channels", 1) != 1:
-        raise BidiUsageError("provider_config['audio']['channels'] must be 1: Gemini Live audio is mono")
-    if audio.get("format", "pcm") != "pcm":
-        raise BidiUsageError("provider_config['audio']['format'] must be 'pcm'")
+    check_mono_pcm(audio, "Gemini Live")
     for key in ("voice", "language"):
         if key in audio:
             if not isinstance(audio[key], str) or not audio[key]:

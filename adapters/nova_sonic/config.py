@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from adapters._config_checks import check_keys
+from adapters._config_checks import check_keys, check_mono_pcm
 from ports.errors import BidiUsageError
 
 __all__ = ["MODELS", "NOVA_2_SONIC", "NOVA_SONIC", "NovaSonicConfig", "parse_provider_config"]
@@ -78,10 +78,7 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None, model_id: s
                     f"{', '.join(map(str, SUPPORTED_RATES))} Hz LPCM (BidiAudioIO resamples the devices)"
                 )
             values[key] = int(rate)
-    if audio.get("channels", 1) != 1:
-        raise BidiUsageError("provider_config['audio']['channels'] must be 1: Nova Sonic audio is mono")
-    if audio.get("format", "pcm") != "pcm":
-        raise BidiUsageError("provider_config['audio']['format'] must be 'pcm' (16-bit LPCM)")
+    check_mono_pcm(audio, "Nova Sonic")
     if "voice" in audio:
         voice = audio["voice"]
         if not isinstance(voice, str) or not voice.strip():

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from adapters._config_checks import check_keys
+from adapters._config_checks import check_keys, check_mono_pcm
 from ports.errors import BidiUsageError
 
 __all__ = ["DEFAULT_TURN_DETECTION", "SAMPLE_RATE", "OpenAIConfig", "parse_provider_config"]
@@ -94,10 +94,7 @@ def parse_provider_config(provider_config: Mapping[str, Any] | None) -> OpenAICo
                 f"provider_config['audio']['{key}']={audio[key]!r} is not supported: OpenAI Realtime audio/pcm "
                 f"runs at {', '.join(map(str, SUPPORTED_RATES))} Hz only (BidiAudioIO resamples the devices)"
             )
-    if audio.get("channels", 1) != 1:
-        raise BidiUsageError("provider_config['audio']['channels'] must be 1: OpenAI Realtime audio is mono")
-    if audio.get("format", "pcm") != "pcm":
-        raise BidiUsageError("provider_config['audio']['format'] must be 'pcm'")
+    check_mono_pcm(audio, "OpenAI Realtime")
     if "voice" in audio:
         if not isinstance(audio["voice"], str) or not audio["voice"]:
             raise BidiUsageError("provider_config['audio']['voice'] must be a non-empty string")
