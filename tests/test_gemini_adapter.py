@@ -276,7 +276,7 @@ async def test_the_event_sequence_equals_openais_for_the_same_scenario() -> None
     openai_rules = [
         osim.Rule(
             text_contains="weather",
-            reply=osim.Reply(tool_calls=[osim.ToolCall(c.name, dict(c.args)) for c in calls]),
+            reply=osim.Reply(tool_calls=[osim.ToolCall(c.name, dict(c.arguments)) for c in calls]),
         )
     ]
     async with GeminiLiveSimulator(api_key=KEY, tls=False, scenario=Scenario(rules=gemini_rules)) as sim:

@@ -253,7 +253,7 @@ SCENARIO = Scenario(
                 tool_calls=[ToolCall("get_weather", {"city": "Paris"}), ToolCall("get_time", {"city": "Paris"})]
             ),
         ),
-        Rule(tool_response_for="get_weather", reply=Reply(say="It is sunny in Paris at noon.")),
+        Rule(tool_result_for="get_weather", reply=Reply(say="It is sunny in Paris at noon.")),
         Rule(text_equals="long", reply=Reply(say="A long story that goes on and on.", audio_ms=3000)),
         Rule(text_equals="crash", reply=Reply(close=(1011, "Internal error occurred."))),
         Rule(text_equals="vanish", reply=Reply(drop=True)),
@@ -565,7 +565,7 @@ async def test_undeclared_tool_is_spoken_about(sim: GeminiLiveSimulator, clients
     await client.send({"realtimeInput": {"text": "weather and time"}})
     messages = await client.until_turn_complete()
     assert "toolCall" not in kinds(messages)
-    assert "no such function is declared" in transcript_of(messages)
+    assert "no such tool is declared" in transcript_of(messages)
 
 
 # ---------------------------------------------------------------------- interruptions

@@ -159,7 +159,7 @@ async def get_weather(city: str) -> str:
 @pytest.mark.scenario(
     scenario=Scenario(
         rules=[
-            Rule(text_contains="weather", reply=Reply(tool_uses=[ToolUse("get_weather", {"city": "Paris"}, "tu-1")])),
+            Rule(text_contains="weather", reply=Reply(tool_calls=[ToolUse("get_weather", {"city": "Paris"}, "tu-1")])),
             Rule(tool_result_for="get_weather", reply=Reply(say="It is {result}.")),
         ]
     )
@@ -384,7 +384,9 @@ async def test_a_result_for_a_call_of_an_earlier_stream_goes_in_as_text() -> Non
         return f"foggy in {city}"
 
     scenario = Scenario(
-        rules=[Rule(text_contains="weather", reply=Reply(tool_uses=[ToolUse("slow_lookup", {"city": "Oslo"}, "tu-9")]))]
+        rules=[
+            Rule(text_contains="weather", reply=Reply(tool_calls=[ToolUse("slow_lookup", {"city": "Oslo"}, "tu-9")]))
+        ]
     )
     async with NovaSonicSimulator(credentials={AKID: SECRET}, scenario=scenario) as sim:
         agent = BidiAgent(model=model_for(sim, max_stream_s=1.0), tools=[slow_lookup], reconnect=FAST_RETRY)
@@ -433,7 +435,7 @@ async def fetch_report(pages: int) -> str:
 @pytest.mark.scenario(
     scenario=Scenario(
         rules=[
-            Rule(text_contains="report", reply=Reply(tool_uses=[ToolUse("fetch_report", {"pages": 80})])),
+            Rule(text_contains="report", reply=Reply(tool_calls=[ToolUse("fetch_report", {"pages": 80})])),
             Rule(tool_result_for="fetch_report", reply=Reply(say="Done.")),
         ]
     ),

@@ -728,7 +728,7 @@ async def test_tool_use_round_trip() -> None:
     (docs/protocols/nova_sonic.md#tool-results, docs/protocols/nova_sonic.md#output-events)."""
     scenario = Scenario(
         rules=[
-            Rule(text_contains="weather", reply=Reply(tool_uses=[ToolUse("get_weather", {"city": "Paris"}, "tu-1")])),
+            Rule(text_contains="weather", reply=Reply(tool_calls=[ToolUse("get_weather", {"city": "Paris"}, "tu-1")])),
             Rule(tool_result_for="get_weather", reply=Reply(say="It is {result}.")),
         ]
     )
@@ -997,7 +997,7 @@ async def test_several_tool_uses_wait_for_every_result_and_undeclared_tools_are_
         rules=[
             Rule(
                 text_contains="both",
-                reply=Reply(tool_uses=[ToolUse("a", {}, "id-a"), ToolUse("b", {}, "id-b"), ToolUse("nope")]),
+                reply=Reply(tool_calls=[ToolUse("a", {}, "id-a"), ToolUse("b", {}, "id-b"), ToolUse("nope")]),
             ),
             Rule(tool_result_for="b", reply=Reply(say="Got {result}.")),
         ]
@@ -1007,7 +1007,7 @@ async def test_several_tool_uses_wait_for_every_result_and_undeclared_tools_are_
         await client.text_content("USER", "both please")
         await client.wait_for(lambda: client.count("usageEvent") == 1)
         assert [b["toolName"] for b in client.bodies("toolUse")] == ["a", "b"]
-        assert "cannot call nope" in client.bodies("textOutput")[0]["content"]
+        assert "would call nope" in client.bodies("textOutput")[0]["content"]
         await client.tool_result("id-a", "A")
         await client.tool_result("id-b", "B")
         await client.wait_for(lambda: client.count("usageEvent") == 2)

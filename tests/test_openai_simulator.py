@@ -231,7 +231,7 @@ WEATHER_TOOL = {
 SCENARIO = Scenario(
     rules=[
         Rule(text_contains="weather", reply=Reply(tool_calls=[ToolCall("get_weather", {"city": "Paris"})])),
-        Rule(tool_output_for="get_weather", reply=Reply(say="It is sunny in Paris.")),
+        Rule(tool_result_for="get_weather", reply=Reply(say="It is sunny in Paris.")),
         Rule(text_equals="long", reply=Reply(say="A long story that goes on and on.", audio_ms=3000)),
         Rule(spoken_turn=0, reply=Reply(say="I heard you.")),
     ],

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import anyio
 import attrs
 
+from adapters.testing._simulator_kit.scenario import ToolResult, TurnInput, spoken_words
 from adapters.testing.openai_simulator.audio import (
     EnergyVAD,
     VadEvent,
@@ -47,7 +48,7 @@ from adapters.testing.openai_simulator.audio import (
 )
 from adapters.testing.openai_simulator.errors import ServiceError
 from adapters.testing.openai_simulator.oracle import check_client_event
-from adapters.testing.openai_simulator.scenario import Reply, ScenarioState, ToolOutput, TurnInput
+from adapters.testing.openai_simulator.scenario import Reply, ScenarioState
 
 __all__ = ["Ids", "Link", "RealtimeSession", "SessionContext"]
 
@@ -215,7 +216,7 @@ class RealtimeSession:
         self.calls: dict[str, str] = {}
         self.pending_texts: list[str] = []
         self.pending_spoken: int | None = None
-        self.pending_tools: list[ToolOutput] = []
+        self.pending_tools: list[ToolResult] = []
         self.buffer = bytearray()
         self.vad = EnergyVAD()
         self._configure_vad()
@@ -535,7 +536,7 @@ class RealtimeSession:
                 self.pending_texts.append(text)
         elif kind == "function_call_output":
             call_id = item["call_id"]
-            self.pending_tools.append(ToolOutput(call_id, item["output"], self.calls.get(call_id)))
+            self.pending_tools.append(ToolResult(call_id, self.calls.get(call_id), item["output"]))
         self.context_chars += len(_user_text(item) or item.get("output") or item.get("arguments") or "")
         await self._add_item(item, previous_item_id=previous)
 
@@ -617,7 +618,7 @@ class RealtimeSession:
             items = list(params["input"])
             texts = [_user_text(i) for i in items if i.get("type") == "message" and i.get("role") == "user"]
             tools = [
-                ToolOutput(i["call_id"], i["output"], self.calls.get(i["call_id"]))
+                ToolResult(i["call_id"], self.calls.get(i["call_id"]), i["output"])
                 for i in items
                 if i.get("type") == "function_call_output"
             ]
@@ -685,13 +686,7 @@ class RealtimeSession:
         outputs: list[dict[str, Any]] = []
         stats = {"text_chars": 0, "audio_ms": 0}
         if reply.fail is None:
-            tool_outputs = "; ".join(o.output for o in turn.tool_outputs)
-            say = (reply.say or "").replace("{text}", turn.text).replace("{output}", tool_outputs)
-            declared = self._declared_tools(response.params)
-            calls = [c for c in reply.tool_calls if c.name in declared]
-            for missing in (c for c in reply.tool_calls if c.name not in declared):
-                say += f" (I would call {missing.name}, but no such tool is declared.)"
-            say = say.strip()
+            say, calls = spoken_words(reply, turn, self._declared_tools(response.params))
             if say:
                 await self._speak(response, say, len(outputs), outputs, stats)
             for call in calls:
