@@ -18,8 +18,8 @@ is also the USER transcript the service sends back (its ASR). A reply's
     )
 
 Faults (:class:`Fault`) are given to the simulator, not the scenario, because
-they are about the service rather than the model: Nova's replies have no faults
-of their own.
+they are about the service rather than the model; a reply can only ``drop``
+the connection, as the other simulators' can.
 """
 
 from __future__ import annotations
@@ -53,7 +53,13 @@ ToolUse = ToolCall
 @attrs.frozen(kw_only=True)
 class Reply(kit.Reply):
     """What the model does at the end of a user turn: the kit's ``say``, ``audio_ms`` (default: 60 ms a
-    character) and ``tool_calls``; the turn goes on when the client has sent every tool result."""
+    character) and ``tool_calls``; the turn goes on when the client has sent every tool result.
+
+    * ``drop``: close the TCP connection without GOAWAY instead of replying (a network fault; the
+      service's own faults are :class:`Fault` objects given to the simulator).
+    """
+
+    drop: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -80,6 +80,9 @@ class StreamLink(Protocol):
     def goaway(self, error_code: int) -> None:
         """GOAWAY now, then close the connection."""
 
+    def drop(self) -> None:
+        """Close the TCP connection now, without GOAWAY (a network fault)."""
+
 
 @attrs.frozen(kw_only=True)
 class SessionOptions:
@@ -445,6 +448,9 @@ class StreamSession:
         if turn.spoken_turn is not None and not await self._text_content("USER", "FINAL", turn.text, "END_TURN"):
             return
         reply = self.ctx.state.choose(turn)
+        if reply.drop:
+            self.link.drop()
+            return
         say, tools = spoken_words(reply, turn, self.order.declared_tools)
         output_ms = 0
         if say:
