@@ -182,6 +182,7 @@ def _gemini_responses(sim: Any) -> list[dict[str, Any]]:
 def _gemini_answered_by_id_and_name(sim: Any, uses: list[BidiToolUseEvent]) -> None:
     responses = _gemini_responses(sim)
     assert sorted((r["id"], r["name"]) for r in responses) == sorted((u.tool_use_id, "get_weather") for u in uses)
+    assert sorted(r["response"]["output"] for r in responses) == ["sunny in Oslo", "sunny in Paris"]
 
 
 def _gemini_interrupted(sim: Any) -> None:
@@ -255,6 +256,12 @@ def _nova_tool_schema_is_a_string(sim: Any) -> None:
     assert isinstance(prompt["toolConfiguration"]["tools"][0]["toolSpec"]["inputSchema"]["json"], str)
 
 
+def _nova_says_the_results_as_received(sim: Any, final: str) -> None:
+    results = [i[2] for i in sim.user_inputs if i[0] == "tool_result"]
+    assert sorted(results) == ['{"result": "sunny in Oslo"}', '{"result": "sunny in Paris"}']
+    assert final == f"It is {'; '.join(results)}."
+
+
 def _nova_seeded_with_the_history(sim: Any) -> None:
     history = [i[1:] for i in sim.user_inputs if i[0] == "history"]
     assert any(role == "USER" and "first" in text.split("\n") for role, text in history)  # Nova merges a role's turns
@@ -294,6 +301,7 @@ NOVA_SONIC = Provider(
     tool_stops=("tool_use", "tool_use"),  # Nova: one response per assistant turn, and each tool use ends one
     checks={
         "tools": _nova_tool_schema_is_a_string,
+        "tool_final": _nova_says_the_results_as_received,
         "reconnected": _nova_seeded_with_the_history,
         "refused": _nova_refused_once,
     },
@@ -365,6 +373,7 @@ async def test_a_tool_round_trip(provider: Provider) -> None:
         assert [c.stop_reason for c in out.of(BidiResponseCompleteEvent)] == [*provider.tool_stops, "complete"]
         provider.check("tools", sim)
         provider.check("tool_ids", sim, uses)
+        provider.check("tool_final", sim, final)
 
 
 # ---------------------------------------------------------------- barge-in
