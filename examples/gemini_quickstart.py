@@ -65,7 +65,7 @@ async def offline(wav: str | None) -> None:
         rules=[
             Rule(spoken_turn=0, reply=Reply(tool_calls=[ToolCall("get_weather", {"location": "Paris"})])),
             Rule(
-                tool_response_for="get_weather",
+                tool_result_for="get_weather",
                 reply=Reply(
                     say="It is sunny and 22 degrees in Paris. Expect a light breeze this afternoon, clear skies "
                     "tonight and a cooler morning tomorrow, so take a jacket if you go out early."

@@ -76,7 +76,7 @@ async def offline(wav: str | None) -> None:
     scenario = Scenario(
         transcripts=["What's the weather like in Paris?", "Sorry, that's all I needed. Please stop the conversation."],
         rules=[
-            Rule(spoken_turn=0, reply=Reply(tool_uses=[ToolUse("get_weather", {"location": "Paris"})])),
+            Rule(spoken_turn=0, reply=Reply(tool_calls=[ToolUse("get_weather", {"location": "Paris"})])),
             Rule(
                 tool_result_for="get_weather",
                 reply=Reply(
@@ -84,7 +84,7 @@ async def offline(wav: str | None) -> None:
                     "tonight and a cooler morning tomorrow, so take a jacket if you go out early."
                 ),
             ),
-            Rule(spoken_turn=1, reply=Reply(tool_uses=[ToolUse("stop_conversation")])),
+            Rule(spoken_turn=1, reply=Reply(tool_calls=[ToolUse("stop_conversation")])),
         ],
     )
     if wav is None and not speakers_available():

@@ -78,9 +78,9 @@ async def offline(wav: str | None) -> None:
         rules=[
             Rule(spoken_turn=0, reply=Reply(tool_calls=[ToolCall("get_weather", {"location": "Paris"})])),
             Rule(
-                tool_output_for="get_weather",
+                tool_result_for="get_weather",
                 reply=Reply(
-                    say="It is {output}. Expect a light breeze this afternoon, clear skies tonight and a cooler "
+                    say="It is {result}. Expect a light breeze this afternoon, clear skies tonight and a cooler "
                     "morning tomorrow, so take a jacket if you go out early."
                 ),
             ),

@@ -66,7 +66,7 @@ TIMEOUT_S = 30.0
 SCENARIO = Scenario(
     rules=[
         Rule(text_contains="hello", reply=Reply(say="Hello from the simulator.")),
-        Rule(text_contains="weather", reply=Reply(tool_uses=[ToolUse("get_weather", {"city": "Paris"}, "tool-1")])),
+        Rule(text_contains="weather", reply=Reply(tool_calls=[ToolUse("get_weather", {"city": "Paris"}, "tool-1")])),
         Rule(tool_result_for="get_weather", reply=Reply(say="It is {result} in Paris.")),
         Rule(spoken_turn=0, reply=Reply(say="I heard you.")),
     ],

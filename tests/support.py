@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -12,6 +13,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 
 from ports.events import (
     BidiAudioStreamEvent,
@@ -182,6 +185,29 @@ def assert_no_secret(caplog: pytest.LogCaptureFixture, secret: str) -> None:
         assert secret not in str(record.args)
         if record.exc_info and record.exc_info[1] is not None:
             assert secret not in str(record.exc_info[1])
+
+
+_HEX_SIGNATURE = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def assert_no_aws_secret(caplog: pytest.LogCaptureFixture, *secrets: str) -> None:
+    """No credential or signature in any log record of this process, except hpack's
+    *decoder* lines: those are the simulator reading our request headers (our
+    client decodes only response headers, which carry none)."""
+    assert caplog.records
+    # hpack's encoder logs whole header blocks Huffman-coded, which hides nothing: look for that form too.
+    coded = [repr(HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(s.encode()))[2:-1] for s in secrets]
+    for record in caplog.records:
+        if record.name == "hpack.hpack" and record.funcName == "encode":
+            assert not any(c in record.getMessage() for c in coded), "hpack logged a credential, Huffman-coded"
+        if record.name == "hpack.hpack" and "decode" in record.funcName:
+            continue
+        text = record.getMessage() + str(record.args)
+        if record.exc_info and record.exc_info[1] is not None:
+            text += str(record.exc_info[1])
+        for secret in secrets:
+            assert secret not in text, record.name
+        assert not _HEX_SIGNATURE.search(text), f"a signature-like value in a log of {record.name}: {text[:200]}"
 
 
 # ---------------------------------------------------------------- the offline quickstarts

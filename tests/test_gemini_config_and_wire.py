@@ -129,12 +129,9 @@ def test_transparent_resumption_is_vertex_only_by_default() -> None:
 @pytest.mark.parametrize(
     ("provider_config", "match"),
     [
-        ({"audoi": {}}, r"unknown provider_config key\(s\) \['audoi'\]"),
-        ({"audio": {"voise": "Kore"}}, r"unknown provider_config\['audio'\] key"),
         ({"audio": {"input_rate": 4000}}, "from 8000 to 48000"),
         ({"audio": {"input_rate": "16000"}}, "input_rate"),
         ({"audio": {"output_rate": 16000}}, "24000 Hz PCM only"),
-        ({"audio": {"channels": 2}}, "mono"),
         ({"audio": {"voice": ""}}, "non-empty string"),
         ({"response_modalities": ["AUDIO", "TEXT"]}, "one modality"),
         ({"response_modalities": "AUDIO"}, "must be a list"),
@@ -150,7 +147,6 @@ def test_transparent_resumption_is_vertex_only_by_default() -> None:
         ({"context_window_compression": {"window": 1}}, "unknown"),
         ({"session_resumption": {"transparent": "yes"}}, "True or False"),
         ({"session_resumption": {"handle": "x"}}, "unknown"),
-        ("audio", "must be a dict"),
     ],
 )
 def test_invalid_config_is_refused_before_connecting(provider_config: Any, match: str) -> None:

@@ -410,16 +410,12 @@ def test_config_defaults_and_aliases() -> None:
 @pytest.mark.parametrize(
     ("provider_config", "match"),
     [
-        ({"audio": {"voise": "x"}}, "unknown provider_config\\['audio'\\] key"),
         ({"audio": {"output_rate": 44100}}, "not supported"),
         ({"audio": {"voice": ""}}, "voice"),
-        ({"audio": {"channels": 2}}, "mono"),
         ({"inference": {"maxTokens": 0}}, "maxTokens"),
         ({"inference": {"temperature": 1.5}}, "temperature"),
         ({"inference": {"topP": True}}, "topP"),
         ({"turn_detection": {"endpointingSensitivity": "EXTREME"}}, "endpointingSensitivity"),
-        ({"tools": []}, "unknown provider_config key"),
-        ("audio", "must be a dict"),
     ],
 )
 def test_bad_config_is_refused_before_connecting(provider_config: Any, match: str) -> None:

@@ -9,5 +9,6 @@ code with the client it tests would share its bugs.
 * :mod:`.audio`: PCM16 tones, silence and energy turn detection at any rate.
 * :mod:`.cli`: running a demo simulator from the command line.
 * :mod:`.listener`: the loopback listener's lifecycle, and waking tests when records change.
-* :mod:`.rules`: which scenario rule fires.
+* :mod:`.scenario`: the scenario language (rules, replies, tool calls) and which rule fires.
+* :mod:`.websocket_server`: the WebSocket server loop of the OpenAI and Gemini simulators (wsproto on AnyIO).
 """

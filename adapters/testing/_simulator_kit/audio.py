@@ -20,7 +20,7 @@ import attrs
 
 __all__ = [
     "VAD_FRAME_MS",
-    "EnergyTurns",
+    "EnergyVAD",
     "VadEvent",
     "pcm_ms",
     "rms",
@@ -106,43 +106,52 @@ def split_words(text: str, parts: int) -> list[str]:
 
 @attrs.frozen
 class VadEvent:
-    """A turn boundary at ``at_ms`` of input audio since the connection opened, for services that report when."""
+    """A turn boundary at ``at_ms`` of input audio since the connection opened (Nova reads only the kind)."""
 
     kind: Literal["started", "stopped"]
     at_ms: int
 
 
-class EnergyTurns:
+class EnergyVAD:
     """Turn detection on energy: speech starts at the first loud frame, stops after ``silence_ms`` of quiet.
 
-    It only says *that* a boundary happened, at the end of which frame
-    (:attr:`clock_ms`, in ms of input since the start, when the boundary is
-    yielded): each service reports boundaries its own way (OpenAI with padding
-    and a floor, Gemini at the frame's start, Nova with no time at all), so each
-    simulator's detector wraps this one. A partial frame waits for the next
-    chunk; if the rate changes, it is dropped, since its samples belong to no
-    frame at the new rate.
+    Every simulator's detector is this one with its service's numbers (each
+    ``audio`` module's ``EnergyVAD`` only sets them). A start is reported at the
+    loud frame's start minus ``prefix_padding_ms`` (OpenAI's ``audio_start_ms``;
+    0 elsewhere), never before :attr:`floor_ms` (audio already cleared or
+    committed); a stop at the end of the frame that completed the silence. Times
+    are ms of input since the start (:attr:`clock_ms`, which a session may carry
+    over to a new detector). A partial frame waits for the next chunk; if the
+    rate changes, it is dropped, since its samples belong to no frame at the new rate.
     """
 
-    def __init__(self, *, rms_threshold: float, silence_ms: int, rate: int) -> None:
+    def __init__(self, *, rms_threshold: float, silence_ms: int, rate: int, prefix_padding_ms: int = 0) -> None:
         self.rms_threshold = rms_threshold
         self.silence_ms = silence_ms
+        self.prefix_padding_ms = prefix_padding_ms
         self.clock_ms = 0.0
+        self.floor_ms = 0.0
         self.speaking = False
         self._quiet_ms = 0.0
         self._pending = b""
         self._rate = rate
 
-    def reset(self, *, drop_pending: bool = False) -> None:
-        """Forget any speech in progress; with ``drop_pending``, the partial frame too."""
+    def reset(self, *, floor_ms: float | None = None, drop_pending: bool = False) -> None:
+        """Forget any speech in progress; the next start is reported no earlier than ``floor_ms`` (default: now).
+
+        With ``drop_pending``, the partial frame goes too.
+        """
         self.speaking = False
         self._quiet_ms = 0.0
+        self.floor_ms = self.clock_ms if floor_ms is None else floor_ms
         if drop_pending:
             self._pending = b""
 
-    def feed(self, pcm: bytes, rate: int) -> Iterator[Literal["started", "stopped"]]:
-        """Advance the clock by ``pcm`` (PCM16 at ``rate``) and yield the turn boundaries it contains."""
-        if rate != self._rate:
+    def feed(self, pcm: bytes, rate: int | None = None) -> Iterator[VadEvent]:
+        """Advance the clock by ``pcm`` (PCM16 at ``rate``, by default the last one) and yield its turn boundaries."""
+        if rate is None:
+            rate = self._rate
+        elif rate != self._rate:
             self._pending = b""
             self._rate = rate
         data = self._pending + pcm
@@ -156,10 +165,11 @@ class EnergyTurns:
                 self._quiet_ms = 0.0
                 if not self.speaking:
                     self.speaking = True
-                    yield "started"
+                    start = self.clock_ms - VAD_FRAME_MS - self.prefix_padding_ms
+                    yield VadEvent("started", int(max(self.floor_ms, start)))
             elif self.speaking:
                 self._quiet_ms += VAD_FRAME_MS
                 if self._quiet_ms >= self.silence_ms:
                     self.speaking = False
                     self._quiet_ms = 0.0
-                    yield "stopped"
+                    yield VadEvent("stopped", int(self.clock_ms))

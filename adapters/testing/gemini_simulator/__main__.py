@@ -26,7 +26,7 @@ DEMO = Scenario(
     rules=[
         Rule(text_contains="hello", reply=Reply(say="Hello! I am the bidi-core Gemini Live simulator.")),
         Rule(text_contains="weather", reply=Reply(tool_calls=[ToolCall("get_weather", {"city": "Paris"})])),
-        Rule(tool_response_for="get_weather", reply=Reply(say="Here is the weather: {output}")),
+        Rule(tool_result_for="get_weather", reply=Reply(say="Here is the weather: {result}")),
         Rule(text_contains="story", reply=Reply(say="Once upon a time, a long story began.", audio_ms=8000)),
     ],
     transcripts=["hello", "what's the weather in Paris", "tell me a story"],

@@ -5,9 +5,9 @@ Gemini Live takes PCM16 little-endian mono input at the rate its MIME type names
 24 kHz (docs/protocols/gemini.md#audio-formats). We cannot synthesize or recognise words, so a reply
 is a tone whose length grows with its text, and speech in is anything louder
 than an RMS threshold; a turn ends after ``silence_duration_ms`` of quiet (the
-``automaticActivityDetection`` knobs of the setup). The approach is the OpenAI
-simulator's (``adapters/testing/openai_simulator/audio.py``), made
-rate-parametric; it is copied, not imported, so the two simulators evolve apart.
+``automaticActivityDetection`` knobs of the setup). The approach is every
+simulator's (``adapters.testing._simulator_kit.audio``); this module holds
+Gemini's rates, threshold, chunk sizes and MIME types.
 
 Pure Python (``array``), so the ``simulators`` extra needs no numpy.
 """
@@ -15,7 +15,7 @@ Pure Python (``array``), so the ``simulators`` extra needs no numpy.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from adapters.testing._simulator_kit import audio as kit
 from adapters.testing._simulator_kit.audio import VadEvent, rms, speech_ms, split_words
@@ -37,7 +37,6 @@ __all__ = [
 
 INPUT_RATE = 16_000
 OUTPUT_RATE = 24_000
-VAD_FRAME_MS = kit.VAD_FRAME_MS
 SPEECH_RMS = 0.02
 """RMS (of full scale) that counts as speech: about -34 dBFS; ``loud()`` is far above, ``silence()`` is 0."""
 
@@ -83,30 +82,11 @@ def chunk_plan(total_ms: int, pattern: Sequence[int] = (100, 40, 160, 80, 120)) 
     return sizes
 
 
-class EnergyVAD:
-    """Activity detection on energy: speech starts at the first loud frame, stops after ``silence_duration_ms`` quiet.
+class EnergyVAD(kit.EnergyVAD):
+    """Activity detection on energy: the kit's detector with Gemini's threshold, starts at the loud frame's start.
 
     The rate may change between chunks (each carries its MIME type); frames are cut per rate.
     """
 
     def __init__(self, *, silence_duration_ms: int = 500) -> None:
-        self.silence_duration_ms = silence_duration_ms
-        self._turns = kit.EnergyTurns(rms_threshold=SPEECH_RMS, silence_ms=silence_duration_ms, rate=INPUT_RATE)
-
-    @property
-    def clock_ms(self) -> float:
-        return self._turns.clock_ms
-
-    @property
-    def speaking(self) -> bool:
-        return self._turns.speaking
-
-    def reset(self) -> None:
-        """Forget any speech in progress (``audioStreamEnd``), and the partial frame with it."""
-        self._turns.reset(drop_pending=True)
-
-    def feed(self, pcm: bytes, rate: int) -> Iterator[VadEvent]:
-        """Advance the clock by ``pcm`` (PCM16 at ``rate``) and yield the turn boundaries it contains."""
-        for kind in self._turns.feed(pcm, rate):
-            at = self.clock_ms - VAD_FRAME_MS if kind == "started" else self.clock_ms
-            yield VadEvent(kind, int(at))
+        super().__init__(rms_threshold=SPEECH_RMS, silence_ms=silence_duration_ms, rate=INPUT_RATE)

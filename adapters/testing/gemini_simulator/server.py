@@ -16,8 +16,6 @@ service for a bad or expired key). Everything after the handshake belongs to
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import re
 import ssl
@@ -30,11 +28,18 @@ import anyio
 import anyio.abc
 from anyio.streams.tls import TLSStream
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.utilities import RemoteProtocolError
 
 from adapters.testing._simulator_kit.listener import Changes, Serving
-from adapters.testing.gemini_simulator.connection import WRITE_TIMEOUT_S, Connection
+from adapters.testing._simulator_kit.websocket_server import (
+    HANDSHAKE_TIMEOUT_S,
+    accept,
+    drop_all,
+    read_request,
+    reject,
+    send_raw_response,
+)
+from adapters.testing.gemini_simulator.connection import Connection
 from adapters.testing.gemini_simulator.oracle import SimulatorBug
 from adapters.testing.gemini_simulator.records import (
     ConnectionRecord,
@@ -52,7 +57,6 @@ __all__ = ["GeminiLiveSimulator"]
 
 logger = logging.getLogger("adapters.testing.gemini_simulator")
 
-HANDSHAKE_TIMEOUT_S = 10.0
 PATH = re.compile(r"/ws/google\.ai\.generativelanguage\.(v1|v1beta|v1alpha)\.GenerativeService\.BidiGenerateContent")
 MISSING_KEY = (
     1008,
@@ -191,11 +195,7 @@ class GeminiLiveSimulator:
 
     async def drop_all(self) -> None:
         """Close every open connection at the TCP level, without a close frame, and wait until they are gone."""
-        live = list(self._live)
-        for conn in live:
-            conn.end("dropped")
-        for conn in live:
-            await conn.finished.wait()
+        await drop_all(self._live)
 
     async def close_all(self, code: int = 1011, reason: str = "Internal error occurred.") -> None:
         """Send this close frame on every open connection (a service fault). Each ends when its client answers
@@ -264,31 +264,19 @@ class GeminiLiveSimulator:
 
     async def _handshake(self, stream: anyio.abc.ByteStream) -> Connection | None:
         ws = WSConnection(ConnectionType.SERVER)
-        request: Request | None = None
-        with anyio.move_on_after(HANDSHAKE_TIMEOUT_S):
-            try:
-                while request is None:
-                    data = await stream.receive(65536)
-                    ws.receive_data(data)
-                    request = next((e for e in ws.events() if isinstance(e, Request)), None)
-            except RemoteProtocolError as exc:
-                await self._send_raw_response(stream, 400, _error_body(400, str(exc), "INVALID_ARGUMENT"))
-                return None
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                return None
+        request = await read_request(stream, ws)
+        if isinstance(request, RemoteProtocolError):
+            await send_raw_response(stream, 400, _error_body(400, str(request), "INVALID_ARGUMENT"))
+            return None
         if request is None:
             return None
         target = urlsplit(request.target)
         match = PATH.fullmatch(target.path)
         if match is None:
             body = _error_body(404, f"Method not found: {target.path}", "NOT_FOUND")
-            reply = ws.send(RejectConnection(status_code=404, headers=_json_headers(body), has_body=True))
-            reply += ws.send(RejectData(data=json.dumps(body).encode()))
             self.rejected.append(RejectedHandshake(target.path, 404, body))
             self._notify()
-            with anyio.move_on_after(WRITE_TIMEOUT_S):
-                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    await stream.send(reply)
+            await reject(stream, ws, 404, body)
             return None
         query = dict(parse_qsl(target.query))
         raw = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.extra_headers}
@@ -305,31 +293,14 @@ class GeminiLiveSimulator:
         record = ConnectionRecord(
             index=len(self.connections), path=target.path, api_version=match.group(1), query=query, headers=headers
         )
-        try:
-            await stream.send(ws.send(AcceptConnection()))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        if not await accept(stream, ws):
             return None
         self.connections.append(record)
         self._notify()
         logger.info("connection %d opened: %s", record.index, target.path)
         return Connection(self, record, stream, ws, refusal)
 
-    @staticmethod
-    async def _send_raw_response(stream: anyio.abc.ByteStream, status: int, body: dict[str, Any]) -> None:
-        payload = json.dumps(body).encode()
-        head = (
-            f"HTTP/1.1 {status} Bad Request\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(payload)}\r\nconnection: close\r\n\r\n"
-        ).encode()
-        with anyio.move_on_after(WRITE_TIMEOUT_S):
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                await stream.send(head + payload)
-
 
 def _error_body(code: int, message: str, status: str) -> dict[str, Any]:
     """Google's REST error shape."""
     return {"error": {"code": code, "message": message, "status": status}}
-
-
-def _json_headers(body: dict[str, Any]) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", b"application/json"), (b"content-length", str(len(json.dumps(body))).encode())]

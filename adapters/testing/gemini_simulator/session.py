@@ -25,10 +25,11 @@ import anyio
 import attrs
 from google.ai import generativelanguage_v1beta as glm
 
+from adapters.testing._simulator_kit.scenario import ScenarioState, TurnInput
 from adapters.testing.gemini_simulator.audio import EnergyVAD, pcm_rate
 from adapters.testing.gemini_simulator.oracle import decode_bytes, field, has
 from adapters.testing.gemini_simulator.records import ConnectionRecord, UserInput
-from adapters.testing.gemini_simulator.scenario import ScenarioState, TurnInput
+from adapters.testing.gemini_simulator.scenario import Reply
 from adapters.testing.gemini_simulator.state import Handles, SessionState
 from adapters.testing.gemini_simulator.turns import Turns
 
@@ -56,7 +57,7 @@ class Link(Protocol):
 class Context:
     """What every connection of one simulator shares."""
 
-    scenario: ScenarioState
+    scenario: ScenarioState[Reply]
     handles: Handles
     speedup: float | None
     go_away_lead_s: float
@@ -265,7 +266,7 @@ class LiveSession:
                 self.manual_speaking = False
                 await self._speech_stopped(index)
         if field(realtime, "audioStreamEnd", False) and self.auto_vad and self.vad.speaking:
-            self.vad.reset()
+            self.vad.reset(drop_pending=True)
             await self._speech_stopped(index)
         text = field(realtime, "text")
         if text:

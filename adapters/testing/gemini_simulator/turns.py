@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from adapters.testing._simulator_kit.scenario import ToolResult, TurnInput, spoken_words
 from adapters.testing.gemini_simulator.audio import OUTPUT_RATE, chunk_plan, speech_ms, split_words, tone
 from adapters.testing.gemini_simulator.oracle import field
-from adapters.testing.gemini_simulator.scenario import Reply, ToolResult, TurnInput
+from adapters.testing.gemini_simulator.scenario import Reply
 
 if TYPE_CHECKING:
     from adapters.testing.gemini_simulator.session import LiveSession
@@ -119,7 +120,7 @@ class Turns:
                 return
             del gen.pending[call_id]
             self.s.consume(("tool_response", call_id))
-            gen.results.append(ToolResult(call_id, name, field(response, "response") or {}))
+            gen.results.append(ToolResult(call_id, name, json.dumps(dict(field(response, "response") or {}))))
         if gen is not None and gen.waiting and not gen.pending and self.active is gen:
             gen.waiting = False
             turn = TurnInput(tool_results=tuple(gen.results))
@@ -158,19 +159,19 @@ class Turns:
             await self._play(gen, reply, turn)
 
     async def _play(self, gen: _Generation, reply: Reply, turn: TurnInput) -> None:
-        outputs = json.dumps([dict(r.response) for r in turn.tool_results]) if turn.tool_results else ""
-        say = (reply.say or "").replace("{text}", turn.text).replace("{output}", outputs)
-        calls = [c for c in reply.tool_calls if c.name in self.s.declared_tools]
-        for missing in (c for c in reply.tool_calls if c.name not in self.s.declared_tools):
-            say += f" (I would call {missing.name}, but no such function is declared.)"
-        say = say.strip()
+        results = "[" + ", ".join(r.output for r in turn.tool_results) + "]" if turn.tool_results else ""
+        say, calls = spoken_words(reply, turn, self.s.declared_tools, results=results)
         if say:
             await self._speak(gen, say, reply)
         if reply.after_chunks is not None and await self._fault(reply):
             return
         if calls:
             function_calls: list[dict[str, Any]] = [
-                {"id": c.id or f"function-call-{secrets.token_hex(8)}", "name": c.name, "args": dict(c.args)}
+                {
+                    "id": c.call_id or f"function-call-{secrets.token_hex(8)}",
+                    "name": c.name,
+                    "args": dict(c.arguments),
+                }
                 for c in calls
             ]
             gen.pending = {c["id"]: c["name"] for c in function_calls}

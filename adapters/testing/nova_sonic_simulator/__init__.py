@@ -39,7 +39,16 @@ from adapters.testing.nova_sonic_simulator.audio import loud, silence, tone
 from adapters.testing.nova_sonic_simulator.errors import ServiceException, SimulatorBug
 from adapters.testing.nova_sonic_simulator.output_schema import check_output_event
 from adapters.testing.nova_sonic_simulator.records import RefusedRequest, SchemaFailure, SignatureFailure, StreamRecord
-from adapters.testing.nova_sonic_simulator.scenario import Fault, Reply, Rule, Scenario, ToolUse, TurnInput
+from adapters.testing.nova_sonic_simulator.scenario import (
+    Fault,
+    Reply,
+    Rule,
+    Scenario,
+    ToolCall,
+    ToolResult,
+    ToolUse,
+    TurnInput,
+)
 from adapters.testing.nova_sonic_simulator.schema import SchemaError, parse_event
 from adapters.testing.nova_sonic_simulator.server import NovaSonicSimulator
 
@@ -56,6 +65,8 @@ __all__ = [
     "SignatureFailure",
     "SimulatorBug",
     "StreamRecord",
+    "ToolCall",
+    "ToolResult",
     "ToolUse",
     "TurnInput",
     "check_output_event",

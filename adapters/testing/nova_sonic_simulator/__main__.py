@@ -19,7 +19,7 @@ from adapters.testing.nova_sonic_simulator.server import NovaSonicSimulator
 DEMO = Scenario(
     rules=[
         Rule(text_contains="hello", reply=Reply(say="Hello! I am the bidi-core Nova Sonic simulator.")),
-        Rule(text_contains="weather", reply=Reply(tool_uses=[ToolUse("get_weather", {"location": "Paris"})])),
+        Rule(text_contains="weather", reply=Reply(tool_calls=[ToolUse("get_weather", {"location": "Paris"})])),
         Rule(tool_result_for="get_weather", reply=Reply(say="Here is the weather: {result}")),
         Rule(text_contains="story", reply=Reply(say="Once upon a time, a long story began.", audio_ms=8000)),
     ],

@@ -11,9 +11,6 @@ threshold and pause lengths.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Literal
-
 from adapters.testing._simulator_kit import audio as kit
 from adapters.testing._simulator_kit.audio import rms
 
@@ -31,7 +28,6 @@ __all__ = [
 
 INPUT_RATE = 16_000
 OUTPUT_RATE = 24_000
-VAD_FRAME_MS = kit.VAD_FRAME_MS
 VAD_RMS = 0.02
 """RMS (fraction of full scale) that counts as speech: about -34 dBFS."""
 ENDPOINTING_SILENCE_MS = {"HIGH": 300, "MEDIUM": 500, "LOW": 800}
@@ -58,24 +54,8 @@ def silence(ms: int, *, rate: int = INPUT_RATE) -> bytes:
     return kit.silence(ms, rate=rate)
 
 
-class EnergyVAD:
-    """Speech starts at the first loud 20 ms frame and stops after ``silence_ms`` of quiet.
-
-    Nova's events carry no audio offsets, so a boundary is only its kind.
-    """
+class EnergyVAD(kit.EnergyVAD):
+    """The kit's detector at 16 kHz with Nova's threshold; Nova's events carry no audio offsets, only the kind."""
 
     def __init__(self, silence_ms: int) -> None:
-        self.silence_ms = silence_ms
-        self._turns = kit.EnergyTurns(rms_threshold=VAD_RMS, silence_ms=silence_ms, rate=INPUT_RATE)
-
-    @property
-    def speaking(self) -> bool:
-        return self._turns.speaking
-
-    @property
-    def clock_ms(self) -> float:
-        return self._turns.clock_ms
-
-    def feed(self, pcm: bytes) -> Iterator[Literal["started", "stopped"]]:
-        """Advance by ``pcm`` (16 kHz) and yield the turn boundaries it contains."""
-        return self._turns.feed(pcm, INPUT_RATE)
+        super().__init__(rms_threshold=VAD_RMS, silence_ms=silence_ms, rate=INPUT_RATE)

@@ -127,6 +127,10 @@ class _Stream:
     def goaway(self, error_code: int) -> None:
         self.conn.goaway(error_code)
 
+    def drop(self) -> None:
+        logger.info("stream %d: dropping the connection", self.record.index)
+        self.conn.abort()
+
 
 class H2ServerConnection:
     """An accepted TLS connection: the HTTP/2 reader, the writer lock and the streams."""

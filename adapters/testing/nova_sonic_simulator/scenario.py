@@ -1,15 +1,16 @@
 """What the simulated model says, and the faults it injects: data, not code.
 
-A :class:`Scenario` is an ordered list of :class:`Rule`. At the end of a user
-turn (a typed text content, a spoken turn found by turn detection, or the tool
-results of a tool use) the first rule that matches picks the :class:`Reply`.
-Spoken turns have no words the simulator can recognise, so ``transcripts[n]``
-is what the user "said" in the n-th spoken turn (0-based, across streams); it
-is also the USER transcript the service sends back (its ASR).
+The rules, the tool calls and the way a rule is chosen are every simulator's
+(:mod:`adapters.testing._simulator_kit.scenario`). A user turn ends with a
+typed text content, a spoken turn found by turn detection, or the tool results
+of a tool use. ``transcripts[n]``, what the user "said" in the n-th spoken turn,
+is also the USER transcript the service sends back (its ASR). A reply's
+``say`` goes out as SPECULATIVE text, then AUDIO, then FINAL text, and its
+``tool_calls`` as TOOL contents (Nova's tool uses: ``ToolUse`` is the same class).
 
     Scenario(
         rules=[
-            Rule(text_contains="weather", reply=Reply(tool_uses=[ToolUse("get_weather", {"city": "Paris"})])),
+            Rule(text_contains="weather", reply=Reply(tool_calls=[ToolUse("get_weather", {"city": "Paris"})])),
             Rule(tool_result_for="get_weather", reply=Reply(say="It is sunny in Paris.")),
             Rule(spoken_turn=1, reply=Reply(say="A long story.", audio_ms=20_000)),
         ],
@@ -17,106 +18,56 @@ is also the USER transcript the service sends back (its ASR).
     )
 
 Faults (:class:`Fault`) are given to the simulator, not the scenario, because
-they are about the service rather than the model.
+they are about the service rather than the model; a reply can only ``drop``
+the connection, as the other simulators' can.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, get_args
+from collections.abc import Sequence
+from typing import Literal, get_args
 
 import attrs
 
-from adapters.testing._simulator_kit.rules import first_to_fire, spoken_transcript, words_match
+from adapters.testing._simulator_kit import scenario as kit
+from adapters.testing._simulator_kit.scenario import Rule, ToolCall, ToolResult, TurnInput
 from adapters.testing.nova_sonic_simulator.errors import ServiceException
 
-__all__ = ["Fault", "FaultKind", "Reply", "Rule", "Scenario", "ToolResultInput", "ToolUse", "TurnInput"]
+__all__ = [
+    "Fault",
+    "FaultKind",
+    "Reply",
+    "Rule",
+    "Scenario",
+    "ScenarioState",
+    "ToolCall",
+    "ToolResult",
+    "ToolUse",
+    "TurnInput",
+]
 
-
-@attrs.frozen
-class ToolUse:
-    """A tool the model calls: a TOOL content with ``toolUse`` then ``contentEnd`` stopReason ``TOOL_USE``.
-
-    ``tool_use_id`` defaults to a fresh id. The tool must be declared in the
-    ``promptStart`` tool configuration: a real model cannot call a tool it was
-    not given, so an undeclared one is spoken about instead of called.
-    """
-
-    name: str
-    input: Mapping[str, Any] = attrs.field(factory=dict)
-    tool_use_id: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class Reply:
-    """What the model does at the end of a user turn.
-
-    * ``say``: the assistant's words: SPECULATIVE text, then AUDIO, then FINAL text.
-      ``{text}`` is replaced by the user's words, ``{result}`` by the tool results.
-    * ``audio_ms``: length of the spoken audio instead of the text-proportional default (60 ms a character).
-    * ``tool_uses``: tools called after the spoken part; the turn goes on when the client has sent every result.
-    """
-
-    say: str | None = None
-    audio_ms: int | None = None
-    tool_uses: Sequence[ToolUse] = ()
-
-
-@attrs.frozen
-class ToolResultInput:
-    """A tool result the client sent, with the name of the tool it answers."""
-
-    tool_use_id: str
-    name: str
-    content: str
-
-
-@attrs.frozen
-class TurnInput:
-    """What a rule matches on: the user's words, which spoken turn it was, the tool results it carries."""
-
-    text: str = ""
-    spoken_turn: int | None = None
-    tool_results: Sequence[ToolResultInput] = ()
+ToolUse = ToolCall
+"""Nova's name for a tool call: a TOOL content with ``toolUse`` then ``contentEnd`` stopReason ``TOOL_USE``."""
 
 
 @attrs.frozen(kw_only=True)
-class Rule:
-    """``reply`` when every given condition holds (no condition: always).
+class Reply(kit.Reply):
+    """What the model does at the end of a user turn: the kit's ``say``, ``audio_ms`` (default: 60 ms a
+    character) and ``tool_calls``; the turn goes on when the client has sent every tool result.
 
-    * ``text_contains`` / ``text_equals``: the user's words, case-insensitive (typed, or a spoken turn's transcript).
-    * ``spoken_turn``: the n-th spoken turn (0-based, across streams).
-    * ``tool_result_for``: a tool result for this tool name or tool use id.
-    * ``times``: fire at most this many times (None: always).
+    * ``drop``: close the TCP connection without GOAWAY instead of replying (a network fault; the
+      service's own faults are :class:`Fault` objects given to the simulator).
     """
 
-    reply: Reply
-    text_contains: str | None = None
-    text_equals: str | None = None
-    spoken_turn: int | None = None
-    tool_result_for: str | None = None
-    times: int | None = None
-
-    def matches(self, turn: TurnInput) -> bool:
-        if not words_match(self, turn):
-            return False
-        return self.tool_result_for is None or any(
-            self.tool_result_for in (result.name, result.tool_use_id) for result in turn.tool_results
-        )
+    drop: bool = False
 
 
 @attrs.frozen(kw_only=True)
-class Scenario:
-    """The simulated model: rules, default replies and the words of spoken turns."""
+class Scenario(kit.Scenario[Reply]):
+    """The simulated model: the kit's rules and transcripts, with Nova's replies as defaults."""
 
-    rules: Sequence[Rule] = ()
     default: Reply = Reply(say="You said: {text}")
     default_after_tool: Reply = Reply(say="The result is {result}.")
-    transcripts: Sequence[str] = ()
-
-    def transcript(self, spoken_turn: int) -> str:
-        """What the user said in spoken turn ``spoken_turn``; a placeholder past the list."""
-        return spoken_transcript(self.transcripts, spoken_turn)
 
 
 FaultKind = Literal[
@@ -170,29 +121,13 @@ class Fault:
         return base if self.message is None else attrs.evolve(base, message=self.message)
 
 
-class ScenarioState:
+class ScenarioState(kit.ScenarioState[Reply]):
     """The mutable side of a scenario and the faults, shared by every stream of one simulator."""
 
     def __init__(self, scenario: Scenario, faults: Sequence[Fault]) -> None:
-        self.scenario = scenario
+        super().__init__(scenario)
         self.faults = list(faults)
-        self.fired: dict[int, int] = {}
         self.fault_hits: dict[int, int] = {}
-        self.spoken_turns = 0
-
-    def next_spoken_turn(self) -> int:
-        turn = self.spoken_turns
-        self.spoken_turns += 1
-        return turn
-
-    def choose(self, turn: TurnInput) -> Reply:
-        """The first matching rule that still may fire; else a default."""
-        rule = first_to_fire(self.scenario.rules, self.fired, lambda rule: rule.matches(turn))
-        if rule is not None:
-            return rule.reply
-        if turn.tool_results and not turn.text:
-            return self.scenario.default_after_tool
-        return self.scenario.default
 
     def faults_for(self, request_index: int) -> list[Fault]:
         """The faults that will hit the request with this index (each counted once, now)."""

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import anyio
 import attrs
 
+from adapters.testing._simulator_kit.scenario import ToolResult, TurnInput, spoken_words
 from adapters.testing.nova_sonic_simulator.audio import ENDPOINTING_SILENCE_MS, OUTPUT_RATE, EnergyVAD, pcm_ms, tone
 from adapters.testing.nova_sonic_simulator.errors import ServiceException, SimulatorBug
 from adapters.testing.nova_sonic_simulator.eventstream import (
@@ -52,7 +53,7 @@ from adapters.testing.nova_sonic_simulator.eventstream import (
 from adapters.testing.nova_sonic_simulator.order import Accepted, InputOrder, OrderError
 from adapters.testing.nova_sonic_simulator.output_schema import check_output_event
 from adapters.testing.nova_sonic_simulator.records import SchemaFailure, SignatureFailure, StreamRecord
-from adapters.testing.nova_sonic_simulator.scenario import Fault, Reply, ScenarioState, ToolResultInput, TurnInput
+from adapters.testing.nova_sonic_simulator.scenario import Fault, ScenarioState
 from adapters.testing.nova_sonic_simulator.schema import SchemaError, parse_event
 from adapters.testing.nova_sonic_simulator.sigv4 import ChunkChain
 
@@ -78,6 +79,9 @@ class StreamLink(Protocol):
 
     def goaway(self, error_code: int) -> None:
         """GOAWAY now, then close the connection."""
+
+    def drop(self) -> None:
+        """Close the TCP connection now, without GOAWAY (a network fault)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -152,7 +156,7 @@ class StreamSession:
         self._barge_in = False
         self._completion_started = False
         self._awaiting_tools: dict[str, str] = {}
-        self._tool_results: list[ToolResultInput] = []
+        self._tool_results: list[ToolResult] = []
         self._messages = 0
         self._events = 0
         self._last_input = anyio.current_time()
@@ -287,17 +291,17 @@ class StreamSession:
             inputs.append(("audio", accepted.pcm))
             self._input_ms += pcm_ms(accepted.pcm)
             for boundary in self.vad.feed(accepted.pcm):
-                if boundary == "started" and self._speaking:
+                if boundary.kind == "started" and self._speaking:
                     self._barge_in = True
                     self._interrupt.set()
-                elif boundary == "stopped":
+                elif boundary.kind == "stopped":
                     turn = self.ctx.state.next_spoken_turn()
                     text = self.ctx.state.scenario.transcript(turn)
                     self._push(_Command("turn", TurnInput(text=text, spoken_turn=turn)))
         elif kind == "tool_result":
             inputs.append(("tool_result", accepted.tool_use_id, accepted.text))
             name = self._awaiting_tools.pop(accepted.tool_use_id)
-            self._tool_results.append(ToolResultInput(accepted.tool_use_id, name, accepted.text))
+            self._tool_results.append(ToolResult(accepted.tool_use_id, name, accepted.text))
             if not self._awaiting_tools:
                 results, self._tool_results = tuple(self._tool_results), []
                 self._push(_Command("turn", TurnInput(tool_results=results)))
@@ -444,19 +448,17 @@ class StreamSession:
         if turn.spoken_turn is not None and not await self._text_content("USER", "FINAL", turn.text, "END_TURN"):
             return
         reply = self.ctx.state.choose(turn)
-        say = self._render(reply, turn)
-        declared = self.order.declared_tools
-        tools = [t for t in reply.tool_uses if t.name in declared]
-        missing = [t.name for t in reply.tool_uses if t.name not in declared]
-        if missing:
-            say = (say + " " if say else "") + f"(I cannot call {', '.join(missing)}: it was not declared.)"
+        if reply.drop:
+            self.link.drop()
+            return
+        say, tools = spoken_words(reply, turn, self.order.declared_tools)
         output_ms = 0
         if say:
             output_ms = reply.audio_ms if reply.audio_ms is not None else max(200, MS_PER_CHAR * len(say))
             if not await self._speak(say, output_ms):
                 return
         for tool in tools:
-            tool_use_id = tool.tool_use_id or _new_id()
+            tool_use_id = tool.call_id or _new_id()
             self.order.tool_issued(tool_use_id, tool.name)
             self._awaiting_tools[tool_use_id] = tool.name
             content_id = _new_id()
@@ -476,7 +478,7 @@ class StreamSession:
                         "contentId": content_id,
                         "toolName": tool.name,
                         "toolUseId": tool_use_id,
-                        "content": json.dumps(dict(tool.input)),
+                        "content": json.dumps(dict(tool.arguments)),
                     },
                 )
                 and await self._send("contentEnd", {"contentId": content_id, "type": "TOOL", "stopReason": "TOOL_USE"})
@@ -484,12 +486,6 @@ class StreamSession:
             if not ok:
                 return
         await self._usage(turn, say, output_ms)
-
-    def _render(self, reply: Reply, turn: TurnInput) -> str:
-        if reply.say is None:
-            return ""
-        result = "; ".join(r.content for r in turn.tool_results)
-        return reply.say.replace("{text}", turn.text).replace("{result}", result)
 
     async def _text_content(self, role: str, stage: str, text: str, stop_reason: str) -> bool:
         content_id = _new_id()

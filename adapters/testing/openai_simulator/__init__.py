@@ -32,7 +32,16 @@ from adapters.testing.openai_simulator.records import (
     RejectedHandshake,
     Truncation,
 )
-from adapters.testing.openai_simulator.scenario import ErrorOn, Reply, Rule, Scenario, ToolCall, ToolOutput, TurnInput
+from adapters.testing.openai_simulator.scenario import (
+    ErrorOn,
+    Reply,
+    Rule,
+    Scenario,
+    ToolCall,
+    ToolOutput,
+    ToolResult,
+    TurnInput,
+)
 from adapters.testing.openai_simulator.server import OpenAIRealtimeSimulator
 
 __all__ = [
@@ -52,6 +61,7 @@ __all__ = [
     "SimulatorBug",
     "ToolCall",
     "ToolOutput",
+    "ToolResult",
     "Truncation",
     "TurnInput",
     "check_client_event",

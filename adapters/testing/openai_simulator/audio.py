@@ -20,7 +20,7 @@ boundaries reported with ``prefix_padding_ms`` and a floor.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from adapters.testing._simulator_kit import audio as kit
 from adapters.testing._simulator_kit.audio import VadEvent, rms, speech_ms
@@ -42,7 +42,6 @@ __all__ = [
 
 SAMPLE_RATE = 24_000
 BYTES_PER_MS = SAMPLE_RATE * 2 // 1000  # 48: PCM16 mono
-VAD_FRAME_MS = kit.VAD_FRAME_MS
 VAD_RMS_PER_THRESHOLD = 0.04
 """``turn_detection.threshold`` (0..1, default 0.5) times this is the RMS (of full scale) that counts as speech:
 0.02 by default, about -34 dBFS."""
@@ -87,47 +86,19 @@ def chunk_plan(total_ms: int, pattern: Sequence[int] = (100, 150, 50, 125, 75)) 
     return sizes
 
 
-class EnergyVAD:
-    """``server_vad`` on energy: speech starts at the first loud frame, stops after ``silence_duration_ms`` of quiet.
+class EnergyVAD(kit.EnergyVAD):
+    """``server_vad`` on energy, with the service's knobs: the kit's detector at 24 kHz.
 
     ``audio_start_ms`` includes ``prefix_padding_ms`` and ``audio_end_ms`` includes
     the silence, as the service documents (``InputAudioBufferSpeechStartedEvent``,
-    ``InputAudioBufferSpeechStoppedEvent`` docstrings). A start never goes back
-    past :attr:`floor_ms` (audio already cleared or committed).
+    ``InputAudioBufferSpeechStoppedEvent`` docstrings); ``threshold`` (0..1) scales
+    to an RMS by :data:`VAD_RMS_PER_THRESHOLD`.
     """
 
     def __init__(self, *, threshold: float = 0.5, prefix_padding_ms: int = 300, silence_duration_ms: int = 500) -> None:
-        self.rms_threshold = threshold * VAD_RMS_PER_THRESHOLD
-        self.prefix_padding_ms = prefix_padding_ms
-        self.silence_duration_ms = silence_duration_ms
-        self.floor_ms = 0.0
-        self._turns = kit.EnergyTurns(
-            rms_threshold=self.rms_threshold, silence_ms=silence_duration_ms, rate=SAMPLE_RATE
+        super().__init__(
+            rms_threshold=threshold * VAD_RMS_PER_THRESHOLD,
+            silence_ms=silence_duration_ms,
+            rate=SAMPLE_RATE,
+            prefix_padding_ms=prefix_padding_ms,
         )
-
-    @property
-    def clock_ms(self) -> float:
-        """Ms of audio appended so far; a session carries it over when ``session.update`` replaces the VAD."""
-        return self._turns.clock_ms
-
-    @clock_ms.setter
-    def clock_ms(self, value: float) -> None:
-        self._turns.clock_ms = value
-
-    @property
-    def speaking(self) -> bool:
-        return self._turns.speaking
-
-    def reset(self, floor_ms: float | None = None) -> None:
-        """Forget any speech in progress (buffer cleared or committed); ``floor_ms`` bounds the next start."""
-        self._turns.reset()
-        self.floor_ms = self.clock_ms if floor_ms is None else floor_ms
-
-    def feed(self, pcm: bytes) -> Iterator[VadEvent]:
-        """Advance the clock by ``pcm`` and yield the turn boundaries it contains."""
-        for kind in self._turns.feed(pcm, SAMPLE_RATE):
-            if kind == "started":
-                start = self.clock_ms - VAD_FRAME_MS
-                yield VadEvent(kind, int(max(self.floor_ms, start - self.prefix_padding_ms)))
-            else:
-                yield VadEvent(kind, int(self.clock_ms))

@@ -1,21 +1,19 @@
-"""The transport: a WebSocket server (wsproto, server side) on an AnyIO TCP listener.
+"""The transport: the kit's WebSocket server loop (:mod:`.._simulator_kit.websocket_server`) with OpenAI's handshake.
 
-Sans-I/O wsproto plus AnyIO streams, so the simulator runs on asyncio and on
-Trio alike. The handshake follows docs/protocols/openai.md#connection: ``GET /v1/realtime?model=…``
+The handshake follows docs/protocols/openai.md#connection: ``GET /v1/realtime?model=…``
 with ``Authorization: Bearer <key>``; a wrong or missing key is refused with
 HTTP 401 and the REST error body, and ``OpenAI-Beta: realtime=v1`` is accepted
 only to be told ``beta_api_shape_disabled`` and closed (docs/protocols/openai.md#retired-beta). Everything after
 the handshake is :class:`~.session.RealtimeSession`'s business; this module
-frames, records and checks what goes over the wire: every server event passes
-the server oracle before it is written.
+records and checks what goes over the wire in JSON text frames: every server
+event passes the server oracle before it is written.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
@@ -23,21 +21,17 @@ from urllib.parse import parse_qsl, urlsplit
 import anyio
 import anyio.abc
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Message,
-    Ping,
-    RejectConnection,
-    RejectData,
-    Request,
-    TextMessage,
-)
 from wsproto.utilities import RemoteProtocolError
 
 from adapters.testing._simulator_kit.listener import Changes, Serving
+from adapters.testing._simulator_kit.websocket_server import (
+    WebSocketConnection,
+    accept,
+    drop_all,
+    read_request,
+    reject,
+    send_raw_response,
+)
 from adapters.testing.openai_simulator.errors import ServiceError, SimulatorBug
 from adapters.testing.openai_simulator.oracle import check_server_event
 from adapters.testing.openai_simulator.records import (
@@ -56,16 +50,11 @@ __all__ = ["OpenAIRealtimeSimulator"]
 
 logger = logging.getLogger("adapters.testing.openai_simulator")
 
-HANDSHAKE_TIMEOUT_S = 10.0
-CLOSE_WAIT_S = 2.0
-"""After our close frame, how long the client has to answer with its own before the TCP connection goes."""
-WRITE_TIMEOUT_S = 10.0
-"""A client that stops reading for this long is dropped (a write cannot be abandoned halfway through a frame)."""
 INSECURE_KEY_PREFIX = "openai-insecure-api-key."
 
 
-class _Connection:
-    """One accepted WebSocket connection: the :class:`~.session.Link` its session talks to."""
+class _Connection(WebSocketConnection):
+    """One accepted WebSocket connection: the :class:`~.session.Link` its session talks to (JSON text frames)."""
 
     def __init__(
         self,
@@ -73,17 +62,14 @@ class _Connection:
         record: ConnectionRecord,
         stream: anyio.abc.ByteStream,
         ws: WSConnection,
+        *,
+        beta: bool,
     ) -> None:
+        super().__init__(stream, ws, notify=sim._notify, logger=logger)
         self.sim = sim
         self.index = record.index
         self.record = record
-        self.stream = stream
-        self.ws = ws
-        self.closing = False
-        self.finished = anyio.Event()
-        self.scope = anyio.CancelScope()
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._write_lock = anyio.Lock()
+        self.beta = beta
         self._messages = 0
         self.session = RealtimeSession(self, sim._ctx, model=record.model)
 
@@ -107,41 +93,12 @@ class _Connection:
         if detail is not None:
             self.sim._oracle_failure(self.index, event, detail)
         text = json.dumps(event)
-        async with self._write_lock:
-            if self._is_closing() or (skip_if is not None and skip_if()):  # either may have changed meanwhile
-                return False
-            if self.ws.state is not ConnectionState.OPEN:
-                # The client's close frame was parsed but the reader has not handled it yet.
-                self._mark_closed_by_client()
-                return False
+
+        def record() -> None:
             self.record.sent.append(json.loads(text))
             self.sim._notify()
-            await self._write_locked(self.ws.send(TextMessage(data=text)))
-            if then is not None:
-                then()
-            return True
 
-    def _is_closing(self) -> bool:
-        return self.closing
-
-    async def drop(self) -> None:
-        self._end("dropped")
-        await anyio.lowlevel.checkpoint()
-
-    async def close(self, code: int, reason: str, why: str) -> None:
-        async with self._write_lock:
-            if self.closing:
-                return
-            self.closing = True
-            self.record.close_reason = why
-            if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-                await self._write_locked(self.ws.send(CloseConnection(code=code, reason=reason)))
-        if self._tg is not None:
-            self._tg.start_soon(self._close_after_grace)
-
-    def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        if self._tg is not None and not self.closing:
-            self._tg.start_soon(fn)
+        return await self.send_message(text, unless=skip_if, on_write=record, then=then)
 
     def record_client_error(self, message: Any, error_event: dict[str, Any]) -> None:
         error = error_event["error"]
@@ -153,110 +110,41 @@ class _Connection:
         self.sim.truncations.append(Truncation(self.index, item_id, content_index, audio_end_ms, audio_ms))
         self.sim._notify()
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ the WebSocket loop's hooks
 
-    def _end(self, why: str) -> None:
-        """Stop everything of this connection now; the socket closes without a close frame."""
-        if not self.closing:
-            self.closing = True
-            self.record.close_reason = why
+    async def on_open(self) -> None:
+        if self.sim.session_limit_s is not None:
+            self.spawn(lambda: self._expire_after(self.sim.session_limit_s or 0.0))
+        if self.beta:
+            await self.session.refuse_beta()
+        else:
+            await self.session.start()
+
+    def on_ending(self, why: str, close: tuple[int, str] | None) -> None:
+        self.record.close_reason = why
+
+    def on_stop(self) -> None:
         self.session.stop()
-        self.scope.cancel()
 
-    async def _close_after_grace(self) -> None:
-        await anyio.sleep(CLOSE_WAIT_S)
-        self.scope.cancel()
-
-    async def _write_locked(self, data: bytes) -> None:
-        with anyio.move_on_after(WRITE_TIMEOUT_S, shield=True) as timeout:
-            try:
-                await self.stream.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._end(self.record.close_reason or "client")
-        if timeout.cancelled_caught:
-            self._end("dropped")
-
-    async def run(self, beta: bool) -> None:
-        try:
-            with self.scope:
-                async with anyio.create_task_group() as tg:
-                    self._tg = tg
-                    if self.sim.session_limit_s is not None:
-                        tg.start_soon(self._expire_after, self.sim.session_limit_s)
-                    if beta:
-                        await self.session.refuse_beta()
-                    else:
-                        await self.session.start()
-                    await self._read_loop()
-                    tg.cancel_scope.cancel()
-        finally:
-            self.closing = True
-            self.session.stop()
-            self.record.closed = True
-            if self.record.close_reason is None:
-                self.record.close_reason = "server"
-            with anyio.CancelScope(shield=True):
-                await self.stream.aclose()
-            logger.info("connection %d closed (%s)", self.index, self.record.close_reason)
-            self.finished.set()
-            self.sim._notify()
+    def on_finished(self) -> None:
+        self.record.closed = True
+        if self.record.close_reason is None:
+            self.record.close_reason = "server"
+        logger.info("connection %d closed (%s)", self.index, self.record.close_reason)
 
     async def _expire_after(self, seconds: float) -> None:
         await anyio.sleep(seconds)
         await self.session.expire()
 
-    async def _read_loop(self) -> None:
-        text_parts: list[str] = []
-        binary = False
-        while True:
-            try:
-                data: bytes | None = await self.stream.receive(65536)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                data = None
-            try:
-                self.ws.receive_data(data)
-                events = list(self.ws.events())
-            except RemoteProtocolError:
-                self._end(self.record.close_reason or "client")
-                return
-            for event in events:
-                if isinstance(event, Message):
-                    if isinstance(event, BytesMessage):
-                        binary = True  # the service speaks text frames only; a binary one is refused below
-                    else:
-                        text_parts.append(event.data)
-                    if event.message_finished:
-                        text = "".join(text_parts)
-                        text_parts.clear()
-                        await self._on_message(text, binary)
-                        binary = False
-                elif isinstance(event, Ping):
-                    async with self._write_lock:
-                        if not self.closing and self.ws.state is ConnectionState.OPEN:
-                            await self._write_locked(self.ws.send(event.response()))
-                elif isinstance(event, CloseConnection):
-                    async with self._write_lock:
-                        if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                            await self._write_locked(self.ws.send(event.response()))
-                        self._mark_closed_by_client()
-                    return
-            if data is None:
-                self._mark_closed_by_client()
-                return
-
-    def _mark_closed_by_client(self) -> None:
-        """The client closed: nothing more may be written (wsproto would refuse it anyway)."""
-        if not self.closing:
-            self.closing = True
-            self.record.close_reason = "client"
-        self.session.stop()
-
-    async def _on_message(self, text: str, binary: bool) -> None:
+    async def on_message(self, data: str | bytes) -> None:
         message: Any
-        try:
-            message = "<binary frame>" if binary else json.loads(text)
-        except ValueError:
-            message = text
+        if isinstance(data, bytes):
+            message = "<binary frame>"  # the service speaks text frames only; the session refuses it
+        else:
+            try:
+                message = json.loads(data)
+            except ValueError:
+                message = data
         if self.closing:
             return
         self.record.received.append(message)
@@ -357,11 +245,7 @@ class OpenAIRealtimeSimulator:
 
     async def drop_all(self) -> None:
         """Close every open connection at the TCP level, without a close frame, and wait until they are gone."""
-        live = list(self._live)
-        for conn in live:
-            conn._end("dropped")
-        for conn in live:
-            await conn.finished.wait()
+        await drop_all(self._live)
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds; it is checked whenever a record changes.
@@ -390,36 +274,27 @@ class OpenAIRealtimeSimulator:
 
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
         try:
-            accepted = await self._handshake(stream)
-            if accepted is None:
+            conn = await self._handshake(stream)
+            if conn is None:
                 return
-            conn, beta = accepted
             self._live.append(conn)
             try:
-                await conn.run(beta)
+                await conn.run()
             finally:
                 self._live.remove(conn)
         finally:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _handshake(self, stream: anyio.abc.SocketStream) -> tuple[_Connection, bool] | None:
+    async def _handshake(self, stream: anyio.abc.SocketStream) -> _Connection | None:
         ws = WSConnection(ConnectionType.SERVER)
-        request: Request | None = None
-        with anyio.move_on_after(HANDSHAKE_TIMEOUT_S):
-            try:
-                while request is None:
-                    data = await stream.receive(65536)
-                    ws.receive_data(data)
-                    request = next((e for e in ws.events() if isinstance(e, Request)), None)
-            except RemoteProtocolError as exc:
-                body = {"error": {"message": str(exc), "type": "invalid_request_error", "param": None, "code": None}}
-                await self._send_raw_response(stream, 400, body)
-                self.rejected.append(RejectedHandshake("", {}, 400, body))
-                self._notify()
-                return None
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return None
+        request = await read_request(stream, ws)
+        if isinstance(request, RemoteProtocolError):
+            body = {"error": {"message": str(request), "type": "invalid_request_error", "param": None, "code": None}}
+            await send_raw_response(stream, 400, body)
+            self.rejected.append(RejectedHandshake("", {}, 400, body))
+            self._notify()
+            return None
         if request is None:
             return None
         target = urlsplit(request.target)
@@ -446,21 +321,10 @@ class OpenAIRealtimeSimulator:
         if refusal is not None:
             status, error = refusal
             body = error.to_http_body()
-            payload = json.dumps(body).encode()
-            reply = ws.send(
-                RejectConnection(
-                    status_code=status,
-                    headers=[(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-                    has_body=True,
-                )
-            )
-            reply += ws.send(RejectData(data=payload))
             self.rejected.append(RejectedHandshake(target.path, headers, status, body))
             logger.info("refused a handshake for %s: HTTP %d %s", target.path, status, error.message)
             self._notify()
-            with anyio.move_on_after(WRITE_TIMEOUT_S):
-                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    await stream.send(reply)
+            await reject(stream, ws, status, body)
             return None
         query = dict(parse_qsl(target.query))
         record = ConnectionRecord(
@@ -471,23 +335,10 @@ class OpenAIRealtimeSimulator:
             model=query.get("model", "gpt-realtime"),
             subprotocol=subprotocol,
         )
-        try:
-            await stream.send(ws.send(AcceptConnection(subprotocol=subprotocol)))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        if not await accept(stream, ws, subprotocol):
             return None
         self.connections.append(record)
         self._notify()
         logger.info("connection %d opened: %s model=%s", record.index, target.path, record.model)
         beta = "realtime=v1" in raw.get("openai-beta", "").replace(" ", "")
-        return _Connection(self, record, stream, ws), beta
-
-    @staticmethod
-    async def _send_raw_response(stream: anyio.abc.ByteStream, status: int, body: dict[str, Any]) -> None:
-        payload = json.dumps(body).encode()
-        head = (
-            f"HTTP/1.1 {status} Bad Request\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(payload)}\r\nconnection: close\r\n\r\n"
-        ).encode()
-        with anyio.move_on_after(WRITE_TIMEOUT_S):
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await stream.send(head + payload)
+        return _Connection(self, record, stream, ws, beta=beta)
