@@ -158,7 +158,7 @@ _UNCONFIRMED_SLACK = 256
 """Room for text and tool results among the items a resumable provider has
 not confirmed, beyond the audio cap."""
 
-_GRACEFUL = frozenset({"user_request", "complete"})
+_GRACEFUL = frozenset({"user_request", "complete", "provider_closed"})
 """Close reasons after which the outputs play out what they hold (a goodbye)."""
 
 
@@ -329,12 +329,11 @@ def _written(conv: Conversation, seq: int) -> Result:
     return conv, ()
 
 
-def _retryable(error: BaseException | None) -> bool:
-    """Whether another connection may help after ``error`` (``None``: the
-    provider ended the stream). A message we could not understand is worth a
-    fresh connection; an exception that is no :class:`BidiError` is a bug in
-    an adapter, and hiding it would hide the bug."""
-    if error is None or isinstance(error, BidiProtocolError):
+def _retryable(error: BaseException) -> bool:
+    """Whether another connection may help after ``error``. A message we
+    could not understand is worth a fresh connection; an exception that is no
+    :class:`BidiError` is a bug in an adapter, and hiding it would hide the bug."""
+    if isinstance(error, BidiProtocolError):
         return True
     if isinstance(error, BidiError):
         return bool(getattr(error, "retryable", False))
@@ -402,9 +401,13 @@ def _connect_failed(conv: Conversation, ev: ConnectFailed) -> Result:
 def _connection_ended(conv: Conversation, ev: ConnectionEnded) -> Result:
     if ev.connection_id != conv.connection_id:
         return conv, ()  # a connection the core had already left
+    if ev.error is None:
+        # The service ended the session for good (the adapter tells that from the
+        # endings a new connection may continue): so does the conversation.
+        return _close(conv, "provider_closed", None, ())
     if not _retryable(ev.error):
         return _close(conv, "error", ev.error, ())
-    details = str(ev.error) if ev.error is not None else "the provider closed the connection"
+    details = str(ev.error)
     proven = conv.connection_proven
     conv, effects = _leave(conv, "connection_lost", details)
     if proven:

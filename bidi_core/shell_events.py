@@ -64,8 +64,8 @@ class ConnectFailed:
 @attrs.frozen
 class ConnectionEnded:
     """The open connection ``connection_id`` ended without the core asking:
-    ``error`` is what the session raised, ``None`` when the provider ended
-    the stream normally."""
+    ``error`` is what the session raised, ``None`` when the service ended the
+    session for good (``receive()`` raised ``anyio.EndOfStream``)."""
 
     connection_id: str
     error: BaseException | None = attrs.field(default=None, eq=False)

@@ -270,8 +270,8 @@ class BidiConnectionStartEvent(BidiEvent):
 class BidiConnectionRestartEvent(BidiEvent):
     """The connection is being replaced; input is buffered until the new one opens.
 
-    ``reason`` is ``"connection_lost"`` (a fault, or the provider ended the
-    connection), ``"expiring"`` (the provider warned, or its connection limit is
+    ``reason`` is ``"connection_lost"`` (a fault, or an ending the provider
+    lets a new connection continue), ``"expiring"`` (the provider warned, or its connection limit is
     near) or ``"resumption_rejected"`` (the provider refused the resumption
     handle; a fresh session seeded with the history follows).
     ``details`` says more for logs; it never holds credentials.
@@ -363,10 +363,14 @@ class BidiUsageEvent(BidiEvent):
     cache_write_input_tokens: int | None = None
 
 
-CloseReason: TypeAlias = Literal["client_disconnect", "timeout", "error", "complete", "user_request"]
+CloseReason: TypeAlias = Literal[
+    "client_disconnect", "timeout", "error", "complete", "user_request", "provider_closed"
+]
 """Why the conversation ended. bidi-core itself emits ``"client_disconnect"``
 (``stop()``, or ``request_stop()`` with its default), ``"user_request"`` (the
-``stop_conversation`` tool) and ``"error"`` (a failure that ended it);
+``stop_conversation`` tool), ``"provider_closed"`` (the service ended the
+session for good, e.g. OpenAI's close 1000) and ``"error"`` (a failure that
+ended it);
 ``"complete"`` and ``"timeout"`` come only from an app's ``request_stop(reason)``."""
 
 

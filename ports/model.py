@@ -129,9 +129,14 @@ class BidiModelSession(Protocol):
     async def receive(self) -> ModelEvent:
         """The provider's next event, in order (anyio's stream style).
 
-        Raises ``anyio.EndOfStream`` once the provider ended the connection
-        normally, and again on every later call. Raises
-        :class:`~ports.errors.BidiConnectionError` on a transport fault,
+        Raises ``anyio.EndOfStream`` once the service ended the session for
+        good (it will not continue it on another connection: the conversation
+        then closes with ``"provider_closed"``), and again on every later
+        call. An ending a new connection may continue (a connection limit, the
+        service going away, a server error, a network fault) is a retryable
+        :class:`~ports.errors.BidiConnectionError`: which is which is the
+        adapter's translation of its provider's documented close signals.
+        Raises :class:`~ports.errors.BidiConnectionError` on a transport fault,
         :class:`~ports.errors.BidiProviderError` when the provider refuses
         (``retryable`` tells whether a new connection may help) and
         :class:`~ports.errors.BidiProtocolError` for a message that cannot be

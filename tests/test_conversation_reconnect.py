@@ -490,10 +490,10 @@ def test_a_connection_that_ends_before_the_provider_said_anything_counts_as_a_fa
     conv = started()
     for n in range(1, 5):
         conv = connected(conv=conv, connection_id=f"c{n}")
-        closed = "the provider closed the connection"
+        closed = "going away"
         conv = expect(
             conv,
-            ConnectionEnded(f"c{n}"),
+            ConnectionEnded(f"c{n}", BidiConnectionError(closed)),
             evolve(conv, phase=Phase.RESTARTING, connection_id=None, failures=n),
             (*left("connection_lost", closed), StartTimer(BACKOFF_TIMER, conv.config.reconnect.delay(n))),
         )
@@ -511,6 +511,22 @@ def test_a_connection_that_ends_before_the_provider_said_anything_counts_as_a_fa
     assert isinstance(close.error, BidiConnectionError)
     assert str(close.error) == "the connection failed 5 times in a row: reset"
     assert new == evolve(conv, phase=Phase.CLOSED, connection_id=None, failures=5)
+
+
+def test_the_service_ending_the_session_ends_the_conversation_and_its_last_words_play_out() -> None:
+    """``receive()`` raised ``EndOfStream``: the adapter says the service will not continue
+    this session (OpenAI's close 1000). No reconnect; a response in flight is completed, and
+    what the outputs hold is not silenced (the close is the service's graceful end)."""
+    conv = responding(connected())
+    new, effects = step(conv, ConnectionEnded(conv.connection_id or ""))
+    assert effects == (
+        Emit(BidiResponseCompleteEvent("r1", "interrupted")),
+        *CLOSE_TIMERS,
+        Emit(BidiConnectionCloseEvent("provider_closed", conv.connection_id)),
+        Close("provider_closed"),
+    )
+    assert not any(isinstance(e, (ClearPlayback, OpenConnection)) for e in effects)
+    assert new.phase is Phase.CLOSED
 
 
 def test_failed_connects_and_connections_lost_unproven_count_together() -> None:
@@ -549,9 +565,9 @@ def test_a_proven_connection_starts_the_count_again_and_is_reconnected_at_once(p
         conv = expect(conv, TimerFired(STABLE_TIMER), evolve(conv, connection_proven=True, failures=0))
         conv = expect(
             conv,
-            ConnectionEnded("c1"),
+            ConnectionEnded("c1", BidiConnectionError("idle stream ended")),
             evolve(conv, phase=Phase.RESTARTING, connection_id=None),
-            (*left("connection_lost", "the provider closed the connection"), OpenConnection(None)),
+            (*left("connection_lost", "idle stream ended"), OpenConnection(None)),
         )
     assert conv.failures == 0
     # The next failure is the first again.

@@ -125,6 +125,7 @@ class GeminiLiveSession:
         self._synthetic_calls: set[str] = set()
         self._issued_calls: set[str] = set()  # calls of this connection still unanswered
         self._withdrawn_calls: set[str] = set()  # calls the service cancelled: nothing waits for them
+        self._going_away = False  # the service announced the end of this connection (goAway)
         self._rate_of_mime: dict[str, int] = {}
         self.session_id: str | None = None
 
@@ -277,8 +278,12 @@ class GeminiLiveSession:
         while not pending:
             try:
                 frame = await self._receive_frame()
-            except WebSocketClosed:  # 1000: a normal end (after goAway, or the service's own)
-                logger.debug("%s closed normally by the service", self._connection_id)
+            except WebSocketClosed:  # 1000: a normal end
+                if self._going_away:
+                    # The connection limit it announced: the session goes on over a new connection
+                    # (docs/protocols/gemini.md#session-limits).
+                    raise BidiConnectionError("Gemini closed the connection at its limit, after goAway") from None
+                logger.debug("%s: the service ended the session", self._connection_id)
                 raise anyio.EndOfStream from None
             try:
                 decoded = self._decode(frame)
@@ -366,6 +371,7 @@ class GeminiLiveSession:
             if left is None:
                 logger.warning("goAway with an unreadable timeLeft %r; assuming 0 s", message.go_away.time_left)
             logger.debug("%s: goAway, %s s left", self._connection_id, left)
+            self._going_away = True
             out.append(BidiConnectionExpiringEvent(time_left_s=max(0.0, left or 0.0)))
         if message.session_resumption_update is not None:
             update = message.session_resumption_update

@@ -67,6 +67,9 @@ class Responses(SessionState):
         if reply.drop:
             await self.link.drop()
             return
+        if reply.close is not None:
+            await self.link.close(*reply.close, why="server")
+            return
         if reply.session_limit:
             await self.expire()
             return

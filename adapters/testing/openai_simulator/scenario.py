@@ -44,13 +44,15 @@ ToolOutput = ToolResult
 class Reply(kit.Reply):
     """What one response does: the kit's ``say``, ``audio_ms`` and ``tool_calls``, and OpenAI's faults.
 
-    Fields combine in this order: ``drop``, ``session_limit``, ``error``, then a
+    Fields combine in this order: ``drop``, ``close``, ``session_limit``, ``error``, then a
     response (``fail``, or ``say`` followed by ``tool_calls``); ``say`` is text only
     when the output modality is ``text``.
 
     * ``error``: send this ``error`` event instead of responding (the connection stays open).
     * ``fail``: respond, but end with ``response.done`` status ``failed`` carrying this error.
     * ``drop``: close the TCP connection without a close frame instead of responding.
+    * ``close``: ``(code, reason)``: send that close frame instead of responding (1000: the
+      service ends the session; 1001, 1011, 1012: it goes away or fails).
     * ``drop_after_deltas``: respond, then drop the connection after that many audio deltas
       (0: right after ``response.created``).
     * ``session_limit``: end the session as the service does at its time limit (``error`` + close).
@@ -59,6 +61,7 @@ class Reply(kit.Reply):
     error: ServiceError | None = None
     fail: ServiceError | None = None
     drop: bool = False
+    close: tuple[int, str] | None = None
     drop_after_deltas: int | None = None
     session_limit: bool = False
 
