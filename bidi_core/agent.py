@@ -32,7 +32,7 @@ everything of ours has stopped.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self, assert_never
@@ -195,6 +195,9 @@ class BidiAgent:
         self._connection_done = anyio.Event()
         self._closed = anyio.Event()
         self._supervisor_done = anyio.Event()
+        self._run_done = anyio.Event()  # run() has stopped its inputs and outputs too
+        self._live_tasks = 0  # supervisor, tools and timers running in our task group
+        self._idle = anyio.Event()  # set when the last of them ended (only after the close)
         self._close_error: BaseException | None = None
         self._error_raised = False
         self._tool_scopes: dict[str, anyio.CancelScope] = {}
@@ -252,7 +255,7 @@ class BidiAgent:
         stack = AsyncExitStack()
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
-        self._tg.start_soon(self._supervise, name="bidi_core supervisor")
+        self._spawn(self._supervise, name="bidi_core supervisor")
         self._dispatch(Started(outputs_report_playback=None))
 
     def _start(self, *, manual: bool) -> None:
@@ -268,21 +271,42 @@ class BidiAgent:
     async def stop(self) -> None:
         """End the conversation and wait until everything of ours has stopped.
 
-        Safe to call twice, before ``start()`` (a no-op) and from inside a
-        ``receive()`` loop; a pending ``receive()`` ends. Must be called from
-        the task that called ``start()``.
+        Safe to call twice, before ``start()`` (a no-op), from inside a
+        ``receive()`` loop (a pending ``receive()`` ends) and from any task:
+        a signal handler, a watchdog, a web request that ends the call.
+
+        From the task that started the agent (``start()``, ``async with``,
+        ``run()``) it also leaves the agent's task group. From another task it
+        asks for the end and waits until the conversation has closed and no
+        task, connection or timer of ours is left; under ``run()`` also until
+        ``run()`` has stopped its inputs and outputs. The one thing another
+        task cannot do is leave the task group ``start()`` entered (a task
+        group belongs to the task that entered it): with ``start()``, the
+        starting task still calls ``stop()`` or leaves ``async with``, which
+        then finds nothing left to do.
         """
+        if self._lifecycle == "running" and not self._is_owner():
+            await self._stop_from_elsewhere()
+            return
         await self._shutdown(raise_error=False)
+
+    def _is_owner(self) -> bool:
+        return self._owner is None or anyio.get_current_task().id == self._owner.id
+
+    async def _stop_from_elsewhere(self) -> None:
+        self.request_stop()
+        with anyio.move_on_after(self._shutdown_timeout_s):
+            await self._supervisor_done.wait()
+        if not self._supervisor_done.is_set() and self._tg is not None:
+            self._tg.cancel_scope.cancel()  # the polite close took too long
+        if self._receiver is None:
+            await self._run_done.wait()  # run(): its inputs and outputs stop too
+        else:
+            await self._idle.wait()
 
     async def _shutdown(self, *, raise_error: bool) -> None:
         if self._lifecycle != "running":
             return
-        owner = self._owner
-        if owner is not None and anyio.get_current_task().id != owner.id:
-            raise BidiUsageError(
-                "stop() must be called from the task that called start() (task groups are owned by one task); "
-                "to end the conversation from elsewhere, call request_stop()"
-            )
         self.request_stop()
         stack, self._stack = self._stack, None
         try:
@@ -368,7 +392,7 @@ class BidiAgent:
                 self._outputs.extend(queues)
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
-                    tg.start_soon(self._supervise, name="bidi_core supervisor")
+                    self._spawn(self._supervise, name="bidi_core supervisor")
                     self._dispatch(Started(outputs_report_playback=any(reports_playback(o) for o in outs)))
                     async with anyio.create_task_group() as io_tg:
                         outputs_done = [anyio.Event() for _ in outs]
@@ -391,6 +415,7 @@ class BidiAgent:
             if self._lifecycle == "running":
                 with anyio.CancelScope(shield=True):
                     await self._shutdown(raise_error=False)
+            self._run_done.set()
         self._raise_close_error()
 
     async def _stop_io(self, io: Any) -> None:
@@ -496,11 +521,27 @@ class BidiAgent:
 
     # ------------------------------------------------------------------ tools and timers
 
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any, name: str) -> None:
+        """Start a task in the agent's group, counted, so that another task's
+        ``stop()`` can tell when none is left."""
+        assert self._tg is not None
+        self._live_tasks += 1
+
+        async def counted() -> None:
+            try:
+                await fn(*args)
+            finally:
+                self._live_tasks -= 1
+                if self._live_tasks == 0:
+                    self._idle.set()
+
+        self._tg.start_soon(counted, name=name)
+
     def _start_tool(self, call: BidiToolUseEvent) -> None:
         assert self._tg is not None
         scope = anyio.CancelScope()
         self._tool_scopes[call.tool_use_id] = scope
-        self._tg.start_soon(self._run_tool, call, scope, name=f"tool {call.name} {call.tool_use_id}")
+        self._spawn(self._run_tool, call, scope, name=f"tool {call.name} {call.tool_use_id}")
 
     async def _run_tool(self, call: BidiToolUseEvent, scope: anyio.CancelScope) -> None:
         logger.debug("running tool %s (%s)", call.name, call.tool_use_id)
@@ -524,7 +565,7 @@ class BidiAgent:
             old.cancel()
         scope = anyio.CancelScope()
         self._timer_scopes[name] = scope
-        self._tg.start_soon(self._timer, name, seconds, scope, name=f"timer {name}")
+        self._spawn(self._timer, name, seconds, scope, name=f"timer {name}")
 
     async def _timer(self, name: str, seconds: float, scope: anyio.CancelScope) -> None:
         with scope:

@@ -18,6 +18,7 @@ from bidi_core import (
     BidiConnectionStartEvent,
     BidiErrorEvent,
     BidiInterruptionEvent,
+    BidiOutputEvent,
     BidiProviderError,
     BidiResponseCompleteEvent,
     BidiResponseStartEvent,
@@ -164,24 +165,79 @@ async def test_stop_inside_the_receive_loop() -> None:
     assert our_tasks() == set()
 
 
-async def test_stop_from_another_task_is_a_usage_error_but_request_stop_works() -> None:
-    agent = BidiAgent(model=ScriptedModel([[]]))
-    errors: list[BaseException] = []
+async def test_stop_from_another_task_ends_everything_of_ours_before_it_returns() -> None:
+    """A watchdog task stops a manual-style conversation while the starting task sits in its
+    receive() loop and a tool is running: when the watchdog's stop() returns, the conversation
+    has closed and no task, connection or timer of ours is left; the starter's own stop() then
+    finds nothing left to do."""
+    tool_started = anyio.Event()
+    tool_cancelled = anyio.Event()
 
-    async def other() -> None:
+    @tool
+    async def slow_lookup(query: str) -> str:
+        """Look something up, slowly.
+
+        Args:
+            query: What to look up.
+        """
+        tool_started.set()
         try:
-            await agent.stop()
-        except BidiUsageError as exc:
-            errors.append(exc)
-        agent.request_stop()
+            await anyio.sleep_forever()
+        finally:
+            tool_cancelled.set()
+        return query  # pragma: no cover
 
-    await agent.start()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(other)
-    events = [e async for e in agent.receive()]
-    await agent.stop()
-    assert "same task" in str(errors[0]) or "task that called start" in str(errors[0])
-    assert isinstance(events[-1], BidiConnectionCloseEvent)
+    model = ScriptedModel(
+        [
+            Step(
+                expect=Expect(BidiTextInputEvent, text="look it up"),
+                emit=[BidiResponseStartEvent("r1"), BidiToolUseEvent("t1", "slow_lookup", {"query": "x"})],
+            )
+        ]
+    )
+    agent = BidiAgent(model=model, tools=[slow_lookup])
+    left_after_stop: set[str] = set()
+    seen: list[BidiOutputEvent] = []
+
+    async def watchdog() -> None:
+        await tool_started.wait()
+        await agent.stop()
+        left_after_stop.update(our_tasks())
+        assert tool_cancelled.is_set()
+        assert model.open_connections == 0
+
+    with anyio.fail_after(10):
+        await agent.start()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watchdog)
+            await agent.send("look it up")
+            seen.extend([e async for e in agent.receive()])
+        await agent.stop()
+    assert left_after_stop == set()
+    assert isinstance(seen[-1], BidiConnectionCloseEvent)
+    assert seen[-1].reason == "client_disconnect"
+    assert our_tasks() == set()
+
+
+async def test_stop_from_another_task_under_run_returns_once_run_has_stopped_its_io() -> None:
+    model = ScriptedModel([[]])
+    agent = BidiAgent(model=model)
+    out = RecordingOutput(until=lambda e: isinstance(e, BidiConnectionStartEvent))
+    inp = ScriptedInput([])
+    stopped_io: list[bool] = []
+
+    async def stop_when_connected() -> None:
+        await out.seen.wait()
+        await agent.stop()
+        stopped_io.extend([out.stopped, inp.stopped])
+        assert our_tasks() == set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_when_connected)
+            await agent.run(inputs=[inp], outputs=[out])
+    assert stopped_io == [True, True]
+    assert isinstance(out.events[-1], BidiConnectionCloseEvent)
 
 
 async def test_fatal_provider_error_ends_receive_with_that_error() -> None:
