@@ -137,10 +137,12 @@ async def serving(script: Sequence[Any]) -> AsyncIterator[tuple[RawServer, str]]
         tg.cancel_scope.cancel()
 
 
-async def collect(script: Sequence[Any], request: ConnectRequest | None = None, **model_kwargs: Any) -> list[BidiEvent]:
-    """Connect, read every event until the session ends; raises what the session raises (never wrapped in
-    the server's task group)."""
-    seen: list[BidiEvent] = []
+async def collect(
+    script: Sequence[Any], request: ConnectRequest | None = None, into: list[Any] | None = None, **model_kwargs: Any
+) -> list[BidiEvent]:
+    """Connect, read every event until the session ends (into ``into`` if given); raises what the
+    session raises (never wrapped in the server's task group)."""
+    seen: list[BidiEvent] = [] if into is None else into
     error: BaseException | None = None
     with anyio.fail_after(10):
         async with serving(script) as (_server, url):
@@ -256,9 +258,15 @@ async def test_close_codes_mid_session(ending: Any, error: type[BidiError], code
         assert isinstance(ending, Close) and ending.reason in str(caught.value)
 
 
-async def test_go_away_then_a_normal_close_ends_receive() -> None:
-    events = await collect([SETUP_COMPLETE, frame({"goAway": {"timeLeft": "1.5s"}}), Close(1000)])
-    assert events == [BidiConnectionExpiringEvent(time_left_s=1.5)]
+async def test_a_normal_close_ends_receive_but_after_go_away_it_is_the_announced_limit() -> None:
+    """docs/protocols/gemini.md#ending-a-session: 1000 alone ends the session; 1000 after
+    ``goAway`` is the connection limit it announced, which a new connection continues."""
+    assert await collect([SETUP_COMPLETE, Close(1000)]) == []
+    seen: list[object] = []
+    with pytest.raises(BidiConnectionError, match="goAway") as caught:
+        await collect([SETUP_COMPLETE, frame({"goAway": {"timeLeft": "1.5s"}}), Close(1000)], into=seen)
+    assert caught.value.retryable
+    assert seen == [BidiConnectionExpiringEvent(time_left_s=1.5)]
 
 
 async def test_a_stale_handle_is_a_resumption_rejection() -> None:
@@ -289,17 +297,23 @@ async def test_malformed_json_is_a_protocol_error_with_the_raw_frame() -> None:
 
 async def test_unknown_messages_are_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "bidi_core.adapters.gemini")
-    events = await collect(
-        [SETUP_COMPLETE, frame({"sessionStats": {"n": 1}}), frame({"goAway": {"timeLeft": "50s"}}), Close(1000)]
-    )
+    events: list[object] = []
+    with pytest.raises(BidiConnectionError, match="goAway"):  # the announced end, after the marker
+        await collect(
+            [SETUP_COMPLETE, frame({"sessionStats": {"n": 1}}), frame({"goAway": {"timeLeft": "50s"}}), Close(1000)],
+            into=events,
+        )
     assert events == [BidiConnectionExpiringEvent(time_left_s=50.0)]
     assert any("sessionStats" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_known_field_of_the_wrong_shape_is_an_error_event_not_the_end() -> None:
-    events = await collect(
-        [SETUP_COMPLETE, frame({"serverContent": {"turnComplete": "yes"}}), frame({"goAway": {}}), Close(1000)]
-    )
+    events: list[object] = []
+    with pytest.raises(BidiConnectionError, match="goAway"):  # the announced end, after the marker
+        await collect(
+            [SETUP_COMPLETE, frame({"serverContent": {"turnComplete": "yes"}}), frame({"goAway": {}}), Close(1000)],
+            into=events,
+        )
     assert isinstance(events[0], BidiErrorEvent) and events[0].code == "protocol_error"
     assert events[1] == BidiConnectionExpiringEvent(time_left_s=0.0)
 
