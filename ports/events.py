@@ -363,9 +363,7 @@ class BidiUsageEvent(BidiEvent):
     cache_write_input_tokens: int | None = None
 
 
-CloseReason: TypeAlias = Literal[
-    "client_disconnect", "timeout", "error", "complete", "user_request", "provider_closed"
-]
+CloseReason: TypeAlias = Literal["client_disconnect", "timeout", "error", "complete", "user_request", "provider_closed"]
 """Why the conversation ended. bidi-core itself emits ``"client_disconnect"``
 (``stop()``, or ``request_stop()`` with its default), ``"user_request"`` (the
 ``stop_conversation`` tool), ``"provider_closed"`` (the service ended the
