@@ -1,8 +1,10 @@
-"""Thin sessions over pyproject.toml: tests, lint, typecheck, bench.
+"""Thin sessions over pyproject.toml: check, tests, lint, typecheck, bench.
 
-``nox -s tests`` runs the suite on every Python from 3.11 to 3.13 found on the
-machine and skips the missing ones (also on CI, where nox would otherwise
-fail on them).
+``nox -s check`` is a newcomer's path (the README's test command): the suite
+on the Python running nox, then ruff, the import contracts and mypy, all in
+one virtualenv. ``nox -s tests`` runs the suite on every Python from 3.11 to
+3.13 found on the machine and skips the missing ones (CI runs it beside
+``check``: ``.ci/run``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ def _expose_pyenv_versions() -> None:
 
 
 _expose_pyenv_versions()
+
+
+@nox.session(python=None)
+def check(session: nox.Session) -> None:
+    """The suite on this Python, then ruff, the dependency rule and mypy: one virtualenv, one install."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
+    session.run("mypy", "--strict", "-p", "bidi_core", "-p", "ports", "-p", "adapters")
 
 
 @nox.session(python=PYTHONS)
