@@ -115,6 +115,27 @@ class ScriptedInput:
         self.stopped = True
 
 
+_DEFAULT_SIGINT_THEN_EXEC = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def with_default_sigint(command: list[str]) -> list[str]:
+    """``command`` as a terminal starts it: with SIGINT at its default disposition.
+
+    A child inherits an *ignored* SIGINT (pytest run from ``nohup``, a
+    background job of a non-interactive shell, some CI runners), and Python
+    then installs no ``KeyboardInterrupt`` handler: a test that sends a real
+    SIGINT would see it ignored. A tiny Python trampoline resets SIGINT to
+    ``SIG_DFL`` and ``exec``s ``command`` (same PID, so ``send_signal`` reaches
+    it), which then starts exactly as it would from a shell prompt.
+    (No ``preexec_fn``: ``anyio.open_process`` has none, and it is unsafe with threads.)
+    """
+    if sys.platform == "win32":  # no inherited dispositions, and exec there is a new process
+        return command
+    return [sys.executable, "-c", _DEFAULT_SIGINT_THEN_EXEC, *command]
+
+
 def our_tasks() -> set[str]:
     """Names of running tasks that belong to bidi-core."""
     names = set()

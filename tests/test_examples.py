@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import run_quickstart_offline
+from tests.support import run_quickstart_offline, with_default_sigint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,20 +63,25 @@ def test_ctrl_c_ends_a_running_conversation_cleanly(backend: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     env["PYTHONPATH"] = str(ROOT)
     with subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "run_until_ctrl_c.py"), "--backend", backend],
+        # Started as from a shell prompt, even when pytest itself inherited an ignored SIGINT.
+        with_default_sigint([sys.executable, str(ROOT / "examples" / "run_until_ctrl_c.py"), "--backend", backend]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     ) as proc:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # the answer arrives, then the conversation waits for more
-            lines.append(line.rstrip("\n"))
-            if line.startswith("Assistant:"):
-                break
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        try:
+            assert proc.stdout is not None
+            lines = []
+            for line in proc.stdout:  # the answer arrives, then the conversation waits for more
+                lines.append(line.rstrip("\n"))
+                if line.startswith("Assistant:"):
+                    break
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:  # failed: leave no conversation running behind the test
+                proc.kill()
     lines += out.splitlines()
     assert proc.returncode == 0, err[-3000:]
     assert "Assistant: Paris is the capital of France." in lines

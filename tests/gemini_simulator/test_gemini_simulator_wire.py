@@ -43,6 +43,7 @@ from tests.gemini_simulator.client import (
     pcm_of,
     transcript_of,
 )
+from tests.support import with_default_sigint
 
 # ---------------------------------------------------------------------- handshake and auth
 # docs/protocols/gemini.md#connection
@@ -359,31 +360,37 @@ async def test_the_demo_server_runs_and_answers(anyio_backend: str) -> None:
     import sys
 
     command = [sys.executable, "-m", "adapters.testing.gemini_simulator", "--port", "0", "--speedup", "1000"]
-    async with await anyio.open_process([*command, "--backend", anyio_backend]) as process:
-        assert process.stdout is not None
-        text = ""
-        with anyio.fail_after(BOUND * 2):
-            while "Ctrl+C" not in text:
-                text += (await process.stdout.receive()).decode()
-        url = text.split("Gemini Live simulator: ", 1)[1].split()[0]
-        ca = text.split("CA certificate to trust: ", 1)[1].split()[0]
-        port = int(url.split(":")[2].split("/")[0])
-        ctx = ssl.create_default_context(cafile=ca)
-        tcp = await anyio.connect_tcp("127.0.0.1", port)
-        stream = await TLSStream.wrap(tcp, hostname="127.0.0.1", ssl_context=ctx, standard_compatible=False)
-        ws = WSConnection(ConnectionType.CLIENT)
-        target = url.split(str(port), 1)[1]
-        headers = [(b"x-goog-api-key", b"test-key")]
-        await stream.send(ws.send(Request(host=f"127.0.0.1:{port}", target=target, extra_headers=headers)))
-        with anyio.fail_after(BOUND):
-            while not any(isinstance(e, AcceptConnection) for e in ws.events()):
-                ws.receive_data(await stream.receive())
-        client = RawClient(stream, ws)
-        await client.setup(outputAudioTranscription={})
-        await client.send({"realtimeInput": {"text": "hello"}})
-        assert transcript_of(await client.until_turn_complete()) == "Hello! I am the bidi-core Gemini Live simulator."
-        await client.aclose()
-        process.send_signal(signal.SIGINT)
-        with anyio.fail_after(BOUND):
-            assert await process.wait() == 0
+    # Started as from a shell prompt, even when pytest itself inherited an ignored SIGINT.
+    async with await anyio.open_process(with_default_sigint([*command, "--backend", anyio_backend])) as process:
+        try:
+            assert process.stdout is not None
+            text = ""
+            with anyio.fail_after(BOUND * 2):
+                while "Ctrl+C" not in text:
+                    text += (await process.stdout.receive()).decode()
+            url = text.split("Gemini Live simulator: ", 1)[1].split()[0]
+            ca = text.split("CA certificate to trust: ", 1)[1].split()[0]
+            port = int(url.split(":")[2].split("/")[0])
+            ctx = ssl.create_default_context(cafile=ca)
+            tcp = await anyio.connect_tcp("127.0.0.1", port)
+            stream = await TLSStream.wrap(tcp, hostname="127.0.0.1", ssl_context=ctx, standard_compatible=False)
+            ws = WSConnection(ConnectionType.CLIENT)
+            target = url.split(str(port), 1)[1]
+            headers = [(b"x-goog-api-key", b"test-key")]
+            await stream.send(ws.send(Request(host=f"127.0.0.1:{port}", target=target, extra_headers=headers)))
+            with anyio.fail_after(BOUND):
+                while not any(isinstance(e, AcceptConnection) for e in ws.events()):
+                    ws.receive_data(await stream.receive())
+            client = RawClient(stream, ws)
+            await client.setup(outputAudioTranscription={})
+            await client.send({"realtimeInput": {"text": "hello"}})
+            hello = transcript_of(await client.until_turn_complete())
+            assert hello == "Hello! I am the bidi-core Gemini Live simulator."
+            await client.aclose()
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(BOUND):
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:  # failed: leave no server running behind the test
+                process.kill()
     assert not await anyio.Path(ca).exists()  # the throwaway CA went with the server
