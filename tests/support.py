@@ -174,20 +174,52 @@ class Texts:
             self.ready.set()
 
 
+class _Notifying:
+    """An output as it is (its lifecycle and attributes such as ``reports_playback``
+    included), plus a call to ``notify`` each time it has taken an event."""
+
+    def __init__(self, output: Any, notify: Callable[[], None]) -> None:
+        self._output = output
+        self._notify = notify
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._output, name)
+
+    async def start(self, agent: AgentView) -> None:
+        if callable(start := getattr(self._output, "start", None)):
+            await start(agent)
+
+    async def __call__(self, event: BidiOutputEvent) -> None:
+        try:
+            await self._output(event)
+        finally:
+            self._notify()
+
+    async def stop(self) -> None:
+        if callable(stop := getattr(self._output, "stop", None)):
+            await stop()
+
+
 async def run_until(
     agent: Any, inputs: list[Any], outputs: list[Any], done: Callable[[], bool], limit_s: float = 15
 ) -> None:
-    """Run the agent until ``done()`` holds for the events seen (checked after
-    each event, never by polling), then stop it; fail after ``limit_s``."""
+    """Run the agent until ``done()`` holds for the events seen, then stop it; fail after ``limit_s``.
+
+    ``done()`` is checked each time any output has taken an event, never by
+    polling. Not only when one watcher output has: every output takes events
+    in a task of its own, in no set order, so the output ``done()`` reads may
+    take the last event of a turn after the watcher did, and nothing would
+    wake the wait again.
+    """
     changed = anyio.Event()
 
-    async def watch(event: BidiOutputEvent) -> None:
+    def notify() -> None:
         nonlocal changed
         changed.set()
         changed = anyio.Event()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(agent.run, inputs, [*outputs, watch])
+        tg.start_soon(agent.run, inputs, [_Notifying(output, notify) for output in outputs])
         with anyio.fail_after(limit_s):
             while not done():
                 await changed.wait()

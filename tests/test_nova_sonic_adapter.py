@@ -124,6 +124,30 @@ async def test_text_turn_is_one_response(simulator: NovaSonicSimulator) -> None:
     assert our_tasks() == set()
 
 
+async def test_the_wait_ends_when_the_output_it_reads_takes_the_last_event_after_the_others(
+    simulator: NovaSonicSimulator,
+) -> None:
+    """``run_until`` ends when the output its condition reads takes the last event of a turn
+    after the other outputs did. Each output has a task and a queue of its own, so nothing
+    orders them; on Trio (whose scheduler shuffles each batch of runnable tasks once
+    Hypothesis is imported, as it is in the full suite) the recording output took the usage
+    event after ``run_until``'s own output had woken it to look, and the conversation then
+    stayed quiet: ``test_text_turn_is_one_response`` waited its 15 s out. Here the recording
+    output takes that usage event only once every other task waits, which forces that order."""
+
+    class TakesUsageLast(RecordingOutput):
+        async def __call__(self, event: BidiOutputEvent) -> None:
+            if isinstance(event, BidiUsageEvent):
+                await anyio.wait_all_tasks_blocked()
+            await super().__call__(event)
+
+    agent = BidiAgent(model=model_for(simulator))
+    out = TakesUsageLast()
+    texts = Texts(["hello there"])
+    await run_until(agent, [texts], [out, texts.observe], lambda: bool(out.of(BidiUsageEvent)), limit_s=5)
+    assert out.of(BidiUsageEvent)[0].total_tokens > 0
+
+
 @pytest.mark.scenario(
     scenario=Scenario(transcripts=["what time is it"], rules=[Rule(spoken_turn=0, reply=Reply(say="Noon."))])
 )
