@@ -58,6 +58,7 @@ from adapters import _asyncio_stream
 from adapters._exceptions import unwrapped
 from adapters.connection import ConnectionOptions
 from adapters.liveness import Watchdog
+from adapters.retry_after import retry_after_s
 from adapters.urls import redacted_url
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError, redact
 
@@ -395,7 +396,8 @@ ErrorForResponse = Callable[[int, Mapping[str, str], bytes], Exception]
 
 def upgrade_refusal(status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()) -> Exception:
     """The error for a refused upgrade, for any provider: 401/403 are not retryable, 429 is,
-    400/404 are ``invalid_request``, anything else is a :class:`BidiConnectionError`.
+    400/404 are ``invalid_request``, anything else is a :class:`BidiConnectionError`; a
+    ``Retry-After`` says how long to wait before the next attempt.
     The body is quoted (500 characters), secrets redacted."""
     text = body.decode("utf-8", "replace")[:500]
     message = redact(f"the server refused the WebSocket upgrade (HTTP {status}) {text}".strip(), *secrets)
@@ -403,9 +405,10 @@ def upgrade_refusal(status: int, headers: Mapping[str, str], body: bytes, secret
         return BidiProviderError(message, code="authentication_failed" if status == 401 else "forbidden")
     if status in (400, 404):
         return BidiProviderError(message, code="invalid_request")
+    wait = retry_after_s(headers)
     if status == 429:
-        return BidiProviderError(message, code="rate_limited", retryable=True)
-    return BidiConnectionError(message)
+        return BidiProviderError(message, code="rate_limited", retryable=True, retry_after_s=wait)
+    return BidiConnectionError(message, retry_after_s=wait)
 
 
 # The standard library's NO_PROXY matching; public but missing from typeshed.

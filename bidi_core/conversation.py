@@ -352,7 +352,8 @@ def _retry_later(conv: Conversation, error: BaseException, effects: Iterable[Eff
     conv = attrs.evolve(conv, failures=failures)
     if failures >= policy.max_attempts:
         return _close(conv, "error", error, effects)
-    return conv, (*effects, StartTimer(BACKOFF_TIMER, policy.delay(failures)))
+    wait = policy.delay(failures, getattr(error, "retry_after_s", None))
+    return conv, (*effects, StartTimer(BACKOFF_TIMER, wait))
 
 
 # --------------------------------------------------------------------------- handlers: connections

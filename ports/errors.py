@@ -38,14 +38,18 @@ class BidiProviderError(BidiError):
 
     ``code`` and ``message`` are the provider's own. ``retryable`` says whether
     the same request may succeed later (a provider's internal error) or never
-    will (authentication, invalid argument).
+    will (authentication, invalid argument). ``retry_after_s`` is how long the
+    provider asked us to wait first (an HTTP ``Retry-After``), if it did.
     """
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, retryable: bool = False, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
 
     def __str__(self) -> str:
         return f"[{self.code}] {self.message}" if self.code else self.message
@@ -84,12 +88,14 @@ class BidiConnectionError(BidiError):
     """The transport failed: refused, reset, timed out, closed mid-stream.
 
     ``retryable`` is True when reconnecting may help (the default for
-    transport faults).
+    transport faults). ``retry_after_s`` is how long the server asked us to
+    wait first (an HTTP ``Retry-After`` on a 503), if it did.
     """
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
 
 
 class BidiToolError(BidiError):

@@ -623,3 +623,18 @@ def test_a_rejected_resumption_starts_a_fresh_session_at_once_and_says_so() -> N
     )
     assert (conv.phase, conv.failures) == (Phase.RESTARTING, 0)
     connected(conv=conv, connection_id="c2")
+
+
+@pytest.mark.parametrize(
+    ("retry_after_s", "expected"),
+    [(None, 0.5), (0.1, 0.5), (3.0, 3.0), (600.0, 60.0)],
+    ids=["none", "shorter-than-the-backoff", "honoured", "capped"],
+)
+def test_a_refusal_that_says_when_to_come_back_is_waited_for(retry_after_s: float | None, expected: float) -> None:
+    """429 or 503 with ``Retry-After``: the next attempt waits at least that long (never less than the
+    backoff; at most ``max_retry_after_s``, so a header cannot park the conversation for hours)."""
+    for error in (
+        BidiProviderError("busy", code="rate_limited", retryable=True, retry_after_s=retry_after_s),
+        BidiConnectionError("HTTP 503", retry_after_s=retry_after_s),
+    ):
+        _failed(started(), error, expected)

@@ -16,6 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from adapters.retry_after import retry_after_s as read_retry_after
 from ports.errors import BidiProviderError, redact
 
 __all__ = [
@@ -46,9 +47,17 @@ class NovaSonicProviderError(BidiProviderError):
     """Bedrock refused or failed, with AWS's exception name as ``code``, its
     message, and the request id (``x-amzn-requestid``) to quote to AWS support."""
 
-    def __init__(self, message: str, *, code: str | None, retryable: bool, request_id: str | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None,
+        retryable: bool,
+        request_id: str | None,
+        retry_after_s: float | None = None,
+    ) -> None:
         text = f"{message} (request id {request_id})" if request_id else message
-        super().__init__(text, code=code, retryable=retryable)
+        super().__init__(text, code=code, retryable=retryable, retry_after_s=retry_after_s)
         self.request_id = request_id
 
 
@@ -118,4 +127,6 @@ def error_for_response(
     name = _exception_name(kind) if kind else f"HTTP{status}"
     message = redact(f"HTTP {status}: {message or 'the request was refused'}", *secrets)
     retryable = status == 429 or status >= 500 or name in ("ExpiredTokenException", "ThrottlingException")
-    return NovaSonicProviderError(message, code=name, retryable=retryable, request_id=request_id)
+    return NovaSonicProviderError(
+        message, code=name, retryable=retryable, request_id=request_id, retry_after_s=read_retry_after(headers)
+    )
