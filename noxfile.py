@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import nox
 
@@ -93,3 +94,27 @@ def sdk_crosscheck(session: nox.Session) -> None:
     every event it sends passes the simulator's schema (docs/protocols/nova_sonic.md#official-sdk)."""
     session.install("aws-sdk-bedrock-runtime[awscrt]==0.12.0", "anyio", "h2", "botocore", "trustme", "cattrs", "attrs")
     session.run("python", "scripts/nova_sdk_crosscheck.py", env={"PYTHONPATH": "."})
+
+
+@nox.session(name="stress-suite", python=PYTHONS[0])
+def stress_suite(session: nox.Session) -> None:
+    """The suite 5 times in a row while a CPU hog keeps every core busy (not in CI: about 25 minutes).
+
+    A test that passes only on an idle machine is a bug; this is how one is found. Arguments go to
+    pytest; ``--runs N`` (first) changes the count.
+    """
+    args = list(session.posargs)
+    runs = 5
+    if args[:1] == ["--runs"]:
+        runs, args = int(args[1]), args[2:]
+    session.install("-e", ".[dev]")
+    hog = "import itertools\nfor _ in itertools.count(): pass\n"
+    hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(os.cpu_count() or 2)]
+    try:
+        for run in range(1, runs + 1):
+            session.log(f"stress run {run}/{runs} with {len(hogs)} CPU hogs")
+            session.run("pytest", "-q", "-p", "no:cacheprovider", *args)
+    finally:
+        for hog_process in hogs:
+            hog_process.kill()
+            hog_process.wait()
