@@ -415,6 +415,27 @@ async def test_cancellation_leaves_nothing_running(where: str) -> None:
     assert our_tasks() == set()
 
 
+async def test_a_cancelled_conversation_does_not_wait_for_the_polite_goodbye() -> None:
+    """Cancelled while connected: the reader is cancelled too, so the server's end of the stream
+    could never be read; waiting for it would hold the cancellation for the whole close timeout
+    (60 s here, far beyond this test's bound)."""
+
+    async def accept(conn: h2.connection.H2Connection, sid: int, stream: TLSStream) -> None:
+        conn.send_headers(sid, [(":status", "200")])
+
+    async def client(port: int) -> None:
+        model = model_at(port, close_timeout_s=60.0)
+        with anyio.CancelScope() as scope:
+            async with model.connect(ConnectRequest()):
+                scope.cancel()
+                await anyio.sleep_forever()
+        assert scope.cancelled_caught
+
+    with anyio.fail_after(20):
+        await with_server(accept, client)
+    assert our_tasks() == set()
+
+
 async def test_cancelled_in_the_tls_handshake_or_waiting_for_the_response_leaves_nothing_running() -> None:
     """The two waits before ``connect()`` yields: a server that takes the TCP connection
     but never answers TLS, and one that reads the setup but never sends its headers."""

@@ -34,6 +34,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -283,10 +284,19 @@ class NovaSonicSession:
         await self._send(wire.ContentEnd(prompt_name=self._prompt, content_name=name))
 
     async def close(self) -> None:
-        """End the input politely and drain the output (bounded; shielded)."""
+        """End the input politely and drain the output (bounded; shielded).
+
+        Not when the caller is being cancelled: the stream's reader was cancelled
+        with it, so the server's end of the stream could never be read and the
+        goodbye would only hold the cancellation for the whole close timeout.
+        Closing the connection ends the stream for the service too.
+        """
         if self._closed:
             return
         self._closed = True
+        if anyio.current_effective_deadline() == -math.inf:
+            logger.debug("%s: cancelled; closing without the polite goodbye", self._connection_id)
+            return
         with anyio.CancelScope(shield=True), anyio.move_on_after(self._close_timeout_s) as scope:
             if not self._stream.usable or self._chain_broken:
                 return
