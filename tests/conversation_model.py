@@ -117,6 +117,7 @@ class Step:
     recorded_only: list[tuple[int, Message | None]] = field(default_factory=list)  # (seq, recorded now)
     interruption: tuple[str, bool, int | None, list[str]] | None = None  # rid, cancel, truncate at, tools cancelled
     interrupted_old: bool = False  # the answer silenced came over an earlier connection
+    interrupted_uncounted: bool = False  # its audio went uncounted (an output reported undeclared)
     left: str | None = None  # the reason the connection was left
     cut: tuple[str, str] | None = None  # (response id, stop reason) cut off by leaving
     retracted: list[Message] = field(default_factory=list)  # records taken back on leaving, latest first
@@ -383,6 +384,7 @@ class Expected:
         tools = sorted(t for t, (name, _) in self.tools.items() if name in self.config.interruptible_tools)
         self.last.interruption = (rid, cancel and not self.caps.cancels_on_speech, truncate, tools)
         self.last.interrupted_old = self.audible_old
+        self.last.interrupted_uncounted = self.received == math.inf
         if not self.audible_old:
             self._fence(rid)
         self.audible, self.audible_old, self.played, self.received = None, False, 0.0, 0.0
