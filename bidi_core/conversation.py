@@ -298,22 +298,44 @@ def _hand_off(conv: Conversation) -> Result:
     conv = attrs.evolve(conv, outbox=box)
     effects: list[Effect] = []
     for entry in entries:
-        conv, more = _send_entry(conv, entry)
+        effects += _send_entry(conv, entry)
+    settled = _settle_unsent(conv)
+    if len(settled.outbox.in_flight) < len(conv.outbox.in_flight) and settled.outbox.waiting:
+        settled, more = _hand_off(settled)  # the window has room again
         effects += more
-    return conv, tuple(effects)
+    return settled, tuple(effects)
 
 
-def _send_entry(conv: Conversation, entry: Entry) -> Result:
+def _record_only(conv: Conversation, entry: Entry) -> bool:
+    """A cancelled result for a call of an earlier connection: nobody on this
+    connection waits for it, so it is recorded (the history keeps the pair) and
+    never sent."""
+    item = entry.item
+    return (
+        isinstance(item, BidiToolResultEvent) and item.status == "cancelled" and entry.issued_on != conv.connection_id
+    )
+
+
+def _send_entry(conv: Conversation, entry: Entry) -> tuple[Effect, ...]:
     """Hand one entry to the writer; its history is recorded now, so the
     history keeps the order things were said in."""
     recorded: tuple[Effect, ...] = (AppendHistory(entry.history),) if entry.history is not None else ()
+    if _record_only(conv, entry):
+        return recorded
     item = entry.item
     if isinstance(item, BidiToolResultEvent) and entry.issued_on != conv.connection_id:
-        if item.status == "cancelled":
-            # Nobody on this connection waits for it: only the history keeps the pair.
-            return attrs.evolve(conv, outbox=conv.outbox.withdraw(entry.seq)), recorded
         item = BidiTextInputEvent(text=orphaned_result_text(item))
-    return conv, (*recorded, SendToModel(item, entry.seq))
+    return (*recorded, SendToModel(item, entry.seq))
+
+
+def _settle_unsent(conv: Conversation) -> Conversation:
+    """Record-only entries leave the outbox once everything handed before them
+    was written (until then a lost connection retracts them with the others,
+    so the history keeps its order); they never count as written."""
+    box = conv.outbox
+    while box.in_flight and _record_only(conv, box.in_flight[0]):
+        box = box.withdraw(box.in_flight[0].seq)
+    return conv if box is conv.outbox else attrs.evolve(conv, outbox=box)
 
 
 def _written(conv: Conversation, seq: int) -> Result:
@@ -323,7 +345,7 @@ def _written(conv: Conversation, seq: int) -> Result:
     record comes back."""
     keep = conv.config.max_buffered_audio + _UNCONFIRMED_SLACK if conv.capabilities.resumable else None
     box, entry, returned = conv.outbox.mark_written(seq, keep)
-    conv = attrs.evolve(conv, outbox=box)
+    conv = _settle_unsent(attrs.evolve(conv, outbox=box))
     if returned and entry is not None and entry.history is not None:
         return conv, (AppendHistory(entry.history),)
     return conv, ()

@@ -211,15 +211,33 @@ class Expected:
             entry.stage = Stage.IN_FLIGHT
             record = None if entry.written_once else entry.record
             sent = entry.item
+            if self._record_only(seq):
+                # Nobody waits for it: recorded now, never sent; it leaves once all
+                # before it was written (a lost connection retracts it with them).
+                self.last.recorded_only.append((seq, record))
+                continue
             if isinstance(sent, BidiToolResultEvent) and entry.issued_on != self.connection:
-                if sent.status == "cancelled":
-                    # Nobody waits for it: recorded, and it leaves without being sent.
-                    self.last.recorded_only.append((seq, record))
-                    self.in_flight.remove(seq)
-                    entry.stage, entry.written_once = Stage.RECORDED, True
-                    continue
                 sent = BidiTextInputEvent(orphaned_result_text(sent))
             self.last.handed.append((seq, sent, record))
+        self._settle_record_only()
+
+    def _record_only(self, seq: int) -> bool:
+        item = self.items[seq]
+        result = item.item
+        return (
+            isinstance(result, BidiToolResultEvent)
+            and result.status == "cancelled"
+            and item.issued_on != self.connection
+        )
+
+    def _settle_record_only(self) -> None:
+        settled = False
+        while self.in_flight and self._record_only(self.in_flight[0]):
+            seq = self.in_flight.pop(0)
+            self.items[seq].stage, self.items[seq].written_once = Stage.RECORDED, True
+            settled = True
+        if settled and self.waiting:
+            self.hand()
 
     def mark_written(self, seq: int) -> None:
         if seq in self.in_flight:
@@ -236,6 +254,7 @@ class Expected:
             if len(self.unconfirmed) > self.config.max_buffered_audio + UNCONFIRMED_SLACK:
                 self.unconfirmed.pop(0)
                 self.confirmed += 1
+        self._settle_record_only()
 
     def confirm(self, included: int | None) -> None:
         target = self.written if included is None else min(included, self.written)

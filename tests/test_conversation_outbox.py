@@ -12,8 +12,6 @@ Every step compares the whole :class:`Conversation` and the exact effects
 
 from __future__ import annotations
 
-import pytest
-
 from bidi_core.conversation import BACKOFF_TIMER, STABLE_TIMER, Conversation, ConversationConfig, Phase, step
 from bidi_core.effects import AppendHistory, Emit, OpenConnection, RetractHistory, SendToModel, StartTimer
 from bidi_core.outbox import Entry, Outbox
@@ -394,11 +392,6 @@ def test_a_result_only_recorded_does_not_shift_the_count_of_what_a_resumed_sessi
     assert SendToModel(BidiTextInputEvent("a"), 1) not in effects, "the resumed session hears 'a' twice"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a cancelled result for a call of an earlier connection is recorded (and leaves the outbox) "
-    "as soon as it is handed over, so what was handed over before it and retracted is recorded again after it",
-)
 def test_a_result_only_recorded_keeps_its_place_in_the_history() -> None:
     """The history keeps the order things were said in: the user's "a" came
     before the (cancelled) result of t1, and stays before it however often
