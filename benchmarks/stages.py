@@ -159,7 +159,9 @@ def sync_stages() -> dict[str, float]:
         raise RuntimeError("the fake socket never waits")
 
     audio = BidiAudioStreamEvent(audio=PCM, sample_rate=24000, response_id="resp_1")
-    conv = Conversation(phase=Phase.RESPONDING, response_id="resp_1", audible_id="resp_1", connection_id="c")
+    conv = Conversation(
+        phase=Phase.RESPONDING, response_id="resp_1", audible_id="resp_1", connection_id="c", connection_proven=True
+    )
 
     agent = BidiAgent(model=_FakeModel([]))
     agent._conv = conv
