@@ -118,3 +118,22 @@ def stress_suite(session: nox.Session) -> None:
         for hog_process in hogs:
             hog_process.kill()
             hog_process.wait()
+
+
+@nox.session(python=PYTHONS[0])
+def sweep(session: nox.Session) -> None:
+    """The cancellation sweep at length (not in CI): 340 cut points per provider and backend, so 1,020 per
+    backend, over the three simulators (tests/test_cancellation_sweep.py; the default suite runs 5)."""
+    session.install("-e", ".[dev]")
+    examples = os.environ.get("BIDI_SWEEP_EXAMPLES", "340")
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--timeout",
+        "0",
+        "tests/test_cancellation_sweep.py",
+        *session.posargs,
+        env={"BIDI_SWEEP_EXAMPLES": examples},
+    )
