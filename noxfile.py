@@ -137,3 +137,22 @@ def sweep(session: nox.Session) -> None:
         *session.posargs,
         env={"BIDI_SWEEP_EXAMPLES": examples},
     )
+
+
+@nox.session(python=PYTHONS[0])
+def fuzz(session: nox.Session) -> None:
+    """The decoder fuzzing at length (not in CI): 10,000 mutated provider messages per adapter and backend
+    through each session's receive() (tests/test_decoder_fuzz.py; the default suite runs 50)."""
+    session.install("-e", ".[dev]")
+    examples = os.environ.get("BIDI_FUZZ_EXAMPLES", "10000")
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--timeout",
+        "0",
+        "tests/test_decoder_fuzz.py",
+        *session.posargs,
+        env={"BIDI_FUZZ_EXAMPLES": examples},
+    )
