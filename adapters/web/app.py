@@ -137,6 +137,10 @@ class WebApp:
         """Whether this worker takes new conversations: not draining and not full."""
         return not self.draining and self._reserved < self.limits.max_conversations
 
+    async def wait_idle(self) -> None:
+        """Wait until no conversation is open (bound it with a timeout: clients decide when that is)."""
+        await self._all_ended.wait()
+
     async def drain(self, drain_s: float | None = None) -> None:
         """Stop taking conversations; let the running ones go on for ``drain_s``; then close them politely.
 

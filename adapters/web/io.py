@@ -104,7 +104,10 @@ class WebSocketIO:
         now = self.last_activity
         self._messages = p.TokenBucket(self.limits.max_messages_per_s, self.limits.message_burst, now)
         self._audio = p.TokenBucket(self.limits.max_audio_speed * 1000.0, self.limits.audio_burst_ms, now)
-        self._limited_since: float | None = None
+        # Each dropped message costs a strike; strikes come back at the message rate. A client that runs
+        # out (it sends more than twice the rate for about flood_close_s) is disconnected.
+        strikes = max(1.0, self.limits.max_messages_per_s * self.limits.flood_close_s)
+        self._strikes = p.TokenBucket(self.limits.max_messages_per_s, strikes, now)
         self._limited_told = -1.0
         self._dropped = 0
         self._input = WebSocketInput(self)
@@ -201,8 +204,7 @@ class WebSocketIO:
         text: str | None = message.get("text")
         size = len(data) if data is not None else len(text.encode()) if text is not None else 0
         try:
-            if not self._admit(size):
-                return None
+            self._admit(size)
             if data is not None:
                 return self._audio_frame(data)
             if text is not None:
@@ -211,23 +213,20 @@ class WebSocketIO:
             await self._error(exc.code, exc.message)
         return None
 
-    def _admit(self, size: int) -> bool:
-        """The message rate limit and the frame size; False drops the message (the client is told)."""
+    def _admit(self, size: int) -> None:
+        """The frame size and the message rate limit: a ClientError drops the message (the client is told)."""
         now = anyio.current_time()
         if size > self.limits.max_frame_bytes:
             raise p.ClientError(
                 p.FRAME_TOO_LARGE, f"a frame may hold at most {self.limits.max_frame_bytes} bytes, not {size}"
             )
         if self._messages.take(now):
-            self._limited_since = None
-            return True
+            return
         self._dropped += 1
-        if self._limited_since is None:
-            self._limited_since = now
-        elif now - self._limited_since >= self.limits.flood_close_s:
+        if not self._strikes.take(now):
             self.end("flood")
             raise ClientGone("the client kept flooding")
-        return False
+        raise p.ClientError(p.RATE_LIMITED, f"more than {self.limits.max_messages_per_s:g} messages a second")
 
     def _audio_frame(self, data: bytes) -> BidiAudioInputEvent | None:
         if not self._started:

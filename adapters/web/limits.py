@@ -30,8 +30,8 @@ class WebLimits:
     ``max_messages_per_s`` (with a burst of ``message_burst``) frames of any
     kind; audio at most ``max_audio_speed`` times real time (with
     ``audio_burst_ms`` saved up). What exceeds them is dropped with an
-    ``error`` to the client; a client that keeps flooding for
-    ``flood_close_s`` seconds' worth of messages is disconnected.
+    ``error`` to the client; a client that keeps flooding (more than twice the
+    message rate for about ``flood_close_s``) is disconnected (close code 1008).
     ``start_timeout_s``: how long the client has to send ``start``.
     """
 

@@ -95,8 +95,6 @@ async def _serve_worker(app: WebApp, config: Config, sockets: Sockets, settings:
         if settings.worker_class == "trio":
             from hypercorn.trio.run import worker_serve as trio_serve
 
-            for sock in sockets.insecure_sockets:
-                sock.listen(config.backlog)
             await trio_serve(wrapped, config, sockets=sockets, shutdown_trigger=shutdown_trigger)
         else:
             from hypercorn.asyncio.run import worker_serve as asyncio_serve
@@ -120,6 +118,8 @@ def serve(settings: ServerSettings) -> int:
     _configure_logging(settings)
     config = hypercorn_config(settings)
     sockets = config.create_sockets()
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)  # from now on connections wait in the backlog until a worker serves them
     print(
         f"bidi-core web: listening on {_bound(sockets)} "
         f"({settings.workers} {settings.worker_class} worker(s); Ctrl+C or SIGTERM drains)",
