@@ -33,9 +33,8 @@ from urllib.parse import parse_qsl
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -119,7 +118,7 @@ class WebApp:
             WebSocketRoute("/ws", self._conversation),
         ]
         if demo_page:
-            routes += [Route("/", self._index), Mount("/static", StaticFiles(directory=STATIC), name="static")]
+            routes += [Route("/", self._index), Route("/static/{name}", self._static)]
         self.starlette = Starlette(routes=routes, lifespan=lifespan)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -165,7 +164,10 @@ class WebApp:
     # ------------------------------------------------------------------ HTTP
 
     async def _index(self, request: Request) -> Response:
-        return FileResponse(STATIC / "index.html")
+        return _static_file("index.html")
+
+    async def _static(self, request: Request) -> Response:
+        return _static_file(str(request.path_params["name"]))
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -314,6 +316,25 @@ class WebApp:
         await anyio.sleep(limits.close_grace_s)
         logger.info("conversation did not end %.1f s after %s: cancelled", limits.close_grace_s, reason)
         conv.scope.cancel()
+
+
+_MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+_STATIC_CACHE: dict[str, bytes] = {}
+
+
+def _static_file(name: str) -> Response:
+    """The demo's few small files, read once and served from memory (no file I/O per request: hypercorn's
+    Trio worker does not finish a FileResponse)."""
+    media = _MEDIA_TYPES.get(Path(name).suffix)
+    if media is None or "/" in name or name.startswith("."):
+        return Response("not found", status_code=404)
+    body = _STATIC_CACHE.get(name)
+    if body is None:
+        try:
+            body = _STATIC_CACHE[name] = (STATIC / name).read_bytes()
+        except OSError:
+            return Response("not found", status_code=404)
+    return Response(body, media_type=media, headers={"Cache-Control": "no-cache"})
 
 
 def _handshake(websocket: WebSocket) -> Handshake:
