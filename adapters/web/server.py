@@ -57,10 +57,12 @@ def hypercorn_config(settings: ServerSettings) -> Config:
     config.bind = [f"[{settings.host}]:{settings.port}" if ":" in settings.host else f"{settings.host}:{settings.port}"]
     config.workers = settings.workers
     config.worker_class = settings.worker_class
-    config.errorlog = "-"
+    # hypercorn's loggers go through the root logger (stderr, one format), never stdout: stdout is for the
+    # one "listening on" line.
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.loglevel = settings.log_level.upper()
     if settings.access_log:
-        config.accesslog = "-"
+        config.accesslog = logging.getLogger("hypercorn.access")
         config.logger_class = RedactingLogger
     # hypercorn closes (1009) past its limit, without a word: keep it well above ours, which answers with an error.
     config.websocket_max_message_size = max(1024 * 1024, 4 * settings.limits.max_frame_bytes)
