@@ -35,6 +35,7 @@ export class BidiWebClient {
       framesSent: 0,
       audioFramesReceived: 0,
       played: {}, // response id -> ms played (the model's time)
+      reported: {}, // response id -> the played_ms values sent to the server (the last 2000)
       finished: [],
       clears: [], // {rid, discardedMs, playedAtClear, playedBeforeClear}
       interruptions: 0,
@@ -153,6 +154,9 @@ export class BidiWebClient {
     if (msg.type === "played") {
       for (const r of msg.reports) {
         this.stats.played[r.rid] = r.playedMs;
+        const sent = this.stats.reported[r.rid] || (this.stats.reported[r.rid] = []);
+        sent.push(r.playedMs);
+        if (sent.length > 2000) sent.shift();
         if (r.finished) this.stats.finished.push(r.rid);
         this.send({ type: "playback", response_id: r.rid, played_ms: r.playedMs, finished: r.finished });
       }
