@@ -249,6 +249,11 @@ async def serve(app: WebApp, backend: str) -> AsyncIterator[int]:
         try:
             yield port
         finally:
+            # As the server command does: drain first (conversations closed by the app), then stop hypercorn.
+            # hypercorn's own graceful timeout would cancel the conversations' tasks from outside, which on
+            # Python 3.12's asyncio never finished.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(15):
+                await app.drain(0.01)
             stop.set()
     for sock in sockets.insecure_sockets:
         sock.close()
