@@ -156,3 +156,12 @@ def fuzz(session: nox.Session) -> None:
         *session.posargs,
         env={"BIDI_FUZZ_EXAMPLES": examples},
     )
+
+
+@nox.session(name="serve-load", python=PYTHONS[0])
+def serve_load(session: nox.Session) -> None:
+    """Not on CI: ``python -m adapters.web`` with 2 workers in front of the benchmark load server, ramped
+    with simulated browsers until admission control refuses (benchmarks/serve_load.py; the table is in
+    docs/web-load.md). Arguments go to the script (``nox -s serve-load -- --worker-class trio``)."""
+    session.install("-e", ".[web,openai,trio]")
+    session.run("python", "-m", "benchmarks.serve_load", *session.posargs)
