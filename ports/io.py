@@ -51,6 +51,11 @@ class AgentView(Protocol):
         """
         ...
 
+    def request_stop(self, reason: str = "client_disconnect") -> None:
+        """Ask the conversation to end (a browser that left, a caller who hung
+        up, a time limit). Never blocks; ``reason`` reaches the close event."""
+        ...
+
 
 @runtime_checkable
 class BidiInput(Protocol):

@@ -33,9 +33,13 @@ class View:
     def __init__(self, capabilities: ModelCapabilities = CAPS) -> None:
         self.capabilities = capabilities
         self.reports: list[PlaybackReport] = []
+        self.stop_reason: str | None = None
 
     def report_playback(self, report: PlaybackReport) -> None:
         self.reports.append(report)
+
+    def request_stop(self, reason: str = "client_disconnect") -> None:
+        self.stop_reason = reason
 
     def last(self, rid: str) -> PlaybackReport | None:
         return next((r for r in reversed(self.reports) if r.response_id == rid), None)

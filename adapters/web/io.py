@@ -141,9 +141,8 @@ class WebSocketIO:
         logger.debug("conversation ending: %s", reason)
         if self._on_end is not None:
             self._on_end(reason)
-        stop = getattr(self._agent, "request_stop", None)  # BidiAgent has it; a bare AgentView need not
-        if callable(stop):
-            stop("client_disconnect" if reason in ("client_gone", "client_stop") else "timeout")
+        if self._agent is not None:
+            self._agent.request_stop("client_disconnect" if reason in ("client_gone", "client_stop") else "timeout")
 
     async def send_json(self, message: dict[str, Any]) -> None:
         """Send one JSON text frame; nothing happens once the client is gone."""
