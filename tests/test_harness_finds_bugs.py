@@ -70,9 +70,8 @@ notes: list[str] = []
 
 
 async def sync_to_the_cloud(note: str) -> None:
-    """The cloud is down today: this retries until it gets through."""
-    while True:
-        await anyio.sleep(60)
+    """The cloud is down today: this waits until it is back (it never is)."""
+    await anyio.Event().wait()
 
 
 def fire_and_forget(note: str) -> None:
@@ -153,7 +152,7 @@ class BrowserInput:
 
 def machine(backend: str, *, phone_bug: bool = False, tool_bug: bool = False, input_bug: bool = False) -> type:
     class PlantedBugs(AgentMachine):
-        tools = [remember if tool_bug else remember_fixed]
+        tools = (remember if tool_bug else remember_fixed,)
 
         def make_agent(self, model: ScriptedModel) -> BidiAgent:
             return BidiAgent(model=model, tools=self.tools, reconnect=FAST, drain_timeout_s=0.5)

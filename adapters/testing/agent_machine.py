@@ -58,6 +58,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
+from adapters.testing._conversation import (
+    Conversation,
+    Observer,
+    SlowOutput,
+    check_delivery,
+    check_outputs,
+    check_tools,
+    unsettled,
+)
 from adapters.testing.harness import (
     ScriptedUser,
     Speaker,
@@ -70,11 +79,10 @@ from adapters.testing.harness import (
     wait_quiet,
 )
 from adapters.testing.json_schema import invalid_tool_arguments, tool_arguments
-from adapters.testing.scripted import End, ScriptedModel, ScriptedSession
+from adapters.testing.scripted import End, ScriptedModel
 from adapters.testing.strategies import tool_name
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError
 from ports.events import (
-    BidiAudioInputEvent,
     BidiAudioStreamEvent,
     BidiConnectionExpiringEvent,
     BidiErrorEvent,
@@ -82,9 +90,7 @@ from ports.events import (
     BidiResponseCompleteEvent,
     BidiResponseStartEvent,
     BidiSpeechStartedEvent,
-    BidiTextInputEvent,
     BidiToolCancelEvent,
-    BidiToolResultEvent,
     BidiToolUseEvent,
     BidiTranscriptStreamEvent,
     BidiUsageEvent,
@@ -107,69 +113,6 @@ STEP_MS = 1
 """Real time each step takes: the speaker plays that much, the slow output gets through that much."""
 AUDIO_TAG_BASE = 20000
 """User audio blocks are tagged from here on (model audio: a response's number)."""
-
-
-class _Conversation:
-    """One conversation of an example: the model, the agent, the people, what was seen."""
-
-    def __init__(self, machine: AgentMachine, number: int) -> None:
-        caps = machine.capabilities
-        self.number = number
-        self.model = ScriptedModel(capabilities=caps, match=(), open_ended=True, model_id="harness")
-        self.user = ScriptedUser()
-        self.speaker = Speaker(caps.output_audio.sample_rate, caps.output_audio.channels)
-        self.outputs: list[WatchedOutput] = []
-        self.user_outputs: list[WatchedOutput] = []
-        self.events: list[BidiOutputEvent] = []
-        self.agent: Any = None
-        self.scope = anyio.CancelScope()
-        self.done = anyio.Event()
-        self.error: BaseException | None = None
-        self.expected_error: type[BaseException] | None = None
-        self.ending: str | None = None  # why the harness ended it
-        self.cancelled = False
-        self.tasks_before: dict[int, str] = {}
-        self.threads_before: list[threading.Thread] = []
-        self.responses = 0
-        self.open_response: str | None = None
-        self.calls: dict[str, tuple[str, ScriptedSession | None]] = {}  # id -> (tool, connection)
-        self.withdrawn: dict[str, int] = {}  # id -> len(model.sent) when withdrawn
-        self.audio_blocks = 0
-        self.network_up = True
-        self.expiring: ScriptedSession | None = None  # the connection that said it expires
-        self.failures = 0  # connections lost in a row before they said anything
-        self.slow_budget_ms = 0.0
-        self.free_running = False
-        self.budget_changed = anyio.Event()
-        self.seen = anyio.Event()
-
-
-class _Observer:
-    """The harness's own output: every event, as fast as they come."""
-
-    def __init__(self, conv: _Conversation) -> None:
-        self._conv = conv
-
-    async def __call__(self, event: BidiOutputEvent) -> None:
-        self._conv.events.append(event)
-        seen, self._conv.seen = self._conv.seen, anyio.Event()
-        seen.set()
-
-
-class _SlowOutput:
-    """An output that takes as long as real time to play audio: it waits for ``time_passes``."""
-
-    def __init__(self, conv: _Conversation) -> None:
-        self._conv = conv
-
-    async def __call__(self, event: BidiOutputEvent) -> None:
-        if not isinstance(event, BidiAudioStreamEvent):
-            return
-        conv = self._conv
-        while not conv.free_running and conv.slow_budget_ms < event.duration_ms:
-            conv.budget_changed = anyio.Event()
-            await conv.budget_changed.wait()
-        conv.slow_budget_ms = max(0.0, conv.slow_budget_ms - event.duration_ms)
 
 
 class AgentMachine(RuleBasedStateMachine):
@@ -196,7 +139,10 @@ class AgentMachine(RuleBasedStateMachine):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.TestCase.settings = DEFAULT_SETTINGS
+        # The parent's settings (DEFAULT_SETTINGS for a direct subclass); ``@settings(...)`` on the class
+        # replaces them (hypothesis keeps one TestCase, and its settings, per class).
+        base = next(b for b in cls.__mro__[1:] if issubclass(b, AgentMachine))
+        cls.TestCase.settings = DEFAULT_SETTINGS if base is AgentMachine else base.TestCase.settings
 
     # ------------------------------------------------------------------ what users provide
 
@@ -246,7 +192,7 @@ class AgentMachine(RuleBasedStateMachine):
         self._cancel_in: int | None = None
         self._conversations = 0
         try:
-            self.conv: _Conversation = self._start()
+            self.conv: Conversation = self._start()
         except BaseException:
             self._close_portal()
             raise
@@ -291,7 +237,7 @@ class AgentMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ steps
 
-    def _step(self, action: Callable[[_Conversation], None]) -> None:
+    def _step(self, action: Callable[[Conversation], None]) -> None:
         """Run ``action`` in the example's event loop, let the conversation settle, check the guarantees;
         if the conversation ended, check nothing of it is left running and start a new one."""
         try:
@@ -302,7 +248,7 @@ class AgentMachine(RuleBasedStateMachine):
             self._failed = True
             raise
 
-    async def _run_step(self, action: Callable[[_Conversation], None]) -> bool:
+    async def _run_step(self, action: Callable[[Conversation], None]) -> bool:
         conv = self.conv
         cancel_in, self._cancel_in = self._cancel_in, None
         async with anyio.create_task_group() as tg:
@@ -318,7 +264,7 @@ class AgentMachine(RuleBasedStateMachine):
         self._check(conv)
         return False
 
-    async def _cancel_after(self, conv: _Conversation, count: int) -> None:
+    async def _cancel_after(self, conv: Conversation, count: int) -> None:
         await checkpoints(count)
         conv.ending = conv.ending or "cancelled"
         conv.cancelled = True
@@ -326,29 +272,29 @@ class AgentMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ a conversation's life
 
-    def _start(self) -> _Conversation:
+    def _start(self) -> Conversation:
         """A new conversation: the agent's ``run()`` in a task of the portal, then settled."""
-        prepared: tuple[_Conversation, list[Any], list[Any]] = self.portal.call(self._prepare)
+        prepared: tuple[Conversation, list[Any], list[Any]] = self.portal.call(self._prepare)
         conv, inputs, outputs = prepared
         self.portal.start_task_soon(self._run, conv, inputs, outputs, name="harness conversation")
         self.portal.call(self._settle, conv)
         return conv
 
-    async def _prepare(self) -> tuple[_Conversation, list[Any], list[Any]]:
+    async def _prepare(self) -> tuple[Conversation, list[Any], list[Any]]:
         self._conversations += 1
-        conv = _Conversation(self, self._conversations)
+        conv = Conversation(self.capabilities, self._conversations)
         conv.agent = self.make_agent(conv.model)
         inputs = list(self.make_inputs(conv.user))
         for index, output in enumerate(self.make_outputs(conv.speaker)):
             conv.user_outputs.append(WatchedOutput(output, f"{_name(output)} #{index + 1}"))
         conv.outputs = list(conv.user_outputs)
         if self.slow_output:
-            conv.outputs.append(WatchedOutput(_SlowOutput(conv), "slow output"))
+            conv.outputs.append(WatchedOutput(SlowOutput(conv), "slow output"))
         conv.tasks_before = running_tasks()
         conv.threads_before = threading.enumerate()
-        return conv, inputs, [*conv.outputs, _Observer(conv)]
+        return conv, inputs, [*conv.outputs, Observer(conv)]
 
-    async def _run(self, conv: _Conversation, inputs: list[Any], outputs: list[Any]) -> None:
+    async def _run(self, conv: Conversation, inputs: list[Any], outputs: list[Any]) -> None:
         try:
             with conv.scope:
                 await conv.agent.run(inputs, outputs)
@@ -384,13 +330,13 @@ class AgentMachine(RuleBasedStateMachine):
         with anyio.move_on_after(self.settle_timeout_s):
             await conv.done.wait()
 
-    def _free(self, conv: _Conversation) -> None:
+    def _free(self, conv: Conversation) -> None:
         conv.model.release_connections()
         conv.network_up = True
         conv.free_running = True
         conv.budget_changed.set()
 
-    async def _finished(self, conv: _Conversation) -> None:
+    async def _finished(self, conv: Conversation) -> None:
         """The conversation is over: it ended as the harness asked, and nothing of it is left running."""
         if conv.ending is None:
             raise AssertionError(f"the conversation ended by itself: run() raised {conv.error!r}") from conv.error
@@ -406,86 +352,35 @@ class AgentMachine(RuleBasedStateMachine):
         threads = busy_threads(conv.threads_before)
         assert not threads, f"threads still running after the conversation ended ({conv.ending}): {threads}"
         assert conv.model.open_connections == 0, "a connection was left open after the conversation ended"
-        self._check_outputs(conv)
+        check_outputs(conv)
 
     # ------------------------------------------------------------------ settling and checking
 
-    async def _settle(self, conv: _Conversation) -> None:
+    async def _settle(self, conv: Conversation) -> None:
         """Wait until every task waits and nothing the harness started is still on its way."""
         try:
             with anyio.fail_after(self.settle_timeout_s):
                 while True:
                     await wait_quiet(self.backend)
-                    if self._unsettled(conv) is None:
+                    if unsettled(conv) is None:
                         return
                     async with anyio.create_task_group() as tg:
                         for wait in (conv.model.wait_for_activity, conv.seen.wait, conv.done.wait):
                             tg.start_soon(_then_cancel, wait, tg.cancel_scope)
         except TimeoutError:
             raise AssertionError(
-                f"the conversation did not settle within {self.settle_timeout_s} s: {self._unsettled(conv)}"
+                f"the conversation did not settle within {self.settle_timeout_s} s: {unsettled(conv)}"
             ) from None
 
-    def _unsettled(self, conv: _Conversation) -> str | None:
-        if conv.done.is_set():
-            return None
-        session = conv.model.session
-        if conv.network_up and session is None:
-            return "no connection is open (reconnecting)"
-        if session is not None and not session.idle:
-            return f"the agent has not read everything connection {session.connection_id} sent"
-        if conv.user.unread:
-            return f"the inputs have not read {conv.user.unread} thing(s) the user did"
-        results = {e.tool_use_id for e in conv.events if isinstance(e, BidiToolResultEvent)}
-        for call_id, (name, _) in conv.calls.items():
-            if call_id not in results and call_id not in conv.withdrawn:
-                return f"tool call {call_id} ({name}) has no result"
-        return None
-
-    def _check(self, conv: _Conversation) -> None:
+    def _check(self, conv: Conversation) -> None:
         """The guarantees while the conversation runs (checked after every step)."""
-        self._check_outputs(conv)
-        self._check_delivery(conv)
-        self._check_tools(conv)
-
-    def _check_outputs(self, conv: _Conversation) -> None:
-        for output in conv.outputs:
-            assert not output.violations, output.violations[0]
-        assert not conv.speaker.violations, conv.speaker.violations[0]
-
-    def _check_delivery(self, conv: _Conversation) -> None:
-        typed = [_key(item) for item in conv.user.typed]
-        wanted = set(typed)
-        sent = [key for item in conv.model.sent if (key := _key(item)) in wanted]
-        dropped_audio = getattr(conv.agent, "dropped_audio", 0)
-        if dropped_audio:
-            typed = [k for k in typed if k[0] == "text"]
-            sent = [k for k in sent if k[0] == "text"]
-        assert len(sent) == len(set(sent)) or len(typed) != len(set(typed)), f"input reached the model twice: {sent}"
-        assert sent == typed[: len(sent)], f"input reached the model out of order or not at all: {sent} of {typed}"
-        if conv.network_up:
-            missing = typed[len(sent) :]
-            assert not missing, f"input never reached the model: {missing} (it got {sent})"
-
-    def _check_tools(self, conv: _Conversation) -> None:
-        results: dict[str, int] = {}
-        for event in conv.events:
-            if isinstance(event, BidiToolResultEvent):
-                results[event.tool_use_id] = results.get(event.tool_use_id, 0) + 1
-        for call_id, count in results.items():
-            assert count == 1, f"tool call {call_id} got {count} result events"
-        sent: dict[str, list[int]] = {}
-        for index, item in enumerate(conv.model.sent):
-            if isinstance(item, BidiToolResultEvent):
-                sent.setdefault(item.tool_use_id, []).append(index)
-        for call_id, indexes in sent.items():
-            assert len(indexes) == 1, f"the result of tool call {call_id} reached the model {len(indexes)} times"
-            if call_id in conv.withdrawn:
-                assert indexes[0] < conv.withdrawn[call_id], f"a result for withdrawn call {call_id} was sent"
+        check_outputs(conv)
+        check_delivery(conv)
+        check_tools(conv)
 
     # ------------------------------------------------------------------ what the model does
 
-    def _new_response(self, conv: _Conversation) -> str:
+    def _new_response(self, conv: Conversation) -> str:
         conv.responses += 1
         rid = f"r{conv.responses}"
         conv.speaker.names[conv.responses] = rid
@@ -493,7 +388,7 @@ class AgentMachine(RuleBasedStateMachine):
         conv.open_response = rid
         return rid
 
-    def _audio(self, conv: _Conversation, rid: str, chunks: int) -> list[BidiAudioStreamEvent]:
+    def _audio(self, conv: Conversation, rid: str, chunks: int) -> list[BidiAudioStreamEvent]:
         fmt = self.capabilities.output_audio
         tag = int(rid[1:])
         frames = fmt.sample_rate * 20 // 1000
@@ -518,7 +413,7 @@ class AgentMachine(RuleBasedStateMachine):
         attempts = int(getattr(policy, "max_attempts", 1))
         return session.received > 0 or self.conv.failures + 1 < attempts
 
-    def _drop(self, conv: _Conversation, end: End) -> None:
+    def _drop(self, conv: Conversation, end: End) -> None:
         session = conv.model.session
         conv.failures = 0 if session is not None and session.received > 0 else conv.failures + 1
         conv.model.push(end=end)
@@ -537,7 +432,7 @@ class AgentMachine(RuleBasedStateMachine):
     def model_speaks(self, chunks: int, text: str) -> None:
         """The model says ``text`` in ``chunks`` audio chunks of 20 ms (starting a response if none is open)."""
 
-        def act(conv: _Conversation) -> None:
+        def act(conv: Conversation) -> None:
             rid = conv.open_response or self._new_response(conv)
             transcript = BidiTranscriptStreamEvent(text, text, "assistant", False, rid)
             conv.model.push(*self._audio(conv, rid, chunks), transcript)
@@ -547,7 +442,7 @@ class AgentMachine(RuleBasedStateMachine):
     @precondition(lambda self: self._connected() and self.conv.open_response is not None)
     @rule(usage=st.booleans())
     def model_finishes_response(self, usage: bool) -> None:
-        def act(conv: _Conversation) -> None:
+        def act(conv: Conversation) -> None:
             rid = conv.open_response
             assert rid is not None
             extra = [BidiUsageEvent(10, 20, 30)] if usage else []
@@ -563,7 +458,7 @@ class AgentMachine(RuleBasedStateMachine):
         audio arrives after, then its ``interrupted`` completion)."""
         self._step(lambda conv: self._hears_speech(conv, late_chunks))
 
-    def _hears_speech(self, conv: _Conversation, late_chunks: int = 0) -> None:
+    def _hears_speech(self, conv: Conversation, late_chunks: int = 0) -> None:
         rid = conv.open_response
         late = [] if rid is None else [*self._audio(conv, rid, late_chunks)]
         completion = [] if rid is None else [BidiResponseCompleteEvent(rid, "interrupted")]
@@ -575,7 +470,7 @@ class AgentMachine(RuleBasedStateMachine):
     def model_calls_tool(self, call: tuple[str, dict[str, Any]]) -> None:
         """The model calls a tool (``(name, arguments)``, arguments drawn from its schema)."""
 
-        def act(conv: _Conversation) -> None:
+        def act(conv: Conversation) -> None:
             name, arguments = call
             rid = conv.open_response or self._new_response(conv)
             call_id = f"call_{len(conv.calls) + 1}"
@@ -590,7 +485,7 @@ class AgentMachine(RuleBasedStateMachine):
     def model_withdraws_tool_call(self) -> None:
         """The provider withdraws its latest call on this connection (as Gemini does on barge-in)."""
 
-        def act(conv: _Conversation) -> None:
+        def act(conv: Conversation) -> None:
             call_id = self._withdrawable()[-1]
             conv.withdrawn[call_id] = len(conv.model.sent)
             conv.model.push(BidiToolCancelEvent((call_id,)))
@@ -617,7 +512,7 @@ class AgentMachine(RuleBasedStateMachine):
     def network_goes_down(self) -> None:
         """The connection drops, and new ones hang until the network comes back."""
 
-        def act(conv: _Conversation) -> None:
+        def act(conv: Conversation) -> None:
             conv.model.hold_connections()
             self._drop(conv, End(BidiConnectionError("network unreachable")))
             conv.network_up = False
@@ -629,7 +524,7 @@ class AgentMachine(RuleBasedStateMachine):
     def connection_expires(self) -> None:
         """The provider warns the connection ends in a minute: the agent rotates at the next turn boundary."""
 
-        def act(conv: _Conversation) -> None:
+        def act(conv: Conversation) -> None:
             conv.expiring = conv.model.session
             conv.model.push(BidiConnectionExpiringEvent(time_left_s=60.0))
 
@@ -638,7 +533,7 @@ class AgentMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.conv.network_up)
     @rule()
     def network_comes_back(self) -> None:
-        def act(conv: _Conversation) -> None:
+        def act(conv: Conversation) -> None:
             conv.model.release_connections()
             conv.network_up = True
 
@@ -655,7 +550,7 @@ class AgentMachine(RuleBasedStateMachine):
         """The user says ``text`` into the microphone (a 20 ms block a word, in the model's input
         format); a connected provider hears speech start, which cuts short a response it is giving."""
 
-        def act(conv: _Conversation) -> None:
+        def act(conv: Conversation) -> None:
             rate = self.capabilities.input_audio.sample_rate
             for _ in text.split():
                 conv.audio_blocks += 1
@@ -671,7 +566,7 @@ class AgentMachine(RuleBasedStateMachine):
         the slow output gets through that much audio."""
         self._step(lambda conv: self._tick(conv, ms))
 
-    def _tick(self, conv: _Conversation, ms: float) -> None:
+    def _tick(self, conv: Conversation, ms: float) -> None:
         outputs = conv.user_outputs
         muted = set.intersection(*(o.fenced for o in outputs)) if outputs else set()
         conv.speaker.muted = {int(rid[1:]) for rid in muted}
@@ -684,7 +579,7 @@ class AgentMachine(RuleBasedStateMachine):
         """The user hangs up (``request_stop()``), or a fatal provider error (an account suspended)
         ends it and ``run()`` must raise it. Nothing of it may be left running; a new one starts."""
 
-        def act(conv: _Conversation) -> None:
+        def act(conv: Conversation) -> None:
             self._free(conv)  # no output holds run() up for its drain timeout: not what is tested here
             conv.ending = how
             if how == "the user hangs up" or conv.model.session is None:
@@ -718,16 +613,6 @@ async def _then_cancel(wait: Callable[[], Any], scope: anyio.CancelScope) -> Non
 
 def _name(output: Any) -> str:
     return str(getattr(output, "__qualname__", None) or type(output).__name__)
-
-
-def _key(item: object) -> tuple[str, Any]:
-    if isinstance(item, str):
-        return ("text", item)
-    if isinstance(item, BidiTextInputEvent):
-        return ("text", item.text)
-    if isinstance(item, BidiAudioInputEvent) and len(item.audio) >= 2:
-        return ("audio", int.from_bytes(item.audio[:2], "little", signed=True))
-    return ("other", id(item))
 
 
 def _calls(tools: tuple[Any, ...], invalid: bool) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
