@@ -1,10 +1,7 @@
-"""Every async test runs on asyncio and on Trio."""
+"""Our tests use bidi-core's own pytest plugin (every async test on asyncio and Trio, the simulator,
+scripted-model and fake-audio fixtures), loaded here so that it works without installing the package;
+installed, its entry point has the same name and pytest registers it once."""
 
 from __future__ import annotations
 
-import pytest
-
-
-@pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+pytest_plugins = ["adapters.testing.pytest_plugin"]

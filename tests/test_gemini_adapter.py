@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from adapters.openai import BidiOpenAIRealtimeModel
 from adapters.testing import FakeAudioDevice
 from adapters.testing.gemini_simulator import GeminiLiveSimulator, Reply, Rule, Scenario, ToolCall, loud, silence
 from adapters.testing.openai_simulator import OpenAIRealtimeSimulator
+from adapters.testing.pytest_plugin import GEMINI_TEST_KEY, assert_gemini_simulator_clean, gemini_model_for
 from bidi_core import (
     BidiAgent,
     BidiAudioStreamEvent,
@@ -46,7 +46,7 @@ from bidi_core import (
 from ports.events import BidiAudioInputEvent, BidiOutputEvent
 from tests.support import RecordingOutput, Texts, finals, our_tasks, run_quickstart_offline, run_until
 
-KEY = "AIza-test-not-a-real-key-0123456789"
+KEY = GEMINI_TEST_KEY
 FAST_RETRY = ReconnectPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
 
 
@@ -57,23 +57,18 @@ def no_ambient_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[GeminiLiveSimulator]:
-    marker = request.node.get_closest_marker("scenario")
-    kwargs: dict[str, Any] = {"tls": False, **(marker.kwargs if marker else {})}
-    async with GeminiLiveSimulator(api_key=KEY, **kwargs) as sim:
-        yield sim
-        assert_oracle_clean(sim)
+def simulator(gemini_sim: GeminiLiveSimulator) -> GeminiLiveSimulator:
+    """The plugin's simulator (plain WebSocket unless ``@pytest.mark.scenario(tls=True)``); it must refuse
+    nothing our client sends."""
+    return gemini_sim
 
 
-def assert_oracle_clean(sim: GeminiLiveSimulator) -> None:
-    assert [f for f in sim.oracle_failures if f.direction == "client"] == [], "we sent what the service rejects"
-    assert sim.oracle_failures == []
+assert_oracle_clean = assert_gemini_simulator_clean
 
 
 def model_for(sim: GeminiLiveSimulator, **kwargs: Any) -> BidiGeminiLiveModel:
-    if sim.tls and "ssl_context" not in kwargs:
-        kwargs["ssl_context"] = sim.client_ssl_context()
-    return BidiGeminiLiveModel(api_key=KEY, base_url=sim.ws_base_url, **kwargs)
+    model: BidiGeminiLiveModel = gemini_model_for(sim, **kwargs)
+    return model
 
 
 def kinds(sim: GeminiLiveSimulator, connection: int) -> list[str]:

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import struct
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,12 @@ from adapters.testing.nova_sonic_simulator import (
     ToolUse,
     loud,
     silence,
+)
+from adapters.testing.pytest_plugin import (
+    NOVA_TEST_ACCESS_KEY,
+    NOVA_TEST_SECRET_KEY,
+    assert_nova_sonic_simulator_clean,
+    nova_sonic_model_for,
 )
 from bidi_core import (
     BidiAgent,
@@ -62,29 +67,24 @@ from tests.support import (
     run_until,
 )
 
-AKID = "AKIDNOVATEST"
-SECRET = "nova-secret-key-0123456789abcdef"
+AKID = NOVA_TEST_ACCESS_KEY
+SECRET = NOVA_TEST_SECRET_KEY
 FAST_RETRY = ReconnectPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
 
 
 @pytest.fixture
-async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[NovaSonicSimulator]:
-    marker = request.node.get_closest_marker("scenario")  # the simulator fixtures' one marker
-    kwargs: dict[str, Any] = dict(marker.kwargs) if marker else {}
-    kwargs.setdefault("credentials", {AKID: SECRET})
-    async with NovaSonicSimulator(**kwargs) as sim:
-        yield sim
-        assert_clean(sim)
+def simulator(nova_sonic_sim: NovaSonicSimulator) -> NovaSonicSimulator:
+    """The plugin's simulator (``@pytest.mark.scenario(...)``, credentials ``AKID``/``SECRET`` unless given);
+    it must refuse nothing our client sends."""
+    return nova_sonic_sim
 
 
-def assert_clean(sim: NovaSonicSimulator) -> None:
-    assert sim.schema_failures == [], "our client sent events the service would refuse"
-    assert sim.signature_failures == [], "a chunk signature did not verify"
+assert_clean = assert_nova_sonic_simulator_clean
 
 
 def model_for(sim: NovaSonicSimulator, **kwargs: Any) -> BidiNovaSonicModel:
-    kwargs.setdefault("credentials", Credentials(AKID, SECRET))
-    return BidiNovaSonicModel(endpoint_url=sim.endpoint_url, region="us-east-1", verify=sim.ca_cert_pem_path, **kwargs)
+    model: BidiNovaSonicModel = nova_sonic_model_for(sim, **kwargs)
+    return model
 
 
 def inputs_of(sim: NovaSonicSimulator, kind: str) -> list[tuple[Any, ...]]:

@@ -8,7 +8,6 @@ fails a test whose client sent anything the oracle rejected.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -16,6 +15,7 @@ import pytest
 
 from adapters.openai import BidiOpenAIRealtimeModel
 from adapters.testing.openai_simulator import OpenAIRealtimeSimulator, Reply, Rule, Scenario, loud, silence
+from adapters.testing.pytest_plugin import OPENAI_TEST_KEY, openai_model_for
 from bidi_core import (
     BidiAgent,
     BidiAudioStreamEvent,
@@ -32,22 +32,19 @@ from ports.events import BidiAudioInputEvent, BidiOutputEvent
 from ports.io import AgentView, PlaybackReport
 from tests.support import RecordingOutput, Texts, our_tasks, run_until
 
-KEY = "sk-test-not-a-real-key-0123456789"
+KEY = OPENAI_TEST_KEY
 FAST_RETRY = ReconnectPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
 
 
 @pytest.fixture
-async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[OpenAIRealtimeSimulator]:
-    marker = request.node.get_closest_marker("scenario")
-    kwargs: dict[str, Any] = dict(marker.kwargs) if marker else {}
-    async with OpenAIRealtimeSimulator(api_key=KEY, **kwargs) as sim:
-        yield sim
-        assert sim.client_errors == [], "our client sent messages the service would reject"
-        assert sim.oracle_failures == []
+def simulator(openai_sim: OpenAIRealtimeSimulator) -> OpenAIRealtimeSimulator:
+    """The plugin's simulator (``@pytest.mark.scenario(...)``); it must refuse nothing our client sends."""
+    return openai_sim
 
 
 def model_for(sim: OpenAIRealtimeSimulator, **kwargs: Any) -> BidiOpenAIRealtimeModel:
-    return BidiOpenAIRealtimeModel(api_key=KEY, base_url=sim.base_url, **kwargs)
+    model: BidiOpenAIRealtimeModel = openai_model_for(sim, **kwargs)
+    return model
 
 
 # ---------------------------------------------------------------- turns
