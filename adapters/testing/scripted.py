@@ -309,6 +309,7 @@ class ScriptedModel:
         self.sessions.append(session)
         self.open_connections += 1
         self._touch()
+        self._check_consumed()  # the last connection, with no steps: the whole script was played
         logger.debug("scripted connection %s opened", session.connection_id)
         try:
             yield session
