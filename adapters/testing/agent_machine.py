@@ -500,12 +500,11 @@ class AgentMachine(RuleBasedStateMachine):
         self._step(lambda conv: conv.model.push(event))
 
     @precondition(_droppable)
-    @rule(cleanly=st.booleans())
-    def connection_drops(self, cleanly: bool) -> None:
-        """The provider ends the connection, cleanly or by a network error: the agent reconnects (at
-        once if the connection had said something, after a backoff if not)."""
-        end = End() if cleanly else End(BidiConnectionError("connection reset"))
-        self._step(lambda conv: self._drop(conv, end))
+    @rule()
+    def connection_drops(self) -> None:
+        """The connection fails (a network error): the agent reconnects (at once if the connection had
+        said something, after a backoff if not)."""
+        self._step(lambda conv: self._drop(conv, End(BidiConnectionError("connection reset"))))
 
     @precondition(_droppable)
     @rule()
@@ -574,19 +573,22 @@ class AgentMachine(RuleBasedStateMachine):
         conv.slow_budget_ms += ms
         conv.budget_changed.set()
 
-    @rule(how=st.sampled_from(["the user hangs up", "the provider fails for good"]))
+    @rule(how=st.sampled_from(["the user hangs up", "the provider fails for good", "the provider ends the session"]))
     def conversation_ends(self, how: str) -> None:
-        """The user hangs up (``request_stop()``), or a fatal provider error (an account suspended)
-        ends it and ``run()`` must raise it. Nothing of it may be left running; a new one starts."""
+        """The user hangs up (``request_stop()``), a fatal provider error (an account suspended) ends it
+        and ``run()`` must raise it, or the provider ends the session cleanly and ``run()`` returns.
+        Nothing of it may be left running; a new one starts."""
 
         def act(conv: Conversation) -> None:
             self._free(conv)  # no output holds run() up for its drain timeout: not what is tested here
             conv.ending = how
             if how == "the user hangs up" or conv.model.session is None:
                 conv.agent.request_stop()
-            else:
+            elif how == "the provider fails for good":
                 conv.expected_error = BidiProviderError
                 conv.model.push(end=End(BidiProviderError("account suspended", code="forbidden")))
+            else:
+                conv.model.push(end=End())
 
         self._step(act)
 

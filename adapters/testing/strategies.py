@@ -251,7 +251,9 @@ def output_events() -> st.SearchStrategy[BidiOutputEvent]:
         error_events(),
         st.builds(
             BidiConnectionCloseEvent,
-            reason=st.sampled_from(["client_disconnect", "timeout", "error", "complete", "user_request"]),
+            reason=st.sampled_from(
+                ["client_disconnect", "timeout", "error", "complete", "user_request", "provider_closed"]
+            ),
             connection_id=st.none() | _IDS,
         ),
         st.builds(BidiToolUseEvent, tool_use_id=_IDS, name=st.just("lookup"), input=st.just({"query": "x"})),
@@ -371,8 +373,9 @@ def connection_scripts(
 ) -> st.SearchStrategy[list[Step]]:
     """A connection's script for :class:`ScriptedModel`: turns (see :func:`model_turns`), each
     tool call followed by a step that waits for its result, then an ending: none (the connection
-    stays open), a clean close, a network fault, or the provider's time limit
-    (:class:`BidiConnectionExpiringEvent`, after which the core rotates to a new connection).
+    stays open), a clean close (the service ended the session: the conversation ends), a network
+    fault, or the provider's time limit (:class:`BidiConnectionExpiringEvent`, after which the core
+    rotates to a new connection).
 
     Build the model with ``match=(BidiToolResultEvent,)`` so steps wait for tool results only.
     Turns are numbered from ``first``. A connection that ends says something first, so the core
@@ -406,7 +409,8 @@ def scripted_connections(
 ) -> st.SearchStrategy[list[Connection]]:
     """Connections for :class:`ScriptedModel`: scripts from :func:`connection_scripts`, sometimes a
     refused connection (a retryable :class:`BidiConnectionError` from ``connect()``) between them; the
-    last one stays open. Turn numbers (and so response and call ids) never repeat across connections."""
+    last one stays open or ends the session. Turn numbers (and so response and call ids) never repeat
+    across connections."""
 
     @st.composite
     def connections(draw: st.DrawFn) -> list[Connection]:
@@ -418,10 +422,12 @@ def scripted_connections(
             if not last and draw(st.booleans()) and draw(st.booleans()):
                 result.append(BidiConnectionError("connection refused"))
             steps = draw(connection_scripts(tools, max_turns, fmt, first=number))
-            if last:
-                steps = [s for s in steps if s.end is None and not _expires(s)]
-            elif not steps or (steps[-1].end is None and not _expires(steps[-1])):
-                steps.append(Step(emit=[draw(usage_events())], end=End(BidiConnectionError("connection lost"))))
+            if last:  # it stays open, or the provider ends the session (and so the conversation)
+                steps = [s for s in steps if (s.end is None or s.end.error is None) and not _expires(s)]
+            else:  # it ends, so that the next one opens: by a fault or the provider's time limit
+                steps = [s for s in steps if s.end is None]
+                if not steps or not _expires(steps[-1]):
+                    steps.append(Step(emit=[draw(usage_events())], end=End(BidiConnectionError("connection lost"))))
             number += max_turns + 1
             result.append(steps)
         return result
