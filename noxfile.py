@@ -118,3 +118,16 @@ def stress_suite(session: nox.Session) -> None:
         for hog_process in hogs:
             hog_process.kill()
             hog_process.wait()
+
+
+@nox.session(python=PYTHONS[0])
+def mutate(session: nox.Session) -> None:
+    """Optional, not on CI: mutation testing of the core (scripts/mutate.py, tests/README.md).
+
+    The state machine, the outbox, the queues and the tools, each module's
+    mutants run against that module's tests. Fails below the kill-rate targets
+    or on a survivor not listed as equivalent in tests/README.md. Arguments go
+    to the script (``nox -s mutate -- queues tools``, ``-- --max-children 1``).
+    """
+    session.install("-e", ".[dev]", "mutmut==3.8.1")
+    session.run("python", "scripts/mutate.py", *session.posargs)
