@@ -82,6 +82,13 @@ class OutputQueue(_Queue[BidiOutputEvent]):
         self.name = name
         self._room: anyio.Event | None = None
 
+    def close(self) -> None:
+        """As for every queue, and a producer waiting for room stops waiting: no room will come."""
+        super().close()
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
     @property
     def full(self) -> bool:
         return len(self._items) >= self.maxsize
