@@ -141,8 +141,13 @@ class SendFifo(_Queue[tuple[ModelInput, int | None]]):
         self._items.append((item, seq))
         self._wake()
 
+    def close(self) -> None:
+        """The connection is gone: what is still here is forgotten, not written."""
+        self._items.clear()
+        super().close()
+
     async def get(self) -> tuple[ModelInput, int | None] | None:
-        """The oldest pair, or None once closed and empty."""
+        """The oldest pair, or None once closed."""
         if not await self._wait_nonempty():
             return None
         return self._items.popleft()

@@ -26,7 +26,7 @@ from bidi_core import (
     stop_conversation,
     tool,
 )
-from bidi_core.conversation import Phase
+from bidi_core.conversation import Phase, orphaned_result_text
 from ports.events import (
     BidiConnectionExpiringEvent,
     BidiConnectionRestartEvent,
@@ -202,4 +202,9 @@ async def test_no_rotation_while_a_tool_runs_then_one_when_it_ends() -> None:
     assert [r.reason for r in restarts] == ["expiring"]
     assert [type(e) for e in seen[-3:]] == [BidiToolResultEvent, BidiConnectionRestartEvent, BidiConnectionStartEvent]
     assert len(model.requests) == 2
+    # Handed to the writer in the step that left the connection: written to the
+    # next connection only (as the user's text: that connection never made the call).
+    assert model.sent == [
+        BidiTextInputEvent(orphaned_result_text(BidiToolResultEvent("t1", "slow_lookup", "success", "found x")))
+    ]
     model.assert_done()
