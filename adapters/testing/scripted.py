@@ -129,12 +129,15 @@ class ScriptedSession:
         return self._steps[self.position :]
 
     async def send(self, item: ModelInput) -> None:
+        # The checkpoint comes first: like a real transport's, the write is the last
+        # thing send() does, so once the item has reached the connection, send() returns
+        # and the caller learns that before the model can answer it.
+        await anyio.lowlevel.checkpoint()
         if self.closed:
             raise BidiConnectionError("scripted connection is closed")
         self._model.sent.append(item)
         if self._model.matches_sends(item):
             self._inbox_send.send_nowait(item)
-        await anyio.lowlevel.checkpoint()
 
     async def receive(self) -> ModelEvent:
         while not self._emitting:
