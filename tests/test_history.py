@@ -116,8 +116,8 @@ def test_the_agent_keeps_its_own_list_and_never_changes_the_callers() -> None:
 
 @pytest.mark.parametrize(
     "messages",
-    ["hello", b"hello", {"role": "user", "content": [{"text": "hi"}]}],
-    ids=["str", "bytes", "one-dict"],
+    ["hello", b"hello", {"role": "user", "content": [{"text": "hi"}]}, TextMessage("user", "hi")],
+    ids=["str", "bytes", "one-dict", "one-message"],
 )
 def test_a_single_value_instead_of_a_list_is_refused(messages: Any) -> None:
     with pytest.raises(BidiUsageError, match="messages must be a list of messages"):
@@ -144,6 +144,10 @@ def test_a_single_value_instead_of_a_list_is_refused(messages: Any) -> None:
             {"role": "user", "content": [{"toolResult": {"toolUseId": "t", "status": "maybe"}}]},
             r"messages\[1\]: unknown tool result status 'maybe'",
         ),
+        ({"role": "user", "content": ["text"]}, r"messages\[1\]: .*content block"),
+        ({"role": "assistant", "content": [{"toolUse": {"name": "f"}}]}, r"messages\[1\]: .*toolUseId"),
+        ({"role": "user", "content": [{"toolResult": {"status": "success"}}]}, r"messages\[1\]: .*toolUseId"),
+        ({"role": "user", "content": [{"toolResult": {"toolUseId": "t", "content": ["x"]}}]}, r"messages\[1\]: "),
     ],
     ids=[
         "number",
@@ -157,6 +161,10 @@ def test_a_single_value_instead_of_a_list_is_refused(messages: Any) -> None:
         "image",
         "tool-use-from-user",
         "bad-status",
+        "block-not-a-dict",
+        "tool-use-without-id",
+        "tool-result-without-id",
+        "result-content-not-a-dict",
     ],
 )
 def test_a_bad_entry_is_refused_naming_it(entry: Any, problem: str) -> None:
