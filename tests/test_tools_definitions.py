@@ -116,13 +116,14 @@ class Streaming:
     [
         (generate, "tool 'generate': a tool returns one value; it cannot be a generator"),
         (agenerate, "tool 'agenerate': a tool returns one value; it cannot be a generator"),
-        (functools.partial(generate, "Paris"), "a tool returns one value; it cannot be a generator"),
+        (functools.partial(generate, "Paris"), "tool 'generate': a tool returns one value; it cannot be a generator"),
+        (Streaming(), "tool 'Streaming': a tool returns one value; it cannot be a generator"),
         (Forecaster, f"@tool takes a function, got {Forecaster!r}"),
         (Point, f"@tool takes a function, got {Point!r}"),
         (42, "@tool takes a function, got 42"),
         ("plain", "@tool takes a function, got 'plain'"),
     ],
-    ids=["generator", "async-generator", "partial-generator", "class", "class2", "int", "str"],
+    ids=["generator", "async-generator", "partial-generator", "generator-object", "class", "class2", "int", "str"],
 )
 def test_what_does_not_return_one_value_is_refused(func: Any, message: str) -> None:
     with pytest.raises(BidiUsageError, match=re.escape(message)):
