@@ -4,9 +4,11 @@ Each target is one module and the tests that cover it. Its run happens in a
 work directory of its own (``build/mutate/<target>/``: links to the sources
 and tests, and a ``pyproject.toml`` whose ``[tool.mutmut]`` section names the
 module and those tests), so every mutant of the module is run against the
-tests of that module only (mutmut narrows that further to the tests that
-execute the mutated function). Every run starts fresh: results of earlier
-runs are never reused.
+tests of that module only: mutmut narrows that to the tests that executed
+the mutated function, and whatever it finds surviving is run again against
+every test of the module in a fresh process (see
+``_killed_by_the_whole_selection``). Every run starts fresh: results of
+earlier runs are never reused.
 
 A mutant that survives must either be killed by a new test or be listed in
 ``tests/README.md`` (section "Equivalent mutants") with the reason it cannot
@@ -32,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +50,11 @@ PYTEST_ARGS = ("-p", "no:cacheprovider", "--hypothesis-seed=0", "--timeout=30")
 runs measures nothing); a mutant that hangs fails its test within 30 s."""
 
 KILLED = {"killed", "timeout"}
+
+PYTEST_FAILED = {1, 2, 3}
+"""pytest's exit codes for a test that failed, a collection that failed (a
+mutant that breaks an import) and an internal error; a usage error or no
+test collected is the script's problem, not a kill."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,8 @@ class Outcome:
     counts: dict[str, int]
     survivors: list[str]
     seconds: float
+    second_pass: int
+    """Mutants mutmut let through that the whole selection killed."""
 
     @property
     def total(self) -> int:
@@ -86,8 +96,8 @@ class Outcome:
         return 100.0 * self.killed / self.total if self.total else 100.0
 
 
-def _tests_of(target: Target) -> list[str]:
-    found = sorted({p for pattern in target.tests for p in glob.glob(pattern, root_dir=ROOT)})
+def _tests_of(target: Target, root: Path = ROOT) -> list[str]:
+    found = sorted({p for pattern in target.tests for p in glob.glob(pattern, root_dir=root)})
     if not found:
         raise SystemExit(f"no test file matches {target.tests}")
     return found
@@ -134,6 +144,31 @@ def _mutmut() -> str:
     return str(beside) if beside.exists() else "mutmut"
 
 
+def _killed_by_the_whole_selection(work: Path, target: Target, mutant: str) -> bool:
+    """Run ``mutant`` against every test of its module, in a fresh process.
+
+    mutmut runs a mutant only against the tests that called the mutated
+    function while it collected its statistics, and a function called while
+    the modules are imported (``conversation._build_table``, which builds the
+    transition table) is credited to whichever test happened to import them
+    first: its mutants would go against that one test, and in a process that
+    imported the original already. Here the mutant is active from the first
+    import and every test of the module runs.
+    """
+    env = {**os.environ, "MUTANT_UNDER_TEST": mutant, "PYTHONDONTWRITEBYTECODE": "1"}
+    copy = work / "mutants"
+    command = [sys.executable, "-m", "pytest", "-x", "-q", *PYTEST_ARGS, *_tests_of(target, copy)]
+    try:
+        done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=900, check=False)
+    except subprocess.TimeoutExpired:
+        return True  # a hang is a failure the suite notices (pytest-timeout), only slower
+    if done.returncode in PYTEST_FAILED:
+        return True
+    if done.returncode != 0:
+        raise SystemExit(f"pytest could not run {mutant} (exit {done.returncode}):\n{done.stdout[-2000:]}")
+    return False
+
+
 def run(name: str, max_children: int) -> Outcome:
     target = TARGETS[name]
     work = _prepare(name, target)
@@ -143,15 +178,23 @@ def run(name: str, max_children: int) -> Outcome:
     with log.open("w") as out:
         command = [_mutmut(), "run", "--max-children", str(max_children)]
         done = subprocess.run(command, cwd=work, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
-    seconds = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"mutmut failed for {name} (exit {done.returncode}); see {log}")
     statuses = _statuses(work, target)
+    unkilled = sorted(k for k, s in statuses.items() if s not in KILLED)
+    second_pass = 0
+    with ThreadPoolExecutor(max_workers=max_children) as pool:
+        verdicts = pool.map(lambda m: _killed_by_the_whole_selection(work, target, m), unkilled)
+        for mutant, killed in zip(unkilled, verdicts, strict=True):
+            if killed:
+                statuses[mutant] = "killed"
+                second_pass += 1
+    seconds = time.monotonic() - started
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
     survivors = sorted(k for k, s in statuses.items() if s not in KILLED)
-    return Outcome(name, target, counts, survivors, seconds)
+    return Outcome(name, target, counts, survivors, seconds, second_pass)
 
 
 def listed_equivalents() -> set[str]:
@@ -164,11 +207,11 @@ def listed_equivalents() -> set[str]:
 def report(outcomes: list[Outcome]) -> bool:
     listed = listed_equivalents()
     ok = True
-    print(f"\n{'target':<14}{'mutants':>8}{'killed':>8}{'rate':>9}{'target':>9}{'time':>8}")
+    print(f"\n{'target':<14}{'mutants':>8}{'killed':>8}{'2nd pass':>9}{'rate':>9}{'target':>9}{'time':>8}")
     for o in outcomes:
         print(
-            f"{o.name:<14}{o.total:>8}{o.killed:>8}{o.percent:>8.1f}%{o.target.target_percent:>8.0f}%"
-            f"{o.seconds / 60:>7.1f}m"
+            f"{o.name:<14}{o.total:>8}{o.killed:>8}{o.second_pass:>9}{o.percent:>8.1f}%"
+            f"{o.target.target_percent:>8.0f}%{o.seconds / 60:>7.1f}m"
         )
     for o in outcomes:
         prefix = o.target.module.removesuffix(".py").replace("/", ".") + "."
