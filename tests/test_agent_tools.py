@@ -5,13 +5,15 @@ timeout whose call is cancelled, and a rotation that waits for running tools."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import anyio.from_thread
 import pytest
 
-from adapters.testing import Expect, ScriptedModel, Step
+from adapters.testing import Expect, ScriptedModel, ScriptedSession, Step
 from bidi_core import (
     BidiAgent,
     BidiConnectionCloseEvent,
@@ -34,6 +36,7 @@ from ports.events import (
     BidiUsageEvent,
 )
 from ports.messages import ToolResultMessage
+from ports.model import ConnectRequest, ModelInput
 from tests.support import our_tasks, response, transcript
 
 
@@ -56,6 +59,27 @@ async def receive_until(agent: BidiAgent, done: Callable[[BidiOutputEvent], bool
             if done(event):
                 return seen
     raise AssertionError(f"the conversation closed first: {seen}")
+
+
+class WriteAttempts(ScriptedModel):
+    """Also records every write the agent starts, with its connection: a
+    transport may put bytes on the wire before send() first yields."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.attempts: list[tuple[str, ModelInput]] = []
+
+    @asynccontextmanager
+    async def connect(self, request: ConnectRequest) -> AsyncIterator[ScriptedSession]:
+        async with super().connect(request) as session:
+            send = session.send
+
+            async def attempt(item: ModelInput) -> None:
+                self.attempts.append((session.connection_id, item))
+                await send(item)
+
+            session.send = attempt  # type: ignore[method-assign]
+            yield session
 
 
 USAGE = BidiUsageEvent(input_tokens=10, output_tokens=20, total_tokens=30)
@@ -172,7 +196,7 @@ async def test_no_rotation_while_a_tool_runs_then_one_when_it_ends() -> None:
         await release.wait()
         return f"found {query}"
 
-    model = ScriptedModel(
+    model = WriteAttempts(
         [
             [
                 Step(
@@ -202,9 +226,9 @@ async def test_no_rotation_while_a_tool_runs_then_one_when_it_ends() -> None:
     assert [r.reason for r in restarts] == ["expiring"]
     assert [type(e) for e in seen[-3:]] == [BidiToolResultEvent, BidiConnectionRestartEvent, BidiConnectionStartEvent]
     assert len(model.requests) == 2
-    # Handed to the writer in the step that left the connection: written to the
-    # next connection only (as the user's text: that connection never made the call).
-    assert model.sent == [
-        BidiTextInputEvent(orphaned_result_text(BidiToolResultEvent("t1", "slow_lookup", "success", "found x")))
-    ]
+    # Handed to the writer in the step that left the connection: not even tried on
+    # it, written to the next one only (as the user's text: it never made the call).
+    said = BidiTextInputEvent(orphaned_result_text(BidiToolResultEvent("t1", "slow_lookup", "success", "found x")))
+    assert model.attempts == [("scripted-2", said)]
+    assert model.sent == [said]
     model.assert_done()
