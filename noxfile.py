@@ -165,3 +165,16 @@ def serve_load(session: nox.Session) -> None:
     docs/web-load.md). Arguments go to the script (``nox -s serve-load -- --worker-class trio``)."""
     session.install("-e", ".[web,openai,trio]")
     session.run("python", "-m", "benchmarks.serve_load", *session.posargs)
+
+
+@nox.session(python=PYTHONS[0])
+def mutate(session: nox.Session) -> None:
+    """Optional, not on CI: mutation testing of the core (scripts/mutate.py, tests/README.md).
+
+    The state machine, the outbox, the queues and the tools, each module's
+    mutants run against that module's tests. Fails below the kill-rate targets
+    or on a survivor not listed as equivalent in tests/README.md. Arguments go
+    to the script (``nox -s mutate -- queues tools``, ``-- --max-children 1``).
+    """
+    session.install("-e", ".[dev]", "mutmut==3.8.1")
+    session.run("python", "scripts/mutate.py", *session.posargs)

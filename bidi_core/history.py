@@ -26,8 +26,8 @@ def coerce_messages(messages: Iterable[Message | Mapping[str, Any]] | None) -> l
     """
     if messages is None:
         return []
-    if isinstance(messages, str | bytes | Mapping):
-        raise BidiUsageError("messages must be a list of messages, not a single value")
+    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable):
+        raise BidiUsageError(f"messages must be a list of messages, not a single value ({type(messages).__name__})")
     out: list[Message] = []
     for i, item in enumerate(messages):
         if isinstance(item, _MESSAGE_TYPES):

@@ -82,6 +82,13 @@ class OutputQueue(_Queue[BidiOutputEvent]):
         self.name = name
         self._room: anyio.Event | None = None
 
+    def close(self) -> None:
+        """As for every queue, and a producer waiting for room stops waiting: no room will come."""
+        super().close()
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
     @property
     def full(self) -> bool:
         return len(self._items) >= self.maxsize
@@ -134,8 +141,13 @@ class SendFifo(_Queue[tuple[ModelInput, int | None]]):
         self._items.append((item, seq))
         self._wake()
 
+    def close(self) -> None:
+        """The connection is gone: what is still here is forgotten, not written."""
+        self._items.clear()
+        super().close()
+
     async def get(self) -> tuple[ModelInput, int | None] | None:
-        """The oldest pair, or None once closed and empty."""
+        """The oldest pair, or None once closed."""
         if not await self._wait_nonempty():
             return None
         return self._items.popleft()

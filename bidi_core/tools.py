@@ -140,6 +140,13 @@ def tool(
 ) -> Callable[[Callable[..., Any]], BidiTool]: ...
 
 
+def _yields(func: Callable[..., Any]) -> bool:
+    """Whether calling ``func`` makes a generator (a function's or, for a callable object, its ``__call__``'s)."""
+    if not (inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, functools.partial)):
+        func = getattr(type(func), "__call__", func)  # noqa: B004 - a callable object: its __call__ runs
+    return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
+
+
 def tool(
     func: Callable[..., Any] | None = None,
     *,
@@ -176,14 +183,12 @@ def tool(
             return attrs.evolve(f, **changes) if changes else f
         if isinstance(f, type) or not callable(f):
             raise BidiUsageError(f"@tool takes a function, got {f!r}")
-        if inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f):
-            raise BidiUsageError(
-                f"tool {getattr(f, '__name__', f)!r}: a tool returns one value; it cannot be a generator"
-            )
         target = f
         while isinstance(target, functools.partial):
             target = target.func
         tool_name = name if name is not None else getattr(target, "__name__", type(target).__name__)
+        if _yields(f):
+            raise BidiUsageError(f"tool {tool_name!r}: a tool returns one value; it cannot be a generator")
         _validate_name(tool_name)  # before reading hints: the name appears in their errors
         doc_description, param_docs = describe(f, tool_name)
         input_schema, signature = analyse(f, tool_name, param_docs)

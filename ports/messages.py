@@ -82,32 +82,64 @@ class ToolResultMessage:
 Message: TypeAlias = TextMessage | ToolCallMessage | ToolResultMessage
 
 
+def _part(block: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = block[key]
+    if not isinstance(value, Mapping):
+        raise BidiUsageError(f"'{key}' must be a dict, got {value!r:.200}")
+    return value
+
+
+def _text_field(part: Mapping[str, Any], key: str, what: str, default: str | None = None) -> str:
+    value = part.get(key, default)
+    if not isinstance(value, str):
+        raise BidiUsageError(f"{what} needs '{key}' (a str), got {value!r:.200}")
+    return value
+
+
 def message_from_dict(data: Mapping[str, Any]) -> Message:
     """Read one message in the Converse shape (``{"role", "content": [block]}``).
 
     Accepts exactly one content block per message: ``text``, ``toolUse`` or
     ``toolResult``. Raises :class:`BidiUsageError` for anything else (audio
-    and images are never part of the history).
+    and images are never part of the history), and for a block that lacks
+    what its kind needs (a tool call's ``toolUseId`` and ``name``, a result's
+    ``toolUseId``).
     """
     try:
         role = data["role"]
         (block,) = data["content"]
     except (KeyError, TypeError, ValueError) as exc:
         raise BidiUsageError(f"a message needs 'role' and exactly one 'content' block, got {data!r:.200}") from exc
+    if not isinstance(block, Mapping):
+        raise BidiUsageError(f"a content block must be a dict, got {block!r:.200}")
     if "text" in block and role in ("user", "assistant"):
         return TextMessage(role=role, text=str(block["text"]))
     if "toolUse" in block and role == "assistant":
-        use = block["toolUse"]
-        return ToolCallMessage(tool_use_id=use["toolUseId"], name=use["name"], input=dict(use.get("input") or {}))
+        use = _part(block, "toolUse")
+        arguments = use.get("input") or {}
+        if not isinstance(arguments, Mapping):
+            raise BidiUsageError(f"a toolUse's 'input' must be a dict, got {arguments!r:.200}")
+        return ToolCallMessage(
+            tool_use_id=_text_field(use, "toolUseId", "a toolUse"),
+            name=_text_field(use, "name", "a toolUse"),
+            input=dict(arguments),
+        )
     if "toolResult" in block and role == "user":
-        res = block["toolResult"]
+        res = _part(block, "toolResult")
         parts = res.get("content") or []
         content: Any = None
         if parts:
-            first = parts[0]
+            first = parts[0] if isinstance(parts, list | tuple) else None
+            if not isinstance(first, Mapping):
+                raise BidiUsageError(f"a toolResult's 'content' must be a list of dicts, got {parts!r:.200}")
             content = first.get("text") if "text" in first else first.get("json")
         status = res.get("status", "success")
         if status not in ("success", "error", "cancelled"):
             raise BidiUsageError(f"unknown tool result status {status!r}")
-        return ToolResultMessage(tool_use_id=res["toolUseId"], name=res.get("name", ""), status=status, content=content)
+        return ToolResultMessage(
+            tool_use_id=_text_field(res, "toolUseId", "a toolResult"),
+            name=_text_field(res, "name", "a toolResult", default=""),
+            status=status,
+            content=content,
+        )
     raise BidiUsageError(f"unsupported message: {data!r:.200}")

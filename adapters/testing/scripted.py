@@ -174,8 +174,9 @@ class ScriptedSession:
         self._model._touch()
 
     async def send(self, item: ModelInput) -> None:
-        # The cancellation point comes first: a send that was cancelled delivered nothing (what the
-        # core assumes of every adapter), one that returned delivered its item, once.
+        # The cancellation point comes first, as in a real transport: a send that was cancelled
+        # delivered nothing (what the core assumes of every adapter), one that returned delivered
+        # its item, once, and the caller learns that before the model can answer it.
         await anyio.lowlevel.checkpoint()
         if self.closed:
             raise BidiConnectionError("scripted connection is closed")
