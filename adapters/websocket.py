@@ -153,6 +153,10 @@ class WebSocketConnection:
         await self._watchdog.run(self._ping, self._silent)
 
     async def _ping(self) -> None:
+        if self._write_lock.locked():
+            # A write is in progress: bytes are going out, or stuck (a peer that reads nothing).
+            # Waiting behind it would keep the watchdog from ever calling the peer silent.
+            return
         if self._closed is None and self._ws.state is ConnectionState.OPEN:
             with suppress(BidiConnectionError, LocalProtocolError):
                 await self._write(self._ws.send(ws_events.Ping(b"bidi")))

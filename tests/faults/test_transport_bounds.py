@@ -1,25 +1,67 @@
 """Faults the fault matrix found in the transport, pinned down one by one below it.
 
-A server that reads nothing: once the TCP buffers are full our write blocks,
-and when the connection ends under it the write must fail, not report success
-for bytes that never left.
+A server that accepts a WebSocket and then reads nothing: once the TCP buffers
+are full our write blocks. The read timeout must still end it (the watchdog
+may not wait behind that write to ping), and the write must fail, not report
+success for bytes that never left.
 """
 
 from __future__ import annotations
+
+import base64
+import hashlib
 
 import anyio
 import anyio.abc
 import pytest
 
 from adapters import _asyncio_stream
+from adapters.connection import ConnectionOptions
+from adapters.websocket import open_websocket
+from ports.errors import BidiConnectionError
 
 BIG = 64 << 20
 """More than the loopback's TCP buffers hold in both directions."""
 
 
+async def _accept_then_read_nothing(stream: anyio.abc.SocketStream) -> None:
+    """Answer the upgrade (RFC 6455's accept key), then never read again."""
+    async with stream:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await stream.receive()
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        await stream.send(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        await anyio.sleep_forever()
+
+
 async def _read_nothing(stream: anyio.abc.SocketStream) -> None:
     async with stream:
         await anyio.sleep_forever()
+
+
+async def test_a_write_to_a_server_that_reads_nothing_fails_within_the_read_timeout() -> None:
+    """Before: the watchdog's ping waited for the write lock the blocked write held, so nothing ever
+    declared the silent server dead and the write hung forever."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    options = ConnectionOptions(read_timeout_s=0.5, close_timeout_s=0.5)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, _accept_then_read_nothing)
+        with anyio.fail_after(10):  # a bound for the test, not a timing claim: the watchdog acts at 0.5 s
+            async with open_websocket(f"ws://127.0.0.1:{port}/", {}, options=options) as ws:
+                with pytest.raises(BidiConnectionError):
+                    await ws.send_text("x" * BIG)
+        tg.cancel_scope.cancel()
+    await listener.aclose()
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
