@@ -96,7 +96,17 @@ class OpenAIRealtimeSession:
     # ------------------------------------------------------------------ out
 
     async def _send(self, event: wire.ClientEvent) -> None:
-        await self._ws.send_text(wire.encode_client_event(event))
+        await self._write(wire.encode_client_event(event))
+
+    async def _write(self, text: str) -> None:
+        try:
+            await self._ws.send_text(text)
+        except WebSocketClosed as exc:
+            if close_error(exc) is None:
+                # The service ended the session (1000): the reader read it and reports it too. Said
+                # the same way here, so a writer that hits the closed socket first tells no other story.
+                raise anyio.EndOfStream from None
+            raise
 
     async def open(self, model_id: str, request: ConnectRequest) -> None:
         """Configure the session (``wire.build_setup``) and seed it with the history (``history.py``)."""
@@ -112,7 +122,7 @@ class OpenAIRealtimeSession:
                     f"OpenAI Realtime takes 24000 Hz mono PCM; got {item.sample_rate} Hz x {item.channels} "
                     "(open the microphone at the model's capabilities.input_audio, as BidiAudioIO does)"
                 )
-            await self._ws.send_text(wire.audio_append(base64.b64encode(item.audio).decode("ascii")))
+            await self._write(wire.audio_append(base64.b64encode(item.audio).decode("ascii")))
         elif isinstance(item, BidiTextInputEvent):
             message = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": item.text}]}
             await self._send(wire.ConversationItemCreate(item=message))

@@ -6,14 +6,31 @@ each test here provokes the same situation on purpose.
 
 from __future__ import annotations
 
-import anyio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
+import anyio
+import pytest
+
+from adapters.gemini import BidiGeminiLiveModel
 from adapters.openai import BidiOpenAIRealtimeModel
+from adapters.testing import gemini_simulator as gm
 from adapters.testing import openai_simulator as oa
-from bidi_core import BidiErrorEvent, BidiResponseCompleteEvent, BidiTextInputEvent, BidiTranscriptStreamEvent
-from ports.model import ConnectRequest
+from bidi_core import (
+    BidiAgent,
+    BidiConnectionCloseEvent,
+    BidiConnectionRestartEvent,
+    BidiErrorEvent,
+    BidiResponseCompleteEvent,
+    BidiTextInputEvent,
+    BidiTranscriptStreamEvent,
+)
+from ports.model import ConnectRequest, ModelCapabilities
+from tests.support import RecordingOutput, ScriptedInput
 
 OPENAI_KEY = "sk-found-bugs-not-a-real-key-0123456789"
+GEMINI_KEY = "AIza-found-bugs-not-a-real-key-0123456789"
 
 
 async def test_openai_two_texts_sent_before_the_first_response_starts_are_both_answered() -> None:
@@ -33,3 +50,70 @@ async def test_openai_two_texts_sent_before_the_first_response_starts_are_both_a
     finals = [e.text for e in events if isinstance(e, BidiTranscriptStreamEvent) and e.is_final]
     assert finals == ["You said: one", "You said: two"]
     assert sim.client_errors == []
+
+
+# ---------------------------------------------------------------- a normal end that the writer meets first
+
+
+class _EndedSession:
+    """A session whose service has ended the session: the write fails first, then the reader sees the end."""
+
+    connection_id = "ended-1"
+    capabilities = ModelCapabilities()
+
+    def __init__(self) -> None:
+        self.write_failed = anyio.Event()
+
+    async def send(self, item: object) -> None:
+        self.write_failed.set()
+        raise anyio.EndOfStream  # the service ended the session (the port's contract for send)
+
+    async def receive(self) -> Any:
+        await self.write_failed.wait()  # the writer meets the end first: the race, made certain
+        raise anyio.EndOfStream
+
+
+class _EndedModel:
+    model_id = "ended"
+    capabilities = ModelCapabilities()
+
+    @asynccontextmanager
+    async def connect(self, request: ConnectRequest) -> AsyncIterator[_EndedSession]:
+        yield _EndedSession()
+
+
+async def test_a_normal_end_the_writer_meets_first_ends_the_conversation() -> None:
+    """Before: the writer reported the closed socket as a lost connection, so a service that ended the
+    session (close 1000) while a write was due was reconnected instead of ending the conversation."""
+    out = RecordingOutput()
+    agent = BidiAgent(model=_EndedModel())  # type: ignore[arg-type]
+    with anyio.fail_after(10):
+        await agent.run([ScriptedInput(["hello"])], [out])
+    assert [c.reason for c in out.of(BidiConnectionCloseEvent)] == ["provider_closed"]
+    assert out.of(BidiConnectionRestartEvent) == []
+
+
+async def test_openai_a_write_after_the_services_normal_close_says_end_of_stream() -> None:
+    scenario = oa.Scenario(rules=[oa.Rule(text_contains="bye", reply=oa.Reply(close=(1000, "")))])
+    async with oa.OpenAIRealtimeSimulator(api_key=OPENAI_KEY, scenario=scenario) as sim:
+        model = BidiOpenAIRealtimeModel(api_key=OPENAI_KEY, base_url=sim.base_url)
+        async with model.connect(ConnectRequest()) as session:
+            await session.send(BidiTextInputEvent("bye"))
+            with anyio.fail_after(10), pytest.raises(anyio.EndOfStream):
+                while True:
+                    await session.receive()
+            with pytest.raises(anyio.EndOfStream):
+                await session.send(BidiTextInputEvent("still there?"))
+
+
+async def test_gemini_a_write_after_the_services_normal_close_says_end_of_stream() -> None:
+    scenario = gm.Scenario(rules=[gm.Rule(text_contains="bye", reply=gm.Reply(close=(1000, "")))])
+    async with gm.GeminiLiveSimulator(api_key=GEMINI_KEY, tls=False, scenario=scenario) as sim:
+        model = BidiGeminiLiveModel(api_key=GEMINI_KEY, base_url=sim.ws_base_url)
+        async with model.connect(ConnectRequest()) as session:
+            await session.send(BidiTextInputEvent("bye"))
+            with anyio.fail_after(10), pytest.raises(anyio.EndOfStream):
+                while True:
+                    await session.receive()
+            with pytest.raises(anyio.EndOfStream):
+                await session.send(BidiTextInputEvent("still there?"))
