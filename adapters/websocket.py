@@ -174,7 +174,8 @@ class WebSocketConnection:
             try:
                 await self._stream.send(data)
             except Exception as exc:  # anyio's Broken/ClosedResourceError, OSError, ssl.SSLError
-                self._torn = BidiConnectionError(f"sending failed: {type(exc).__name__}")
+                # The watchdog closing a silent server's stream under a blocked write: say that, not how.
+                self._torn = self._dead or BidiConnectionError(f"sending failed: {type(exc).__name__}")
                 raise self._torn from None
             except BaseException:
                 self._torn = BidiConnectionError("a write was cut off half-way; the connection cannot be written to")

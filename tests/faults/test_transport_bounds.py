@@ -58,10 +58,12 @@ async def test_a_write_to_a_server_that_reads_nothing_fails_within_the_read_time
         tg.start_soon(listener.serve, _accept_then_read_nothing)
         with anyio.fail_after(10):  # a bound for the test, not a timing claim: the watchdog acts at 0.5 s
             async with open_websocket(f"ws://127.0.0.1:{port}/", {}, options=options) as ws:
-                with pytest.raises(BidiConnectionError):
+                with pytest.raises(BidiConnectionError) as failed:
                     await ws.send_text("x" * BIG)
         tg.cancel_scope.cancel()
     await listener.aclose()
+    # Why it failed, not how ("sending failed: ClosedResourceError"): the user sees this in the restart.
+    assert str(failed.value) == "the server sent nothing for 0.5 s"
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
