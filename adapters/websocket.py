@@ -593,6 +593,17 @@ async def _open_direct(
             raise BidiConnectionError(
                 f"cannot reach {where}: no answer within {options.connect_timeout_s:g} s"
             ) from None
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            # Not a passing fault: the next attempt meets the same certificate. Say whose, and why.
+            raise BidiConnectionError(
+                redact(
+                    f"the TLS certificate of {host_header if ':' in host_header else f'{host}:{port}'} is not "
+                    f"trusted ({exc.verify_message}); for a private "
+                    "CA pass ConnectionOptions(ssl_context=...) or set SSL_CERT_FILE",
+                    *secrets,
+                ),
+                retryable=False,
+            ) from None
         if isinstance(exc, OSError | anyio.BrokenResourceError | anyio.EndOfStream | ssl.SSLError):
             raise BidiConnectionError(redact(f"cannot reach {where}: {type(exc).__name__}: {exc}", *secrets)) from None
         raise

@@ -17,9 +17,11 @@ from adapters.gemini import BidiGeminiLiveModel
 from adapters.openai import BidiOpenAIRealtimeModel
 from adapters.testing import gemini_simulator as gm
 from adapters.testing import openai_simulator as oa
+from adapters.websocket import open_websocket
 from bidi_core import (
     BidiAgent,
     BidiConnectionCloseEvent,
+    BidiConnectionError,
     BidiConnectionRestartEvent,
     BidiErrorEvent,
     BidiResponseCompleteEvent,
@@ -117,3 +119,16 @@ async def test_gemini_a_write_after_the_services_normal_close_says_end_of_stream
                     await session.receive()
             with pytest.raises(anyio.EndOfStream):
                 await session.send(BidiTextInputEvent("still there?"))
+
+
+async def test_a_websocket_certificate_the_client_does_not_trust_is_fatal_and_named() -> None:
+    """Before: a retryable 'cannot reach ...: SSLCertVerificationError', retried to the end of the policy
+    although every attempt meets the same certificate."""
+    async with oa.OpenAIRealtimeSimulator(api_key=OPENAI_KEY, tls=True) as sim:
+        with anyio.fail_after(10), pytest.raises(BidiConnectionError) as refused:
+            async with open_websocket(sim.url, {"Authorization": f"Bearer {OPENAI_KEY}"}):
+                pass
+    assert refused.value.retryable is False
+    assert f"the TLS certificate of 127.0.0.1:{sim.port} is not trusted" in str(refused.value)
+    assert "certificate verify failed" in str(refused.value) or "issuer" in str(refused.value)
+    assert sim.connections == []
