@@ -60,9 +60,10 @@ from adapters.connection import ConnectionOptions
 from adapters.liveness import Watchdog
 from adapters.retry_after import retry_after_s
 from adapters.urls import redacted_url
-from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError, redact
+from ports.errors import BidiConnectionError, BidiProtocolError, BidiProviderError, BidiUsageError, redact
 
 __all__ = [
+    "MAX_MESSAGE_BYTES",
     "ErrorForResponse",
     "WebSocketClosed",
     "WebSocketConnection",
@@ -74,6 +75,10 @@ __all__ = [
 logger = logging.getLogger("bidi_core.adapters.websocket")
 
 _READ_SIZE = 65536
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""The largest message a connection takes (16 MiB, far above any provider's: theirs are kilobytes). A frame
+that claims more, or fragments adding up to more, end the connection with a :class:`BidiProtocolError`
+(close 1009) before it is buffered: a broken or hostile server cannot make us hold gigabytes."""
 _MAX_REJECT_BODY = 65536  # what we keep of a refusal's body (the message quotes 500 characters of it)
 _TEXT = ws_events.TextMessage
 _BYTES = ws_events.BytesMessage
@@ -134,12 +139,15 @@ class WebSocketConnection:
         self._wsproto_only = False  # an unexpected header: wsproto parses everything from then on
         self._stream_ended = False
         self._parts: list[str | bytes] = []
+        self._parts_size = 0
+        self._too_big: BidiProtocolError | None = None  # a message over MAX_MESSAGE_BYTES: the connection is done
         self._closed: WebSocketClosed | None = None
         self._dead: BidiConnectionError | None = None  # the watchdog gave up on the server
         self._torn: BidiConnectionError | None = None  # a write was cut off: no more writes
         self._watchdog = Watchdog(read_timeout_s)
         if first_frames:
-            self._feed(first_frames)
+            with suppress(BidiProtocolError):  # too big: kept in _too_big, raised by the first receive()
+                self._feed(first_frames)
 
     async def __aenter__(self) -> WebSocketConnection:
         return self
@@ -193,6 +201,8 @@ class WebSocketConnection:
 
     async def receive(self) -> str | bytes:
         """The next whole message (text or binary)."""
+        if self._too_big is not None:
+            raise self._too_big
         pending = self._pending
         while True:
             while pending:
@@ -251,6 +261,8 @@ class WebSocketConnection:
                 if size < start:
                     break
                 length = int.from_bytes(data[pos + 2 : start], "big")
+                if length > MAX_MESSAGE_BYTES:
+                    raise self._oversized(f"a frame of {length} bytes")
             end = start + length
             if end > size:
                 self._rest_need = end - pos
@@ -282,6 +294,12 @@ class WebSocketConnection:
         else:
             self._rest_need = 0
 
+    def _oversized(self, what: str) -> BidiProtocolError:
+        self._too_big = BidiProtocolError(
+            f"the server sent {what}, larger than the {MAX_MESSAGE_BYTES >> 20} MiB a message may have"
+        )
+        return self._too_big
+
     def _to_wsproto(self, data: bytes) -> None:
         self._ws.receive_data(data)
         self._pending.extend(self._ws.events())
@@ -289,7 +307,11 @@ class WebSocketConnection:
     async def _handle(self, event: ws_events.Event) -> str | bytes | None:
         if isinstance(event, ws_events.Message):
             self._parts.append(event.data)
+            self._parts_size += len(event.data)
+            if self._parts_size > MAX_MESSAGE_BYTES:
+                raise self._oversized(f"a message of more than {self._parts_size} bytes")
             if event.message_finished:
+                self._parts_size = 0
                 parts, self._parts = self._parts, []
                 return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
             return None
@@ -325,9 +347,10 @@ class WebSocketConnection:
         """Say goodbye (a close frame, bounded in time), then drop the stream."""
         with anyio.CancelScope(shield=True):
             if self._closed is None and self._torn is None and self._ws.state is ConnectionState.OPEN:
+                code = 1009 if self._too_big is not None else 1000  # 1009: "message too big" (RFC 6455 7.4.1)
                 with anyio.move_on_after(self._close_timeout_s):
                     with suppress(BidiConnectionError, LocalProtocolError):
-                        await self._write(self._ws.send(ws_events.CloseConnection(code=1000)))
+                        await self._write(self._ws.send(ws_events.CloseConnection(code=code)))
             with anyio.move_on_after(self._close_timeout_s):
                 try:
                     await self._stream.aclose()

@@ -3,13 +3,15 @@
 A server that accepts a WebSocket and then reads nothing: once the TCP buffers
 are full our write blocks. The read timeout must still end it (the watchdog
 may not wait behind that write to ping), and the write must fail, not report
-success for bytes that never left.
+success for bytes that never left. A server that sends a message larger than
+any client should hold: refused before it is buffered.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -18,29 +20,47 @@ import pytest
 from adapters import _asyncio_stream
 from adapters.connection import ConnectionOptions
 from adapters.websocket import open_websocket
-from ports.errors import BidiConnectionError
+from ports.errors import BidiConnectionError, BidiProtocolError
 
 BIG = 64 << 20
 """More than the loopback's TCP buffers hold in both directions."""
 
 
 async def _accept_then_read_nothing(stream: anyio.abc.SocketStream) -> None:
-    """Answer the upgrade (RFC 6455's accept key), then never read again."""
+    """Answer the upgrade, then never read again."""
     async with stream:
-        request = b""
-        while b"\r\n\r\n" not in request:
-            request += await stream.receive()
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in request.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key")
-        )
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        await stream.send(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+        await _accept(stream)
         await anyio.sleep_forever()
+
+
+def _accepting_then_sending(*frames: bytes) -> Any:
+    """A server that answers the upgrade, writes ``frames`` (raw bytes), then waits, reading nothing."""
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await _accept(stream)
+            for frame in frames:
+                await stream.send(frame)
+            await anyio.sleep_forever()
+
+    return serve
+
+
+async def _accept(stream: anyio.abc.SocketStream) -> None:
+    """Read the upgrade request and accept it (RFC 6455's accept key)."""
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += await stream.receive()
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key")
+    )
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    await stream.send(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
 
 
 async def _read_nothing(stream: anyio.abc.SocketStream) -> None:
@@ -64,6 +84,46 @@ async def test_a_write_to_a_server_that_reads_nothing_fails_within_the_read_time
     await listener.aclose()
     # Why it failed, not how ("sending failed: ClosedResourceError"): the user sees this in the restart.
     assert str(failed.value) == "the server sent nothing for 0.5 s"
+
+
+def _frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """An unmasked server frame (RFC 6455 5.2)."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if len(payload) < 126:
+        return head + bytes([len(payload)]) + payload
+    if len(payload) < 65536:
+        return head + bytes([126]) + len(payload).to_bytes(2, "big") + payload
+    return head + bytes([127]) + len(payload).to_bytes(8, "big") + payload
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        # A frame header claiming 64 MiB, and two bytes of it: refused at the header, nothing more awaited.
+        pytest.param([bytes([0x82, 127]) + (64 << 20).to_bytes(8, "big") + b"{}"], id="one-frame"),
+        # Seventeen fragments of 1 MiB: each frame is small, the message is not.
+        pytest.param(
+            [_frame(0x2, b"x" * (1 << 20), fin=False)] + [_frame(0x0, b"x" * (1 << 20), fin=False)] * 16,
+            id="fragments",
+        ),
+    ],
+)
+async def test_a_message_over_the_size_limit_is_a_protocol_error(frames: list[bytes]) -> None:
+    """Before: the client buffered whatever length a frame claimed (the one-frame case waited for 64 MiB
+    until the read timeout called the server silent; fragments were joined without limit)."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    options = ConnectionOptions(read_timeout_s=5, close_timeout_s=0.5)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, _accepting_then_sending(*frames))
+        with anyio.fail_after(10):
+            async with open_websocket(f"ws://127.0.0.1:{port}/", {}, options=options) as ws:
+                with pytest.raises(BidiProtocolError, match="larger than the 16 MiB a message may have"):
+                    await ws.receive()
+                with pytest.raises(BidiProtocolError):
+                    await ws.receive()  # and the connection stays done
+        tg.cancel_scope.cancel()
+    await listener.aclose()
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
