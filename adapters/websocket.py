@@ -422,13 +422,20 @@ ErrorForResponse = Callable[[int, Mapping[str, str], bytes], Exception]
 """Builds the error for a refused upgrade from its status, headers (lower-case names) and body."""
 
 
-def upgrade_refusal(status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()) -> Exception:
-    """The error for a refused upgrade, for any provider: 401/403 are not retryable, 429 is,
-    400/404 are ``invalid_request``, anything else is a :class:`BidiConnectionError`; a
-    ``Retry-After`` says how long to wait before the next attempt.
+def upgrade_refusal(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: tuple[str, ...] = (),
+    credential: str = "credentials",
+) -> Exception:
+    """The error for a refused upgrade, for any provider: 401/403 are not retryable (the message names
+    the ``credential``, whatever the body says), 429 is, 400/404 are ``invalid_request``, anything else is
+    a :class:`BidiConnectionError`; a ``Retry-After`` says how long to wait before the next attempt.
     The body is quoted (500 characters), secrets redacted."""
     text = body.decode("utf-8", "replace")[:500]
-    message = redact(f"the server refused the WebSocket upgrade (HTTP {status}) {text}".strip(), *secrets)
+    why = {401: f": the {credential} was not accepted", 403: f": the {credential} may not do this"}.get(status, "")
+    message = redact(f"the server refused the WebSocket upgrade (HTTP {status}{why}) {text}".strip(), *secrets)
     if status in (401, 403):
         return BidiProviderError(message, code="authentication_failed" if status == 401 else "forbidden")
     if status in (400, 404):

@@ -132,3 +132,14 @@ async def test_a_websocket_certificate_the_client_does_not_trust_is_fatal_and_na
     assert f"the TLS certificate of 127.0.0.1:{sim.port} is not trusted" in str(refused.value)
     assert "certificate verify failed" in str(refused.value) or "issuer" in str(refused.value)
     assert sim.connections == []
+
+
+@pytest.mark.parametrize(("status", "says"), [(401, "was not accepted"), (403, "may not do this")])
+def test_a_refused_upgrade_names_the_credential_even_without_a_body(status: int, says: str) -> None:
+    """Before: 'the server refused the WebSocket upgrade (HTTP 401)' and nothing more when the refusal had no
+    body (a gateway's): nothing said it was about the API key."""
+    from adapters.gemini.errors import error_for_response as gemini_refusal
+    from adapters.openai.errors import error_for_response as openai_refusal
+
+    assert f"(HTTP {status}: the API key {says})" in str(openai_refusal(status, {}, b""))
+    assert f"(HTTP {status}: the API key or access token {says})" in str(gemini_refusal(status, {}, b""))
