@@ -13,7 +13,10 @@ WebSocket relies on them: ``receive`` raises ``EndOfStream`` at the end,
 ``BrokenResourceError`` when the connection broke and ``ClosedResourceError``
 once closed (also for a receive pending while another task closes it), and
 is a checkpoint. ``send`` blocks only while the transport's write buffer is
-above its high-water mark. On Trio the WebSocket uses ``anyio.connect_tcp``.
+above its high-water mark, and raises if the connection ends while it waits
+(``ClosedResourceError`` when we closed it, else ``BrokenResourceError``): the
+bytes still buffered then never left. On Trio the WebSocket uses
+``anyio.connect_tcp``.
 """
 
 from __future__ import annotations
@@ -151,6 +154,13 @@ class AsyncioStream(anyio.abc.ByteStream):
                 await drain
             finally:
                 protocol.drain = None
+            # Woken by the end of the connection rather than by the buffer draining: what was
+            # still buffered never left, so the write failed (a peer that stopped reading, then
+            # our close or a reset). Returning would tell the caller it was written.
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if protocol.lost.done():
+                raise anyio.BrokenResourceError from protocol.error
 
     async def send_eof(self) -> None:
         self._transport.write_eof()

@@ -60,9 +60,10 @@ from adapters.connection import ConnectionOptions
 from adapters.liveness import Watchdog
 from adapters.retry_after import retry_after_s
 from adapters.urls import redacted_url
-from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError, redact
+from ports.errors import BidiConnectionError, BidiProtocolError, BidiProviderError, BidiUsageError, redact
 
 __all__ = [
+    "MAX_MESSAGE_BYTES",
     "ErrorForResponse",
     "WebSocketClosed",
     "WebSocketConnection",
@@ -74,6 +75,10 @@ __all__ = [
 logger = logging.getLogger("bidi_core.adapters.websocket")
 
 _READ_SIZE = 65536
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""The largest message a connection takes (16 MiB, far above any provider's: theirs are kilobytes). A frame
+that claims more, or fragments adding up to more, end the connection with a :class:`BidiProtocolError`
+(close 1009) before it is buffered: a broken or hostile server cannot make us hold gigabytes."""
 _MAX_REJECT_BODY = 65536  # what we keep of a refusal's body (the message quotes 500 characters of it)
 _TEXT = ws_events.TextMessage
 _BYTES = ws_events.BytesMessage
@@ -134,12 +139,15 @@ class WebSocketConnection:
         self._wsproto_only = False  # an unexpected header: wsproto parses everything from then on
         self._stream_ended = False
         self._parts: list[str | bytes] = []
+        self._parts_size = 0
+        self._too_big: BidiProtocolError | None = None  # a message over MAX_MESSAGE_BYTES: the connection is done
         self._closed: WebSocketClosed | None = None
         self._dead: BidiConnectionError | None = None  # the watchdog gave up on the server
         self._torn: BidiConnectionError | None = None  # a write was cut off: no more writes
         self._watchdog = Watchdog(read_timeout_s)
         if first_frames:
-            self._feed(first_frames)
+            with suppress(BidiProtocolError):  # too big: kept in _too_big, raised by the first receive()
+                self._feed(first_frames)
 
     async def __aenter__(self) -> WebSocketConnection:
         return self
@@ -153,6 +161,10 @@ class WebSocketConnection:
         await self._watchdog.run(self._ping, self._silent)
 
     async def _ping(self) -> None:
+        if self._write_lock.locked():
+            # A write is in progress: bytes are going out, or stuck (a peer that reads nothing).
+            # Waiting behind it would keep the watchdog from ever calling the peer silent.
+            return
         if self._closed is None and self._ws.state is ConnectionState.OPEN:
             with suppress(BidiConnectionError, LocalProtocolError):
                 await self._write(self._ws.send(ws_events.Ping(b"bidi")))
@@ -170,7 +182,8 @@ class WebSocketConnection:
             try:
                 await self._stream.send(data)
             except Exception as exc:  # anyio's Broken/ClosedResourceError, OSError, ssl.SSLError
-                self._torn = BidiConnectionError(f"sending failed: {type(exc).__name__}")
+                # The watchdog closing a silent server's stream under a blocked write: say that, not how.
+                self._torn = self._dead or BidiConnectionError(f"sending failed: {type(exc).__name__}")
                 raise self._torn from None
             except BaseException:
                 self._torn = BidiConnectionError("a write was cut off half-way; the connection cannot be written to")
@@ -188,6 +201,8 @@ class WebSocketConnection:
 
     async def receive(self) -> str | bytes:
         """The next whole message (text or binary)."""
+        if self._too_big is not None:
+            raise self._too_big
         pending = self._pending
         while True:
             while pending:
@@ -246,6 +261,8 @@ class WebSocketConnection:
                 if size < start:
                     break
                 length = int.from_bytes(data[pos + 2 : start], "big")
+                if length > MAX_MESSAGE_BYTES:
+                    raise self._oversized(f"a frame of {length} bytes")
             end = start + length
             if end > size:
                 self._rest_need = end - pos
@@ -277,6 +294,12 @@ class WebSocketConnection:
         else:
             self._rest_need = 0
 
+    def _oversized(self, what: str) -> BidiProtocolError:
+        self._too_big = BidiProtocolError(
+            f"the server sent {what}, larger than the {MAX_MESSAGE_BYTES >> 20} MiB a message may have"
+        )
+        return self._too_big
+
     def _to_wsproto(self, data: bytes) -> None:
         self._ws.receive_data(data)
         self._pending.extend(self._ws.events())
@@ -284,7 +307,11 @@ class WebSocketConnection:
     async def _handle(self, event: ws_events.Event) -> str | bytes | None:
         if isinstance(event, ws_events.Message):
             self._parts.append(event.data)
+            self._parts_size += len(event.data)
+            if self._parts_size > MAX_MESSAGE_BYTES:
+                raise self._oversized(f"a message of more than {self._parts_size} bytes")
             if event.message_finished:
+                self._parts_size = 0
                 parts, self._parts = self._parts, []
                 return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
             return None
@@ -320,9 +347,10 @@ class WebSocketConnection:
         """Say goodbye (a close frame, bounded in time), then drop the stream."""
         with anyio.CancelScope(shield=True):
             if self._closed is None and self._torn is None and self._ws.state is ConnectionState.OPEN:
+                code = 1009 if self._too_big is not None else 1000  # 1009: "message too big" (RFC 6455 7.4.1)
                 with anyio.move_on_after(self._close_timeout_s):
                     with suppress(BidiConnectionError, LocalProtocolError):
-                        await self._write(self._ws.send(ws_events.CloseConnection(code=1000)))
+                        await self._write(self._ws.send(ws_events.CloseConnection(code=code)))
             with anyio.move_on_after(self._close_timeout_s):
                 try:
                     await self._stream.aclose()
@@ -394,13 +422,20 @@ ErrorForResponse = Callable[[int, Mapping[str, str], bytes], Exception]
 """Builds the error for a refused upgrade from its status, headers (lower-case names) and body."""
 
 
-def upgrade_refusal(status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()) -> Exception:
-    """The error for a refused upgrade, for any provider: 401/403 are not retryable, 429 is,
-    400/404 are ``invalid_request``, anything else is a :class:`BidiConnectionError`; a
-    ``Retry-After`` says how long to wait before the next attempt.
+def upgrade_refusal(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: tuple[str, ...] = (),
+    credential: str = "credentials",
+) -> Exception:
+    """The error for a refused upgrade, for any provider: 401/403 are not retryable (the message names
+    the ``credential``, whatever the body says), 429 is, 400/404 are ``invalid_request``, anything else is
+    a :class:`BidiConnectionError`; a ``Retry-After`` says how long to wait before the next attempt.
     The body is quoted (500 characters), secrets redacted."""
     text = body.decode("utf-8", "replace")[:500]
-    message = redact(f"the server refused the WebSocket upgrade (HTTP {status}) {text}".strip(), *secrets)
+    why = {401: f": the {credential} was not accepted", 403: f": the {credential} may not do this"}.get(status, "")
+    message = redact(f"the server refused the WebSocket upgrade (HTTP {status}{why}) {text}".strip(), *secrets)
     if status in (401, 403):
         return BidiProviderError(message, code="authentication_failed" if status == 401 else "forbidden")
     if status in (400, 404):
@@ -525,7 +560,9 @@ async def open_websocket(
     refusal = error_for_response or partial(upgrade_refusal, secrets=secrets)
     proxy = options.proxy or _proxy_for(http_scheme, parts.hostname)
     if proxy is not None:
-        connecting = _open_via_httpx(url, http_scheme, proxy, headers, secrets, options, refusal)
+        from adapters._websocket_proxy import open_via_httpx  # httpx and httpx-ws: only when a proxy applies
+
+        connecting = open_via_httpx(url, http_scheme, proxy, headers, secrets, options, refusal)
     else:
         connecting = _open_direct(url, headers, secrets, options, refusal)
     async with connecting as ws, _watched(ws):
@@ -588,6 +625,17 @@ async def _open_direct(
             raise BidiConnectionError(
                 f"cannot reach {where}: no answer within {options.connect_timeout_s:g} s"
             ) from None
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            # Not a passing fault: the next attempt meets the same certificate. Say whose, and why.
+            raise BidiConnectionError(
+                redact(
+                    f"the TLS certificate of {host_header if ':' in host_header else f'{host}:{port}'} is not "
+                    f"trusted ({exc.verify_message}); for a private "
+                    "CA pass ConnectionOptions(ssl_context=...) or set SSL_CERT_FILE",
+                    *secrets,
+                ),
+                retryable=False,
+            ) from None
         if isinstance(exc, OSError | anyio.BrokenResourceError | anyio.EndOfStream | ssl.SSLError):
             raise BidiConnectionError(redact(f"cannot reach {where}: {type(exc).__name__}: {exc}", *secrets)) from None
         raise
@@ -599,83 +647,3 @@ async def _open_direct(
         close_timeout_s=options.close_timeout_s,
     ) as ws:
         yield ws
-
-
-# --------------------------------------------------------------------------- through a proxy
-
-
-class _HttpcoreStream(anyio.abc.ByteStream):
-    """httpcore's network stream (what httpx hands over after an upgrade) as an anyio byte stream."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
-        data: bytes = await self._stream.read(max_bytes)
-        if not data:
-            raise anyio.EndOfStream
-        return data
-
-    async def send(self, item: bytes) -> None:
-        await self._stream.write(item)
-
-    async def send_eof(self) -> None:
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-@asynccontextmanager
-async def _open_via_httpx(
-    url: str,
-    http_scheme: str,
-    proxy: str,
-    headers: Mapping[str, str],
-    secrets: tuple[str, ...],
-    options: ConnectionOptions,
-    error_for_response: ErrorForResponse,
-) -> AsyncIterator[WebSocketConnection]:
-    """The upgrade through httpx (it speaks to proxies: CONNECT, auth, SOCKS with its extra)."""
-    try:
-        import httpx
-        import httpx_ws
-    except ImportError:
-        raise BidiUsageError(
-            "a proxy applies to this host (ConnectionOptions.proxy, or HTTP_PROXY/HTTPS_PROXY/ALL_PROXY): install "
-            '"bidi-core[proxy]" (httpx and httpx-ws) to connect through it, or exclude the host with NO_PROXY'
-        ) from None
-
-    def session(stream: Any, **_ignored: Any) -> WebSocketConnection:
-        # httpx-ws passes its own queue/keepalive settings; they describe its background reader.
-        return WebSocketConnection(
-            _HttpcoreStream(stream),
-            WSConnection(ConnectionType.CLIENT),
-            read_timeout_s=options.read_timeout_s,
-            close_timeout_s=options.close_timeout_s,
-        )
-
-    http_url = http_scheme + url[url.index(":") :]
-    timeout = httpx.Timeout(options.connect_timeout_s, read=None, write=options.connect_timeout_s)
-    logger.debug("connecting through a proxy")
-    verify = options.ssl_context or ssl_context_for(None)
-    async with httpx.AsyncClient(timeout=timeout, verify=verify, proxy=proxy) as client:
-        try:
-            async with httpx_ws.aconnect_ws(
-                http_url,
-                client,
-                headers=dict(headers),
-                session_class=session,  # type: ignore[arg-type,type-var]
-                keepalive_ping_interval_seconds=None,
-            ) as ws:
-                yield ws
-        except httpx_ws.WebSocketUpgradeError as exc:
-            body = b""
-            with suppress(httpx.HTTPError, RuntimeError):
-                body = await exc.response.aread()
-            refused = {k.lower(): v for k, v in exc.response.headers.items()}
-            raise error_for_response(exc.response.status_code, refused, body) from None
-        except (httpx.TransportError, OSError) as exc:
-            raise BidiConnectionError(
-                redact(f"cannot reach {http_url} through the proxy: {type(exc).__name__}: {exc}", *secrets)
-            ) from None

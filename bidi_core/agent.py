@@ -651,6 +651,8 @@ class BidiAgent:
                 await session.send(item)
                 if seq is not None:
                     self._dispatch(Written(seq))
+        except anyio.EndOfStream:
+            pass  # the provider ended the connection normally: the reader reports that
         except Exception as exc:
             if not isinstance(exc, BidiError):
                 logger.exception("sending to the model failed unexpectedly")

@@ -119,7 +119,10 @@ class BidiModelSession(Protocol):
         :meth:`receive`. A session whose receive path writes too (an answer
         the wire needs, such as OpenAI's ``response.create`` once a response
         is done) serialises its own writes, so that two writes never
-        interleave inside one message. Raises
+        interleave inside one message. Raises ``anyio.EndOfStream`` when the
+        service ended the session for good, as :meth:`receive` does (the
+        reader reports that ending; a write that meets it first must not
+        tell another story),
         :class:`~ports.errors.BidiConnectionError` when the connection is gone
         and :class:`~ports.errors.BidiUsageError` when the provider cannot
         take this kind of input (an image to a model without vision).

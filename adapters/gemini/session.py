@@ -128,6 +128,7 @@ class GeminiLiveSession:
         self._going_away = False  # the service announced the end of this connection (goAway)
         self._rate_of_mime: dict[str, int] = {}
         self.session_id: str | None = None
+        self._set_up = False  # setupComplete read
 
     @property
     def connection_id(self) -> str:
@@ -170,6 +171,7 @@ class GeminiLiveSession:
                     self._pending.extend(self._translate(attrs.evolve(message, setup_complete=None)))
                     if message.setup_complete is not None:
                         self.session_id = message.setup_complete.session_id
+                        self._set_up = True
                         break
         except TimeoutError:
             raise BidiConnectionError(f"Gemini did not complete the setup within {timeout_s:g} s") from None
@@ -201,6 +203,11 @@ class GeminiLiveSession:
         try:
             await self._ws.send_text(text)
         except WebSocketClosed as exc:
+            if exc.code == 1000 and self._set_up and not self._going_away:
+                # The service ended the session (1000, no goAway): the reader read it and reports it
+                # too. Said the same way here, so a writer that hits the closed socket first tells no
+                # other story.
+                raise anyio.EndOfStream from None
             raise close_error(exc, self._secrets, resuming_before_setup=resuming_before_setup) from None
         return index
 

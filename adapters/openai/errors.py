@@ -33,7 +33,7 @@ def error_for_response(
     status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()
 ) -> Exception:
     """The error for a refused upgrade (401/403 not retryable, 429 retryable, 5xx a connection fault)."""
-    return upgrade_refusal(status, headers, body, secrets)
+    return upgrade_refusal(status, headers, body, secrets, credential="API key")
 
 
 def in_band_error(error: wire.ErrorDetail) -> BidiError | None:

@@ -11,6 +11,9 @@ after the last output, sent only once that response is done).
 
 Writes come from two tasks: the core's writer (``send``) and the reader,
 which sends that deferred ``response.create`` when ``response.done`` arrives.
+A ``response.create`` is deferred so too while one sent is not yet answered by
+``response.created``: the service refuses a second, and the input that asked
+for it would go unanswered.
 Every message is one WebSocket frame, and :class:`WebSocketConnection` writes
 each frame whole under its write lock (and refuses every write after one
 that was cut off), so the two never interleave inside a message; that lock
@@ -75,6 +78,7 @@ class OpenAIRealtimeSession:
         self._last_audio_item: str | None = None  # of the last audio delta: _audio_item is up to date for it
         self._last_audio_response: str | None = None
         self._active_response: str | None = None
+        self._response_requested = False  # a response.create sent, its response.created not read yet
         self._calls_by_response: dict[str, set[str]] = {}
         self._unanswered: set[str] = set()
         self._create_when_done = False
@@ -92,7 +96,17 @@ class OpenAIRealtimeSession:
     # ------------------------------------------------------------------ out
 
     async def _send(self, event: wire.ClientEvent) -> None:
-        await self._ws.send_text(wire.encode_client_event(event))
+        await self._write(wire.encode_client_event(event))
+
+    async def _write(self, text: str) -> None:
+        try:
+            await self._ws.send_text(text)
+        except WebSocketClosed as exc:
+            if close_error(exc) is None:
+                # The service ended the session (1000): the reader read it and reports it too. Said
+                # the same way here, so a writer that hits the closed socket first tells no other story.
+                raise anyio.EndOfStream from None
+            raise
 
     async def open(self, model_id: str, request: ConnectRequest) -> None:
         """Configure the session (``wire.build_setup``) and seed it with the history (``history.py``)."""
@@ -108,7 +122,7 @@ class OpenAIRealtimeSession:
                     f"OpenAI Realtime takes 24000 Hz mono PCM; got {item.sample_rate} Hz x {item.channels} "
                     "(open the microphone at the model's capabilities.input_audio, as BidiAudioIO does)"
                 )
-            await self._ws.send_text(wire.audio_append(base64.b64encode(item.audio).decode("ascii")))
+            await self._write(wire.audio_append(base64.b64encode(item.audio).decode("ascii")))
         elif isinstance(item, BidiTextInputEvent):
             message = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": item.text}]}
             await self._send(wire.ConversationItemCreate(item=message))
@@ -127,7 +141,10 @@ class OpenAIRealtimeSession:
             raise BidiUsageError(f"OpenAI Realtime cannot send {type(item).__name__}")
 
     async def _request_response(self) -> None:
-        if self._active_response is None:
+        # One response at a time: the service refuses a response.create while one is in progress, also one
+        # it has not announced yet (response.created still on its way), and the input would go unanswered.
+        if self._active_response is None and not self._response_requested:
+            self._response_requested = True
             await self._send(wire.ResponseCreate())
         else:
             self._create_when_done = True
@@ -208,6 +225,7 @@ class OpenAIRealtimeSession:
             return [BidiTranscriptStreamEvent("", text, "assistant", True, event.response_id)]
         if isinstance(event, wire.ResponseCreated):
             self._active_response = event.response.id
+            self._response_requested = False
             return [BidiResponseStartEvent(event.response.id)]
         if isinstance(event, wire.ResponseDone):
             return await self._response_done(event.response)
@@ -276,6 +294,7 @@ class OpenAIRealtimeSession:
             self._active_response = None
         if self._create_when_done and not self._unanswered:
             self._create_when_done = False
+            self._response_requested = True
             await self._send(wire.ResponseCreate())
         return out
 
@@ -284,8 +303,14 @@ class OpenAIRealtimeSession:
         if fatal is not None:
             raise fatal
         code = error.code or error.type or "error"
+        # It may be the answer to our response.create (the service names no request): not waiting for a
+        # response.created any more costs at worst a second response.create, refused as the one below.
+        self._response_requested = False
         if code == "conversation_already_has_active_response":
+            # Ours raced a response the service started by itself (its turn detection): ask again
+            # once that one is done, so the input that asked is answered.
             logger.debug("response.create raced an active response: %s", error.message)
+            self._create_when_done = True
         return [BidiErrorEvent(message=error.message, code=code, details=error.param)]
 
 

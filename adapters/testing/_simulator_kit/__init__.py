@@ -10,5 +10,7 @@ code with the client it tests would share its bugs.
 * :mod:`.cli`: running a demo simulator from the command line.
 * :mod:`.listener`: the loopback listener's lifecycle, and waking tests when records change.
 * :mod:`.scenario`: the scenario language (rules, replies, tool calls) and which rule fires.
+* :mod:`.tcp`: transport faults on the TCP connection (a reset).
+* :mod:`.tls`: a throwaway CA and server certificate for the WebSocket simulators' TLS.
 * :mod:`.websocket_server`: the WebSocket server loop of the OpenAI and Gemini simulators (wsproto on AnyIO).
 """

@@ -98,10 +98,10 @@ def split_words(text: str, parts: int) -> list[str]:
             start = i + 1
     if start < len(text):
         words.append(text[start:])
-    pieces = [""] * max(parts, 1)
+    groups: list[list[str]] = [[] for _ in range(max(parts, 1))]
     for i, word in enumerate(words):
-        pieces[i * len(pieces) // max(len(words), 1)] += word
-    return pieces
+        groups[i * len(groups) // max(len(words), 1)].append(word)
+    return ["".join(group) for group in groups]  # joined once: += per word is quadratic in a long text
 
 
 @attrs.frozen

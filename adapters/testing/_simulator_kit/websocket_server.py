@@ -3,11 +3,14 @@
 Sans-I/O wsproto plus AnyIO streams, so a simulator runs on asyncio and on Trio
 alike. This module does what any WebSocket service does and nothing of either
 provider's protocol: read the upgrade request (bounded), refuse it with an HTTP
-status and a JSON body, accept it; then, per connection, reassemble messages,
-answer pings, write frames one at a time under a lock (a client that stops
-reading is dropped after :data:`WRITE_TIMEOUT_S`), send close frames and give
-the client :data:`CLOSE_WAIT_S` to answer, and drop the TCP connection without
-a close frame (a network fault). Each simulator subclasses
+status, headers and a JSON body (:class:`Refusal`, for faults), accept it; then,
+per connection, reassemble messages, answer pings, write frames one at a time
+under a lock (a client that stops reading is dropped after
+:data:`WRITE_TIMEOUT_S`), send close frames and give the client
+:data:`CLOSE_WAIT_S` to answer. Faults: drop the TCP connection without a close
+frame, reset it (RST), fall silent (read on, answer nothing, pings included),
+stop reading (the client's writes block once the TCP buffers are full), write
+raw bytes that are no well-formed frame. Each simulator subclasses
 :class:`WebSocketConnection` for its frames' content (OpenAI: JSON text frames;
 Gemini: binary frames, close codes as errors) and its records.
 """
@@ -17,11 +20,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import anyio
 import anyio.abc
+import attrs
 from wsproto import WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
@@ -37,10 +41,14 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from adapters.testing._simulator_kit.tcp import reset_on_close
+
 __all__ = [
     "CLOSE_WAIT_S",
     "HANDSHAKE_TIMEOUT_S",
     "WRITE_TIMEOUT_S",
+    "Refusal",
+    "Refusals",
     "WebSocketConnection",
     "accept",
     "drop_all",
@@ -90,11 +98,47 @@ async def _send_quietly(stream: anyio.abc.ByteStream, data: bytes) -> None:
             await stream.send(data)
 
 
-async def reject(stream: anyio.abc.ByteStream, ws: WSConnection, status: int, body: dict[str, Any]) -> None:
-    """Refuse the upgrade with HTTP ``status`` and ``body`` as JSON (a client that went is no error)."""
+@attrs.frozen
+class Refusal:
+    """A fault: the service refuses the WebSocket upgrade with HTTP ``status``, ``headers`` (e.g.
+    ``{"Retry-After": "2"}``) and ``body`` (JSON; None: the simulator's own error body for that
+    status), for the next ``times`` handshakes."""
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    body: Mapping[str, Any] | None = None
+    times: int = 1
+
+
+class Refusals:
+    """The refusals a simulator was given, used up in order: each one for ``times`` handshakes."""
+
+    def __init__(self, refusals: Sequence[Refusal]) -> None:
+        self._left = [(refusal, refusal.times) for refusal in refusals]
+
+    def next(self) -> Refusal | None:
+        """The refusal for the handshake now arriving (counted now), or None: accept it."""
+        while self._left:
+            refusal, times = self._left[0]
+            if times > 0:
+                self._left[0] = (refusal, times - 1)
+                return refusal
+            self._left.pop(0)
+        return None
+
+
+async def reject(
+    stream: anyio.abc.ByteStream,
+    ws: WSConnection,
+    status: int,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse the upgrade with HTTP ``status``, ``headers`` and ``body`` as JSON (a client that went is no error)."""
     payload = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    reply = ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+    fields = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    fields += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
+    reply = ws.send(RejectConnection(status_code=status, headers=fields, has_body=True))
     reply += ws.send(RejectData(data=payload))
     await _send_quietly(stream, reply)
 
@@ -126,7 +170,12 @@ class WebSocketConnection:
     :meth:`on_finished`). "Why" a connection ended is the first reason given:
     ``"client"`` (its close frame, its EOF, a protocol error or a failed write),
     ``"dropped"`` (:meth:`drop`, or a client that stopped reading), or what the
-    simulator passed to :meth:`close` or :meth:`end`.
+    simulator passed to :meth:`close` or :meth:`end` (``"reset"`` for :meth:`reset`).
+
+    Faults besides those: :meth:`silence` (the service is stuck: it reads on and
+    answers nothing, pings included), :meth:`deafen` (it stops reading: once the
+    TCP buffers are full the client's writes block) and :meth:`send_raw` (bytes
+    that are no well-formed frame).
     """
 
     def __init__(
@@ -135,6 +184,8 @@ class WebSocketConnection:
         self.stream = stream
         self.ws = ws
         self.closing = False
+        self.silent = False
+        self.deaf = False
         self.finished = anyio.Event()
         self.scope = anyio.CancelScope()
         self._notify = notify
@@ -180,7 +231,7 @@ class WebSocketConnection:
         other message can slip in between.
         """
         async with self._write_lock:
-            if self.closing or (unless is not None and unless()):  # either may have changed meanwhile
+            if self.closing or self.silent or (unless is not None and unless()):  # may have changed meanwhile
                 return False
             if self.ws.state is not ConnectionState.OPEN:
                 # The client's close frame was parsed but the reader has not handled it yet.
@@ -211,6 +262,31 @@ class WebSocketConnection:
         """Close the TCP connection without a close frame (a network fault)."""
         self.end("dropped")
         await anyio.lowlevel.checkpoint()
+
+    async def reset(self) -> None:
+        """Reset the TCP connection (RST, no close frame): an abrupt network fault."""
+        reset_on_close(self.stream)
+        self.end("reset")
+        await anyio.lowlevel.checkpoint()
+
+    def silence(self) -> None:
+        """From now on write nothing and answer nothing (pings included); keep reading and the socket open."""
+        self.silent = True
+        self.on_stop()
+        self._notify()
+
+    def deafen(self) -> None:
+        """Stop reading the socket (after the message being handled) and write nothing more."""
+        self.deaf = True
+        self.silence()
+
+    async def send_raw(self, data: bytes) -> bool:
+        """Write ``data`` as it is, under the write lock: bytes that need not be a frame. False if closing."""
+        async with self._write_lock:
+            if self.closing or self.silent:
+                return False
+            await self._write_locked(data)
+            return True
 
     def end(self, why: str) -> None:
         """Stop everything of this connection now; the socket closes without a close frame."""
@@ -270,6 +346,8 @@ class WebSocketConnection:
     async def _read_loop(self) -> None:
         parts: list[str | bytes] = []
         while True:
+            if self.deaf:
+                await anyio.sleep_forever()  # until the connection ends: nothing more is read
             try:
                 data: bytes | None = await self.stream.receive(65536)
             except _GONE:
@@ -281,6 +359,8 @@ class WebSocketConnection:
                 self.end("client")
                 return
             for event in events:
+                if self.silent or self.deaf:
+                    break  # a stuck service: what it reads changes nothing
                 if isinstance(event, Message):
                     parts.append(bytes(event.data) if isinstance(event, BytesMessage) else event.data)
                     if event.message_finished:

@@ -67,9 +67,16 @@ class Connection(WebSocketConnection):
 
         return await self.send_message(data, unless=unless, on_write=record)
 
+    async def send_frame(self, data: str | bytes) -> bool:
+        """One frame as it is, unchecked (a fault: not JSON, a wrong shape)."""
+        return await self.send_message(data)
+
     # ------------------------------------------------------------------ the WebSocket loop's hooks
 
     async def on_open(self) -> None:
+        if self.index in self.sim.silent_connections:
+            self.silence()  # accepted, then nothing: no setupComplete, no pong
+            return
         self.spawn(self.session.start_lifetime)
 
     def on_ending(self, why: str, close: tuple[int, str] | None) -> None:

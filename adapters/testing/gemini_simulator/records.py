@@ -7,6 +7,7 @@ the ``key`` query parameter are redacted.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import attrs
@@ -47,6 +48,8 @@ class ConnectionRecord:
     client_close_code: int | None = None
     closed: bool = False
     oracle_errors: list[str] = attrs.field(factory=list)
+    opened_at: float = attrs.field(factory=time.monotonic)
+    """When the upgrade was accepted (``time.monotonic()``)."""
 
     def sent_kinds(self) -> list[str]:
         """The oneof member of each sent message, with ``serverContent`` flags spelled out
@@ -65,11 +68,14 @@ class ConnectionRecord:
 
 @attrs.frozen
 class RejectedHandshake:
-    """A WebSocket upgrade the simulator refused with an HTTP status (wrong path, not a WebSocket request)."""
+    """A WebSocket upgrade the simulator refused with an HTTP status (wrong path, not a WebSocket request,
+    a :class:`~adapters.testing._simulator_kit.websocket_server.Refusal` fault)."""
 
     path: str
     status: int
     body: dict[str, Any]
+    at: float = attrs.field(factory=time.monotonic)
+    """When the upgrade was refused (``time.monotonic()``)."""
 
 
 @attrs.frozen

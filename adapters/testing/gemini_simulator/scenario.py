@@ -23,6 +23,8 @@ frames, ``goAway``, a fault mid-reply).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 
 from adapters.testing._simulator_kit import scenario as kit
@@ -35,22 +37,36 @@ __all__ = ["Reply", "Rule", "Scenario", "ScenarioState", "ToolCall", "ToolResult
 class Reply(kit.Reply):
     """What the model does for one turn: the kit's ``say``, ``audio_ms`` and ``tool_calls``, and Gemini's faults.
 
-    ``drop``, ``close`` and ``go_away`` act first; then ``say`` (audio chunks at 24 kHz
-    in ``modelTurn``, text parts when the setup asks for ``TEXT``, and
-    ``outputTranscription``), then one ``toolCall`` message with all the ``tool_calls``.
+    ``raw`` and ``garble`` go first; then ``drop``, ``reset``, ``close``, ``silence``, ``deaf`` and
+    ``go_away`` act; then ``say`` (audio chunks at 24 kHz in ``modelTurn``, text parts when the
+    setup asks for ``TEXT``, and ``outputTranscription``), then one ``toolCall`` message with all
+    the ``tool_calls``.
 
     * ``drop``: close the TCP connection without a close frame instead of replying.
+    * ``reset``: reset the TCP connection (RST) instead of replying.
     * ``close``: ``(code, reason)``: send that close frame instead of replying (e.g. 1011).
+    * ``silence``: fall silent instead of replying: read on, answer nothing, pings included.
+    * ``deaf``: stop reading the socket and answer nothing (the client's writes block once the
+      TCP buffers are full).
     * ``go_away``: send ``goAway`` (``timeLeft`` = the simulator's ``go_away_lead_s``) and end the connection
       that long after; the reply itself still plays.
-    * ``after_chunks``: ``drop`` or ``close`` mid-reply instead, after this many ``modelTurn`` chunks
-      (a fault in the middle of a turn; at the end of the speech if it has fewer chunks).
+    * ``after_chunks``: ``drop``, ``reset``, ``close`` or ``silence`` mid-reply instead, after this many
+      ``modelTurn`` chunks (a fault in the middle of a turn; at the end of the speech if it has fewer chunks).
+    * ``raw``: frames sent as they are, unchecked, before anything else (faults: not JSON, a wrong
+      shape): ``str`` as text frames, ``bytes`` as binary frames.
+    * ``garble``: bytes written on the connection as they are, outside any frame (a frame header
+      claiming a huge length, say), after which the service falls silent.
     """
 
     drop: bool = False
+    reset: bool = False
     close: tuple[int, str] | None = None
+    silence: bool = False
+    deaf: bool = False
     go_away: bool = False
     after_chunks: int | None = None
+    raw: Sequence[str | bytes] = ()
+    garble: bytes | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -19,20 +19,21 @@ from __future__ import annotations
 import logging
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.abc
-from anyio.streams.tls import TLSStream
 from wsproto import ConnectionType, WSConnection
 from wsproto.utilities import RemoteProtocolError
 
 from adapters.testing._simulator_kit.listener import Changes, Serving
+from adapters.testing._simulator_kit.tls import Authority, accept_tls
 from adapters.testing._simulator_kit.websocket_server import (
-    HANDSHAKE_TIMEOUT_S,
+    Refusal,
+    Refusals,
     accept,
     drop_all,
     read_request,
@@ -48,10 +49,9 @@ from adapters.testing.gemini_simulator.records import (
     UserInput,
     redact_headers,
 )
-from adapters.testing.gemini_simulator.scenario import Scenario, ScenarioState
+from adapters.testing.gemini_simulator.scenario import Reply, Scenario, ScenarioState
 from adapters.testing.gemini_simulator.session import Context
 from adapters.testing.gemini_simulator.state import Handles, SessionState
-from adapters.testing.gemini_simulator.tls import Authority
 
 __all__ = ["GeminiLiveSimulator"]
 
@@ -85,7 +85,14 @@ class GeminiLiveSimulator:
     * ``transparent_resumption``: accept the Vertex-only ``sessionResumption.transparent`` and report
       ``lastConsumedClientMessageIndex``;
     * ``strict``: raise :class:`~.oracle.SimulatorBug` when a message the simulator is about to send fails
-      the server oracle (recorded either way).
+      the server oracle (recorded either way);
+    * ``refusals``: faults on the upgrade (the service itself refuses none: it closes after the setup):
+      each :class:`~adapters.testing._simulator_kit.websocket_server.Refusal` refuses the next ``times``
+      handshakes with its status, headers (``Retry-After``) and body, in order;
+    * ``silent_connections``: indexes of accepted connections on which the service says nothing at all
+      (no ``setupComplete``, no pong): a service that hangs after the upgrade.
+
+    :meth:`inject` plays a :class:`~.scenario.Reply`'s connection fault on every open connection now.
     """
 
     def __init__(
@@ -104,8 +111,12 @@ class GeminiLiveSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         strict: bool = True,
+        refusals: Sequence[Refusal] = (),
+        silent_connections: Collection[int] = (),
     ) -> None:
         self.api_key = api_key
+        self.silent_connections = frozenset(silent_connections)
+        self._refusals = Refusals(refusals)
         self.scenario = scenario or Scenario()
         self.tls = tls
         self.transparent_resumption = transparent_resumption
@@ -203,6 +214,14 @@ class GeminiLiveSimulator:
         for conn in list(self._live):
             await conn.close(code, reason)
 
+    async def inject(self, fault: Reply) -> None:
+        """Play ``fault``'s ``go_away``, then its connection fault (``drop``, ``reset``, ``close``, ``silence``,
+        ``deaf``), on every open connection now; its other fields are ignored."""
+        for conn in list(self._live):
+            if fault.go_away:
+                await conn.session.go_away()
+            await conn.session.turns.fault(fault)
+
     async def go_away_all(self) -> None:
         """Send ``goAway`` on every open connection now; each ends ``go_away_lead_s`` later."""
         for conn in list(self._live):
@@ -240,16 +259,10 @@ class GeminiLiveSimulator:
         stream: anyio.abc.ByteStream = tcp
         try:
             if self._server_ssl is not None:
-                with anyio.move_on_after(HANDSHAKE_TIMEOUT_S):
-                    try:
-                        stream = await TLSStream.wrap(
-                            tcp, server_side=True, ssl_context=self._server_ssl, standard_compatible=False
-                        )
-                    except (ssl.SSLError, OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
-                        logger.info("TLS handshake failed: %s", exc)
-                        return
-                if stream is tcp:
+                wrapped = await accept_tls(tcp, self._server_ssl, logger)
+                if wrapped is None:
                     return
+                stream = wrapped
             conn = await self._handshake(stream)
             if conn is None:
                 return
@@ -271,6 +284,15 @@ class GeminiLiveSimulator:
         if request is None:
             return None
         target = urlsplit(request.target)
+        fault = self._refusals.next()
+        if fault is not None:
+            status = fault.status
+            body = dict(fault.body) if fault.body is not None else _error_body(status, "", "")
+            self.rejected.append(RejectedHandshake(target.path, status, body))
+            logger.info("refused a handshake for %s: HTTP %d (a fault)", target.path, status)
+            self._notify()
+            await reject(stream, ws, status, body, fault.headers)
+            return None
         match = PATH.fullmatch(target.path)
         if match is None:
             body = _error_body(404, f"Method not found: {target.path}", "NOT_FOUND")
@@ -302,5 +324,18 @@ class GeminiLiveSimulator:
 
 
 def _error_body(code: int, message: str, status: str) -> dict[str, Any]:
-    """Google's REST error shape."""
+    """Google's REST error shape (a refusal fault without a body gets Google's status name for its code)."""
+    if not status:
+        status, text = _REFUSED.get(code, ("UNKNOWN", f"HTTP {code}"))
+        message = message or text
     return {"error": {"code": code, "message": message, "status": status}}
+
+
+_REFUSED = {
+    401: ("UNAUTHENTICATED", "Request had invalid authentication credentials."),
+    403: ("PERMISSION_DENIED", "The caller does not have permission."),
+    429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+    500: ("INTERNAL", "Internal error encountered."),
+    503: ("UNAVAILABLE", "The service is currently unavailable."),
+}
+"""Google's status names and usual texts for the codes a refusal fault uses (google.rpc.Code)."""

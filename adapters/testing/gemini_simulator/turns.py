@@ -138,21 +138,35 @@ class Turns:
 
     async def _act_first(self, reply: Reply) -> bool:
         """The parts of a reply that act before speaking; True if the connection ends instead."""
-        if reply.after_chunks is None and await self._fault(reply):
+        link = self.s.link
+        for frame in reply.raw:
+            await link.send_frame(frame)
+        if reply.garble is not None:
+            await link.send_raw(reply.garble)
+            link.silence()
+            return True
+        if reply.after_chunks is None and await self.fault(reply):
             return True
         if reply.go_away:
             await self.s.go_away()
         return False
 
-    async def _fault(self, reply: Reply) -> bool:
-        """Drop or close the connection as ``reply`` says; True if it did."""
+    async def fault(self, reply: Reply) -> bool:
+        """Drop, reset, close, silence or deafen the connection as ``reply`` says; True if it did."""
+        link = self.s.link
         if reply.drop:
-            await self.s.link.drop()
-            return True
-        if reply.close is not None:
-            await self.s.link.close(*reply.close)
-            return True
-        return False
+            await link.drop()
+        elif reply.reset:
+            await link.reset()
+        elif reply.close is not None:
+            await link.close(*reply.close)
+        elif reply.deaf:
+            link.deafen()
+        elif reply.silence:
+            link.silence()
+        else:
+            return False
+        return True
 
     async def _run(self, gen: _Generation, reply: Reply, turn: TurnInput) -> None:
         with gen.scope:
@@ -163,7 +177,7 @@ class Turns:
         say, calls = spoken_words(reply, turn, self.s.declared_tools, results=results)
         if say:
             await self._speak(gen, say, reply)
-        if reply.after_chunks is not None and await self._fault(reply):
+        if reply.after_chunks is not None and await self.fault(reply):
             return
         if calls:
             function_calls: list[dict[str, Any]] = [
@@ -188,7 +202,7 @@ class Turns:
         audio = "AUDIO" in self.s.modalities or "TEXT" not in self.s.modalities
         for number, (size, piece) in enumerate(zip(sizes, pieces, strict=True)):
             if number == reply.after_chunks:
-                return
+                return  # _play plays the fault
             if audio:
                 data = base64.b64encode(tone(size)).decode("ascii")
                 part: dict[str, Any] = {"inlineData": {"mimeType": AUDIO_MIME, "data": data}}

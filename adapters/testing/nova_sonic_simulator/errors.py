@@ -79,6 +79,12 @@ class ServiceException:
         return cls("modelStreamErrorException", "The model stream failed while processing the request.")
 
     @classmethod
+    def access_denied(cls) -> ServiceException:
+        """HTTP 403: the credentials are valid but may not invoke the model (Bedrock's text for a model
+        the account was not granted access to)."""
+        return cls("accessDeniedException", "You don't have access to the model with the specified model ID.")
+
+    @classmethod
     def silence_timeout(cls, seconds: float) -> ServiceException:
         """No input for about 175 s. Only "InternalErrorCode=531" is attested (strands); the rest is inference."""
         return cls(

@@ -44,6 +44,7 @@ from h2.events import (
 from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
 
+from adapters.testing._simulator_kit.tcp import reset_on_close
 from adapters.testing.nova_sonic_simulator.errors import ServiceException
 from adapters.testing.nova_sonic_simulator.records import RefusedRequest, StreamRecord, redact_headers
 from adapters.testing.nova_sonic_simulator.session import StreamSession
@@ -81,7 +82,7 @@ class _Stream:
             view = memoryview(data)
             with anyio.move_on_after(WRITE_TIMEOUT_S) as timeout:
                 while view:
-                    if self.closed or conn.closed:
+                    if self.closed or conn.closed or conn.silent:
                         return False
                     try:
                         window = conn.h2.local_flow_control_window(self.stream_id)
@@ -131,6 +132,18 @@ class _Stream:
         logger.info("stream %d: dropping the connection", self.record.index)
         self.conn.abort()
 
+    def tcp_reset(self) -> None:
+        logger.info("stream %d: resetting the TCP connection", self.record.index)
+        reset_on_close(self.conn.stream)
+        self.conn.abort()
+
+    def silence(self) -> None:
+        self.conn.silent = True
+
+    def deafen(self) -> None:
+        self.conn.silent = True
+        self.conn.deaf = True
+
 
 class H2ServerConnection:
     """An accepted TLS connection: the HTTP/2 reader, the writer lock and the streams."""
@@ -146,13 +159,17 @@ class H2ServerConnection:
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
         self._dropped = False
+        self.silent = False
+        """A fault: nothing more is written (h2's output, PING acks included, is discarded)."""
+        self.deaf = False
+        """A fault: the socket is not read any more either."""
 
     # ------------------------------------------------------------------ writing
 
     async def flush(self) -> None:
         async with self._lock:
             data = self.h2.data_to_send()
-            if not data or self.closed:
+            if not data or self.closed or self.silent:
                 return
             with anyio.move_on_after(WRITE_TIMEOUT_S) as timeout:
                 try:
@@ -231,6 +248,8 @@ class H2ServerConnection:
 
     async def _read_loop(self) -> str:
         while True:
+            if self.deaf:
+                await anyio.sleep_forever()  # a fault: until the connection ends, nothing is read
             try:
                 data = await self.stream.receive(65536)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -286,7 +305,12 @@ class H2ServerConnection:
         request_index = sim._next_request_index()
         path = pseudo.get(":path", "")
         faults = sim._state.faults_for(request_index)
+        if any(f.after_events is None and f.kind in ("silence", "deaf") for f in faults):
+            # A service that accepts the request and then says nothing, not even the response headers.
+            self.silent = True
+            self.deaf = any(f.kind == "deaf" for f in faults)
         refusal: ServiceException | None = None
+        retry_after: str | None = None
         model_id = ""
         try:
             auth = verify_request(
@@ -314,12 +338,20 @@ class H2ServerConnection:
         elif headers.get("content-type") != EVENTSTREAM:
             refusal = ServiceException.validation(f"Content-Type must be {EVENTSTREAM}.")
         else:
-            refusal = next(
-                (f.exception() for f in faults if f.after_events is None and f.kind not in ("rst", "goaway")), None
-            )
+            refusing = next((f for f in faults if f.after_events is None and f.is_exception), None)
+            if refusing is not None:
+                refusal = refusing.exception()
+                retry_after = refusing.retry_after
         if refusal is not None:
             self._refuse(
-                event.stream_id, request_index, path, headers, refusal.status, refusal.error_type, refusal.message
+                event.stream_id,
+                request_index,
+                path,
+                headers,
+                refusal.status,
+                refusal.error_type,
+                refusal.message,
+                retry_after,
             )
             return
         record = StreamRecord(
@@ -361,22 +393,23 @@ class H2ServerConnection:
         status: int,
         error_type: str,
         message: str,
+        retry_after: str | None = None,
     ) -> None:
         body = json.dumps({"message": message} if message else {}).encode()
         self.sim.refused.append(
             RefusedRequest(request_index, path, redact_headers(headers), status, error_type, message)
         )
         logger.info("refused a request for %s: HTTP %d %s", path, status, error_type)
-        self.h2.send_headers(
-            stream_id,
-            [
-                (":status", str(status)),
-                ("content-type", "application/json"),
-                ("content-length", str(len(body))),
-                ("x-amzn-requestid", str(uuid.uuid4())),
-                ("x-amzn-errortype", error_type),
-            ],
-        )
+        response = [
+            (":status", str(status)),
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            ("x-amzn-requestid", str(uuid.uuid4())),
+            ("x-amzn-errortype", error_type),
+        ]
+        if retry_after is not None:
+            response.append(("retry-after", retry_after))
+        self.h2.send_headers(stream_id, response)
         try:
             self.h2.send_data(stream_id, body, end_stream=True)
         except FlowControlError:  # a client window smaller than an error body: give up on the body

@@ -8,6 +8,7 @@ not kept.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,8 +41,9 @@ class StreamRecord:
     order, the rejected one included; ``sent`` the output events and exceptions
     the simulator wrote (``{"event": {...}}`` or ``{"exception": type, "message": ...}``).
     ``ended_by``: None while open, then ``"client"`` (clean close), ``"client_reset"``,
-    ``"rst"`` (a fault), ``"goaway"``, ``"exception"`` (an exception message ended it),
-    ``"connection_lost"`` or ``"server"`` (the simulator shut down).
+    ``"rst"`` (a fault), ``"goaway"``, ``"reset"`` (TCP RST, a fault), ``"dropped"`` (TCP closed, a
+    fault), ``"end_stream"`` (END_STREAM with no exception, a fault), ``"exception"`` (an exception
+    message ended it), ``"connection_lost"`` or ``"server"`` (the simulator shut down).
     """
 
     index: int
@@ -59,6 +61,8 @@ class StreamRecord:
     ended_by: str | None = None
     exception: dict[str, str] | None = None
     """The exception that ended the stream, ``{"type": ..., "message": ...}``."""
+    opened_at: float = attrs.field(factory=time.monotonic)
+    """When the request was accepted (``time.monotonic()``)."""
 
     def event_names(self) -> list[str]:
         return [next(iter(e["event"])) for e in self.events if isinstance(e.get("event"), dict) and e["event"]]
@@ -81,6 +85,8 @@ class RefusedRequest:
     status: int
     error_type: str
     message: str
+    at: float = attrs.field(factory=time.monotonic)
+    """When the request was refused (``time.monotonic()``)."""
 
 
 @attrs.frozen

@@ -18,8 +18,10 @@ is also the USER transcript the service sends back (its ASR). A reply's
     )
 
 Faults (:class:`Fault`) are given to the simulator, not the scenario, because
-they are about the service rather than the model; a reply can only ``drop``
-the connection, as the other simulators' can.
+they are about the service rather than the model; a reply can ``drop`` the
+connection, as the other simulators' can, and play a :class:`Fault` at a point of
+the turn (``Reply(fault=..., after_chunks=...)``), so a test can put a service
+fault in the middle of an answer.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from adapters.testing._simulator_kit.scenario import Rule, ToolCall, ToolResult,
 from adapters.testing.nova_sonic_simulator.errors import ServiceException
 
 __all__ = [
+    "TRANSPORT_KINDS",
     "Fault",
     "FaultKind",
     "Reply",
@@ -57,9 +60,17 @@ class Reply(kit.Reply):
 
     * ``drop``: close the TCP connection without GOAWAY instead of replying (a network fault; the
       service's own faults are :class:`Fault` objects given to the simulator).
+    * ``fault``: play this :class:`Fault` (its kind, error code and message; its triggers are
+      ignored) instead of replying, or, with ``after_chunks``, after that many ``audioOutput``
+      events of the reply (in the middle of the answer).
+    * ``raw``: bytes written into the response body as they are, before the reply: malformed
+      event-stream messages, or good messages carrying malformed events.
     """
 
     drop: bool = False
+    fault: Fault | None = None
+    after_chunks: int | None = None
+    raw: Sequence[bytes] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -77,9 +88,18 @@ FaultKind = Literal[
     "internal",
     "unavailable",
     "model_stream_error",
+    "access_denied",
     "rst",
     "goaway",
+    "reset",
+    "drop",
+    "end_stream",
+    "silence",
+    "deaf",
 ]
+
+TRANSPORT_KINDS = frozenset({"rst", "goaway", "reset", "drop", "end_stream", "silence", "deaf"})
+"""Fault kinds that are no modeled exception."""
 
 _EXCEPTIONS = {
     "throttling": ServiceException.throttling,
@@ -87,6 +107,7 @@ _EXCEPTIONS = {
     "internal": ServiceException.internal,
     "unavailable": ServiceException.unavailable,
     "model_stream_error": ServiceException.model_stream_error,
+    "access_denied": ServiceException.access_denied,
 }
 
 
@@ -95,11 +116,17 @@ class Fault:
     """Something going wrong at the service: ``Fault("throttling", times=2)``, ``Fault("rst", after_events=5)``.
 
     * ``kind``: an exception (``throttling``, ``validation``, ``model_timeout``, ``internal``,
-      ``unavailable``, ``model_stream_error``), ``rst`` (RST_STREAM with ``error_code``) or
-      ``goaway`` (GOAWAY with ``error_code``, then the TCP connection closes).
+      ``unavailable``, ``model_stream_error``, ``access_denied``), ``rst`` (RST_STREAM with ``error_code``),
+      ``goaway`` (GOAWAY with ``error_code``, then the TCP connection closes), ``reset`` (the
+      TCP connection reset: RST, no GOAWAY), ``drop`` (the TCP connection closed, no GOAWAY, no
+      TLS ``close_notify``), ``end_stream`` (the response ends with END_STREAM and no exception:
+      the service ending the session), ``silence`` (the service writes and answers nothing any
+      more, PING acks and WINDOW_UPDATEs included, and keeps the connection open) or ``deaf``
+      (it also stops reading the socket).
     * ``after_events``: fire after the stream's n-th input event (1-based). None: an exception
-      refuses the request itself (an HTTP error response: ``throttling`` is HTTP 429), and
-      ``rst``/``goaway`` fire as soon as the request arrives.
+      refuses the request itself (an HTTP error response: ``throttling`` is HTTP 429, with
+      ``retry_after`` as its ``Retry-After``), ``silence``/``deaf`` never answer it (not even
+      its headers), and the other kinds fire as soon as the request arrives.
     * ``times``: how many streams (requests) it hits; ``stream``: only the stream (request) with
       this index (0-based, counting every request, refused ones included).
     * ``message``: replaces the canned text of an exception.
@@ -112,6 +139,13 @@ class Fault:
     message: str | None = attrs.field(default=None, kw_only=True)
     error_code: int = attrs.field(default=2, kw_only=True)
     """HTTP/2 error code for ``rst``/``goaway``: 2 is INTERNAL_ERROR, 0 NO_ERROR."""
+    retry_after: str | None = attrs.field(default=None, kw_only=True)
+    """The ``Retry-After`` header of an HTTP refusal (delay-seconds or an HTTP-date)."""
+
+    @property
+    def is_exception(self) -> bool:
+        """A modeled exception (an HTTP error before the stream, an exception message in it)."""
+        return self.kind not in TRANSPORT_KINDS
 
     def exception(self) -> ServiceException:
         """The modeled exception of an exception kind."""

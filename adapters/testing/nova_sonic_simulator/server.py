@@ -69,7 +69,9 @@ class NovaSonicSimulator:
     * ``audio_chunk_ms``: milliseconds of 24 kHz audio per ``audioOutput`` event.
 
     Records: :attr:`streams`, :attr:`refused`, :attr:`user_inputs`,
-    :attr:`schema_failures`, :attr:`signature_failures`; :meth:`wait_until`.
+    :attr:`schema_failures`, :attr:`signature_failures`; :meth:`wait_until`. :meth:`inject`
+    plays a :class:`~.scenario.Fault` on every open stream now (a fault at a moment the test
+    chooses, e.g. while a tool runs).
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class NovaSonicSimulator:
             notify=self._notify,
         )
         self._requests = 0
+        self._live: list[H2ServerConnection] = []
         self._changes = Changes()
         self._serving = Serving(host, port)
         self._tmpdir: str | None = None
@@ -169,6 +172,14 @@ class NovaSonicSimulator:
         ctx.set_alpn_protocols(["h2"])
         return ctx
 
+    async def inject(self, fault: Fault) -> None:
+        """Play ``fault`` (its kind, error code and message; its triggers are ignored) on every open stream now."""
+        for conn in list(self._live):
+            for stream in list(conn.streams.values()):
+                if stream.session is not None and not stream.closed:
+                    stream.session.inject(fault)
+        await anyio.lowlevel.checkpoint()
+
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds; checked whenever a record changes. Bound it with ``anyio.fail_after``."""
         await self._changes.wait_until(predicate)
@@ -188,7 +199,12 @@ class NovaSonicSimulator:
             if stream.extra(TLSAttribute.alpn_protocol, None) != "h2":
                 logger.info("closed a connection that did not negotiate h2")
                 return
-            await H2ServerConnection(self, stream).run()
+            conn = H2ServerConnection(self, stream)
+            self._live.append(conn)
+            try:
+                await conn.run()
+            finally:
+                self._live.remove(conn)
         finally:
             with anyio.CancelScope(shield=True):
                 with contextlib.suppress(Exception):

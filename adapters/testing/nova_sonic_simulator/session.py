@@ -53,7 +53,7 @@ from adapters.testing.nova_sonic_simulator.eventstream import (
 from adapters.testing.nova_sonic_simulator.order import Accepted, InputOrder, OrderError
 from adapters.testing.nova_sonic_simulator.output_schema import check_output_event
 from adapters.testing.nova_sonic_simulator.records import SchemaFailure, SignatureFailure, StreamRecord
-from adapters.testing.nova_sonic_simulator.scenario import Fault, ScenarioState
+from adapters.testing.nova_sonic_simulator.scenario import Fault, Reply, ScenarioState
 from adapters.testing.nova_sonic_simulator.schema import SchemaError, parse_event
 from adapters.testing.nova_sonic_simulator.sigv4 import ChunkChain
 
@@ -83,6 +83,15 @@ class StreamLink(Protocol):
     def drop(self) -> None:
         """Close the TCP connection now, without GOAWAY (a network fault)."""
 
+    def tcp_reset(self) -> None:
+        """Reset the TCP connection now (RST, no GOAWAY)."""
+
+    def silence(self) -> None:
+        """Write nothing more on the connection (PING acks and WINDOW_UPDATEs included); keep it open."""
+
+    def deafen(self) -> None:
+        """Also stop reading the socket."""
+
 
 @attrs.frozen(kw_only=True)
 class SessionOptions:
@@ -106,7 +115,7 @@ class SimContext:
 
 @attrs.frozen
 class _Command:
-    kind: str  # "turn" | "fail" | "prompt_end" | "end" | "stop"
+    kind: str  # "turn" | "fail" | "prompt_end" | "end" | "server_end" | "stop"
     turn: TurnInput | None = None
     exception: ServiceException | None = None
 
@@ -141,7 +150,7 @@ class StreamSession:
         self.ctx = ctx
         self.record = record
         self.chain = chain
-        self.faults = [f for f in faults if f.kind in ("rst", "goaway") or f.after_events is not None]
+        self.faults = [f for f in faults if not f.is_exception or f.after_events is not None]
         self.order = InputOrder()
         self.decoder = MessageDecoder()
         self.session_id = _new_id()
@@ -310,19 +319,40 @@ class StreamSession:
 
     def _fire(self, fault: Fault) -> None:
         logger.info("stream %d: injecting %s", self.record.index, fault.kind)
-        if fault.kind == "rst":
+        kind = fault.kind
+        if kind == "rst":
             self.record.ended_by = "rst"
             self.link.reset(fault.error_code)
             self.on_reset("rst")
-        elif fault.kind == "goaway":
+        elif kind == "goaway":
             self.record.ended_by = "goaway"
             self.link.goaway(fault.error_code)
             self.on_reset("goaway")
+        elif kind in ("reset", "drop"):
+            self.record.ended_by = "reset" if kind == "reset" else "dropped"
+            if kind == "reset":
+                self.link.tcp_reset()
+            else:
+                self.link.drop()
+            self.on_reset(self.record.ended_by)
+        elif kind == "end_stream":
+            if not self._finished:
+                self._finished = True
+                self._push(_Command("server_end"), urgent=True)
+        elif kind == "silence":
+            self.link.silence()
+        elif kind == "deaf":
+            self.link.deafen()
         else:
             self._fail(fault.exception())
 
+    def inject(self, fault: Fault) -> None:
+        """Play ``fault`` now (its triggers are ignored), unless the stream is over."""
+        if not self._finished:
+            self._fire(fault)
+
     def fire_immediate_faults(self) -> None:
-        """``rst``/``goaway`` faults without ``after_events`` fire as soon as the response has started."""
+        """Transport faults without ``after_events`` fire as soon as the request is accepted."""
         for fault in self.faults:
             if fault.after_events is None:
                 self._fire(fault)
@@ -401,6 +431,11 @@ class StreamSession:
                 self.record.ended_by = "client"
                 self.ctx.notify()
                 return
+            if command.kind == "server_end":
+                self.record.ended_by = "end_stream"
+                await self.link.end_stream()
+                self.ctx.notify()
+                return
             if command.kind == "prompt_end":
                 self._queue = deque(c for c in self._queue if c.kind != "turn")
                 if self._completion_started:
@@ -448,14 +483,20 @@ class StreamSession:
         if turn.spoken_turn is not None and not await self._text_content("USER", "FINAL", turn.text, "END_TURN"):
             return
         reply = self.ctx.state.choose(turn)
+        for data in reply.raw:
+            if not await self.link.send_message(data):
+                return
         if reply.drop:
             self.link.drop()
+            return
+        if reply.fault is not None and reply.after_chunks is None:
+            self._fire(reply.fault)
             return
         say, tools = spoken_words(reply, turn, self.order.declared_tools)
         output_ms = 0
         if say:
             output_ms = reply.audio_ms if reply.audio_ms is not None else max(200, MS_PER_CHAR * len(say))
-            if not await self._speak(say, output_ms):
+            if not await self._speak(say, output_ms, reply):
                 return
         for tool in tools:
             tool_use_id = tool.call_id or _new_id()
@@ -504,7 +545,7 @@ class StreamSession:
             and await self._send("contentEnd", {"contentId": content_id, "type": "TEXT", "stopReason": stop_reason})
         )
 
-    async def _speak(self, say: str, audio_ms: int) -> bool:
+    async def _speak(self, say: str, audio_ms: int, reply: Reply) -> bool:
         if not await self._text_content("ASSISTANT", "SPECULATIVE", say, "PARTIAL_TURN"):
             return False
         voice = self.order.prompt_start.audioOutputConfiguration.voiceId if self.order.prompt_start else "matthew"
@@ -532,6 +573,7 @@ class StreamSession:
         try:
             chunk_ms = self.ctx.options.audio_chunk_ms
             sent_ms = 0
+            chunks = 0
             while sent_ms < audio_ms and not self._barge_in:
                 size = min(chunk_ms, audio_ms - sent_ms)
                 pcm = tone(size)
@@ -540,6 +582,10 @@ class StreamSession:
                 ):
                     return False
                 sent_ms += size
+                chunks += 1
+                if reply.fault is not None and chunks == reply.after_chunks:
+                    self._fire(reply.fault)  # in the middle of the answer
+                    return False
                 await self._pace(size)
         finally:
             self._speaking = False

@@ -7,6 +7,7 @@ browser-style ``openai-insecure-api-key.*`` subprotocol are redacted.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import attrs
@@ -32,8 +33,10 @@ class ConnectionRecord:
     sent: list[dict[str, Any]] = attrs.field(factory=list)
     closed: bool = False
     close_reason: str | None = None
-    """``"client"`` (close frame or EOF from the client), ``"dropped"``, ``"session_limit"``, ``"beta"``,
-    ``"server"`` (simulator shut down)."""
+    """``"client"`` (close frame or EOF from the client), ``"dropped"``, ``"reset"``, ``"session_limit"``,
+    ``"beta"``, ``"server"`` (simulator shut down)."""
+    opened_at: float = attrs.field(factory=time.monotonic)
+    """When the upgrade was accepted (``time.monotonic()``)."""
 
     def sent_types(self) -> list[str]:
         return [str(e.get("type")) for e in self.sent]
@@ -44,12 +47,15 @@ class ConnectionRecord:
 
 @attrs.frozen
 class RejectedHandshake:
-    """A WebSocket upgrade the simulator refused (wrong key, wrong path, not a WebSocket request)."""
+    """A WebSocket upgrade the simulator refused (wrong key, wrong path, not a WebSocket request, a
+    :class:`~adapters.testing._simulator_kit.websocket_server.Refusal` fault)."""
 
     path: str
     headers: dict[str, str]
     status: int
     body: dict[str, Any]
+    at: float = attrs.field(factory=time.monotonic)
+    """When the upgrade was refused (``time.monotonic()``)."""
 
 
 @attrs.frozen

@@ -23,6 +23,7 @@ import anyio
 from adapters.testing._simulator_kit.scenario import ToolResult, TurnInput, spoken_words
 from adapters.testing.openai_simulator.audio import chunk_plan, speech_ms, split_words, tone
 from adapters.testing.openai_simulator.errors import ServiceError
+from adapters.testing.openai_simulator.scenario import Reply
 from adapters.testing.openai_simulator.state import ActiveResponse, SessionState, tokens, user_text
 
 __all__ = ["Responses"]
@@ -61,17 +62,35 @@ class Responses(SessionState):
             self.pending_tools.clear()
         return turn
 
+    async def play_fault(self, reply: Reply) -> bool:
+        """The connection fault ``reply`` names (drop, reset, close, session limit, silence, deafness),
+        played now; False if it names none."""
+        if reply.drop:
+            await self.link.drop()
+        elif reply.reset:
+            await self.link.reset()
+        elif reply.close is not None:
+            await self.link.close(*reply.close, why="server")
+        elif reply.session_limit:
+            await self.expire()
+        elif reply.deaf:
+            self.link.deafen()
+        elif reply.silence:
+            self.link.silence()
+        else:
+            return False
+        return True
+
     async def _start_response(self, params: Mapping[str, Any]) -> None:
         turn = self._take_turn(params)
         reply = self.ctx.state.choose(turn)
-        if reply.drop:
-            await self.link.drop()
+        for frame in reply.raw:
+            await self.link.send_frame(frame)
+        if reply.garble is not None:
+            await self.link.send_raw(reply.garble)
+            self.link.silence()
             return
-        if reply.close is not None:
-            await self.link.close(*reply.close, why="server")
-            return
-        if reply.session_limit:
-            await self.expire()
+        if reply.after_deltas is None and await self.play_fault(reply):
             return
         if reply.error is not None:
             await self.link.send({"type": "error", "error": reply.error.to_event_error(None)})
@@ -116,6 +135,8 @@ class Responses(SessionState):
         await self.link.send({"type": "response.created", "response": self._response_object(response, "in_progress")})
         if reply.drop_after_deltas == 0:
             await self.link.drop()
+            return
+        if reply.after_deltas == 0 and await self.play_fault(reply):
             return
         outputs: list[dict[str, Any]] = []
         stats = {"text_chars": 0, "audio_ms": 0}
@@ -264,6 +285,8 @@ class Responses(SessionState):
                     said += piece
                 if response.reply.drop_after_deltas == n:
                     await self.link.drop()
+                if response.reply.after_deltas == n and await self.play_fault(response.reply):
+                    return
                 await self._pace(response, size)
             await self.link.send({"type": "response.output_audio.done", **where})
             await self.link.send({"type": "response.output_audio_transcript.done", **where, "transcript": said})

@@ -44,26 +44,44 @@ ToolOutput = ToolResult
 class Reply(kit.Reply):
     """What one response does: the kit's ``say``, ``audio_ms`` and ``tool_calls``, and OpenAI's faults.
 
-    Fields combine in this order: ``drop``, ``close``, ``session_limit``, ``error``, then a
+    Fields combine in this order: ``raw`` and ``garble`` first, then the connection faults
+    (``drop``, ``reset``, ``close``, ``session_limit``, ``silence``, ``deaf``), ``error``, then a
     response (``fail``, or ``say`` followed by ``tool_calls``); ``say`` is text only
     when the output modality is ``text``.
 
     * ``error``: send this ``error`` event instead of responding (the connection stays open).
     * ``fail``: respond, but end with ``response.done`` status ``failed`` carrying this error.
     * ``drop``: close the TCP connection without a close frame instead of responding.
+    * ``reset``: reset the TCP connection (RST) instead of responding.
     * ``close``: ``(code, reason)``: send that close frame instead of responding (1000: the
       service ends the session; 1001, 1011, 1012: it goes away or fails).
-    * ``drop_after_deltas``: respond, then drop the connection after that many audio deltas
-      (0: right after ``response.created``).
     * ``session_limit``: end the session as the service does at its time limit (``error`` + close).
+    * ``silence``: fall silent instead of responding: read on, answer nothing, pings included.
+    * ``deaf``: stop reading the socket and answer nothing (the client's writes block once the
+      TCP buffers are full).
+    * ``after_deltas``: play the connection fault above mid-response instead, after this many
+      audio deltas (0: right after ``response.created``).
+    * ``drop_after_deltas``: respond, then drop the connection after that many audio deltas
+      (the same as ``drop`` with ``after_deltas``).
+    * ``raw``: frames sent as they are before anything else, unchecked (faults: not JSON, a wrong
+      shape): ``str`` as text frames, ``bytes`` as binary frames.
+    * ``garble``: bytes written on the connection as they are, outside any frame (a frame header
+      claiming a huge length, say), after which the service falls silent: nothing it could
+      write would be read as frames any more.
     """
 
     error: ServiceError | None = None
     fail: ServiceError | None = None
     drop: bool = False
+    reset: bool = False
     close: tuple[int, str] | None = None
     drop_after_deltas: int | None = None
     session_limit: bool = False
+    silence: bool = False
+    deaf: bool = False
+    after_deltas: int | None = None
+    raw: Sequence[str | bytes] = ()
+    garble: bytes | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+import ssl
+from collections.abc import Callable, Collection, Sequence
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
@@ -24,7 +25,10 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.utilities import RemoteProtocolError
 
 from adapters.testing._simulator_kit.listener import Changes, Serving
+from adapters.testing._simulator_kit.tls import Authority, accept_tls
 from adapters.testing._simulator_kit.websocket_server import (
+    Refusal,
+    Refusals,
     WebSocketConnection,
     accept,
     drop_all,
@@ -43,7 +47,7 @@ from adapters.testing.openai_simulator.records import (
     Truncation,
     redact_headers,
 )
-from adapters.testing.openai_simulator.scenario import Scenario, ScenarioState
+from adapters.testing.openai_simulator.scenario import Reply, Scenario, ScenarioState
 from adapters.testing.openai_simulator.session import Ids, RealtimeSession, SessionContext
 
 __all__ = ["OpenAIRealtimeSimulator"]
@@ -100,6 +104,9 @@ class _Connection(WebSocketConnection):
 
         return await self.send_message(text, unless=skip_if, on_write=record, then=then)
 
+    async def send_frame(self, data: str | bytes) -> bool:
+        return await self.send_message(data)
+
     def record_client_error(self, message: Any, error_event: dict[str, Any]) -> None:
         error = error_event["error"]
         logger.info("connection %d: refused a client event: %s (%s)", self.index, error["message"], error["code"])
@@ -113,6 +120,9 @@ class _Connection(WebSocketConnection):
     # ------------------------------------------------------------------ the WebSocket loop's hooks
 
     async def on_open(self) -> None:
+        if self.index in self.sim.silent_connections:
+            self.silence()  # accepted, then nothing: no session.created, no pong
+            return
         if self.sim.session_limit_s is not None:
             self.spawn(lambda: self._expire_after(self.sim.session_limit_s or 0.0))
         if self.beta:
@@ -160,8 +170,8 @@ class _Connection(WebSocketConnection):
 class OpenAIRealtimeSimulator:
     """A loopback OpenAI Realtime (GA) service for tests: ``async with OpenAIRealtimeSimulator() as sim``.
 
-    Point a client at :attr:`base_url` (``ws://127.0.0.1:PORT/v1``; clients append
-    ``/realtime?model=…``). Options:
+    Point a client at :attr:`base_url` (``ws://127.0.0.1:PORT/v1``, ``wss://`` with ``tls``; clients
+    append ``/realtime?model=…``). Options:
 
     * ``api_key``: the key ``Authorization: Bearer`` must carry (None: any key);
     * ``scenario``: what the model says (:class:`~.scenario.Scenario`);
@@ -174,7 +184,17 @@ class OpenAIRealtimeSimulator:
     * ``speedup``: output pace as a multiple of real time (None: as fast as
       possible, one scheduling checkpoint between deltas);
     * ``strict``: raise :class:`~.errors.SimulatorBug` when an event the simulator
-      is about to send fails the server oracle (it is recorded either way).
+      is about to send fails the server oracle (it is recorded either way);
+    * ``refusals``: faults on the upgrade: each
+      :class:`~adapters.testing._simulator_kit.websocket_server.Refusal` refuses the next
+      ``times`` handshakes with its status, headers (``Retry-After``) and body, in order;
+    * ``silent_connections``: indexes of accepted connections on which the service says
+      nothing at all (no ``session.created``, no pong): a service that hangs after the upgrade;
+    * ``tls``: serve ``wss://`` with a CA made at start-up (:attr:`ca_cert_pem_path`,
+      :meth:`client_ssl_context`), as the real service does; off by default (``ws://`` is faster).
+
+    :meth:`inject` plays a :class:`~.scenario.Reply`'s connection fault on every open
+    connection now (a fault at a moment the test chooses, e.g. while a tool runs).
 
     Records for assertions: :attr:`connections`, :attr:`rejected`,
     :attr:`received`, :attr:`truncations`, :attr:`client_errors`,
@@ -193,8 +213,16 @@ class OpenAIRealtimeSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         strict: bool = True,
+        refusals: Sequence[Refusal] = (),
+        silent_connections: Collection[int] = (),
+        tls: bool = False,
     ) -> None:
         self.api_key = api_key
+        self.tls = tls
+        self._authority: Authority | None = None
+        self._server_ssl: ssl.SSLContext | None = None
+        self.silent_connections = frozenset(silent_connections)
+        self._refusals = Refusals(refusals)
         self.scenario = scenario or Scenario()
         self.session_limit_s = session_limit_s
         self.drop_after_messages = drop_after_messages
@@ -220,6 +248,9 @@ class OpenAIRealtimeSimulator:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
+        if self.tls:
+            self._authority = Authority("OpenAI Realtime", prefix="openai-sim-ca-")
+            self._server_ssl = self._authority.server_context()
         await self._serving.serve(await self._serving.tcp(), self._handle)
         logger.info("OpenAI Realtime simulator listening on %s", self.base_url)
         return self
@@ -227,7 +258,11 @@ class OpenAIRealtimeSimulator:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        return await self._serving.stop(exc_type, exc, tb)
+        try:
+            return await self._serving.stop(exc_type, exc, tb)
+        finally:
+            if self._authority is not None:
+                self._authority.remove()
 
     @property
     def port(self) -> int:
@@ -235,8 +270,21 @@ class OpenAIRealtimeSimulator:
 
     @property
     def base_url(self) -> str:
-        """``ws://HOST:PORT/v1``: what ``AsyncOpenAI(websocket_base_url=...)`` takes."""
-        return f"ws://{self._host}:{self.port}/v1"
+        """``ws://HOST:PORT/v1`` (``wss://`` with TLS): what ``AsyncOpenAI(websocket_base_url=...)`` takes."""
+        return f"{'wss' if self.tls else 'ws'}://{self._host}:{self.port}/v1"
+
+    @property
+    def ca_cert_pem_path(self) -> str:
+        """Path of the CA certificate (PEM) that signed the server's; exists while a TLS simulator runs."""
+        if self._authority is None:
+            raise RuntimeError("no TLS: the simulator runs with tls=False or is not running")
+        return str(self._authority.ca_cert_pem_path)
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context that trusts the simulator's CA."""
+        if self._authority is None:
+            raise RuntimeError("no TLS: the simulator runs with tls=False or is not running")
+        return self._authority.client_context()
 
     @property
     def url(self) -> str:
@@ -246,6 +294,12 @@ class OpenAIRealtimeSimulator:
     async def drop_all(self) -> None:
         """Close every open connection at the TCP level, without a close frame, and wait until they are gone."""
         await drop_all(self._live)
+
+    async def inject(self, fault: Reply) -> None:
+        """Play ``fault``'s connection fault (``drop``, ``reset``, ``close``, ``session_limit``, ``silence``,
+        ``deaf``) on every open connection now; its other fields are ignored."""
+        for conn in list(self._live):
+            await conn.session.play_fault(fault)
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds; it is checked whenever a record changes.
@@ -272,8 +326,14 @@ class OpenAIRealtimeSimulator:
             return limit
         return limit[index] if index < len(limit) else None
 
-    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+    async def _handle(self, tcp: anyio.abc.SocketStream) -> None:
+        stream: anyio.abc.ByteStream = tcp
         try:
+            if self._server_ssl is not None:
+                wrapped = await accept_tls(tcp, self._server_ssl, logger)
+                if wrapped is None:
+                    return
+                stream = wrapped
             conn = await self._handshake(stream)
             if conn is None:
                 return
@@ -286,7 +346,7 @@ class OpenAIRealtimeSimulator:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _handshake(self, stream: anyio.abc.SocketStream) -> _Connection | None:
+    async def _handshake(self, stream: anyio.abc.ByteStream) -> _Connection | None:
         ws = WSConnection(ConnectionType.SERVER)
         request = await read_request(stream, ws)
         if isinstance(request, RemoteProtocolError):
@@ -312,6 +372,14 @@ class OpenAIRealtimeSimulator:
             elif proto == "realtime":
                 subprotocol = "realtime"
         refusal: tuple[int, ServiceError] | None = None
+        fault = self._refusals.next()
+        if fault is not None:
+            body = dict(fault.body) if fault.body is not None else _status_body(fault.status)
+            self.rejected.append(RejectedHandshake(target.path, headers, fault.status, body))
+            logger.info("refused a handshake for %s: HTTP %d (a fault)", target.path, fault.status)
+            self._notify()
+            await reject(stream, ws, fault.status, body, fault.headers)
+            return None
         if key is None:
             refusal = (401, ServiceError.missing_api_key())
         elif self.api_key is not None and key != self.api_key:
@@ -342,3 +410,14 @@ class OpenAIRealtimeSimulator:
         logger.info("connection %d opened: %s model=%s", record.index, target.path, record.model)
         beta = "realtime=v1" in raw.get("openai-beta", "").replace(" ", "")
         return _Connection(self, record, stream, ws, beta=beta)
+
+
+def _status_body(status: int) -> dict[str, Any]:
+    """The REST error body for a refusal fault given without one (texts are our inference)."""
+    if status == 429:
+        error = ServiceError("Rate limit reached for requests. Please try again later.", "rate_limit_exceeded")
+    elif status >= 500:
+        error = ServiceError("The server is overloaded or not ready yet.", None, type="server_error")
+    else:
+        error = ServiceError(f"The request was refused (HTTP {status}).", None)
+    return error.to_http_body()

@@ -87,6 +87,21 @@ class Link(Protocol):
     async def drop(self) -> None:
         """Close the TCP connection without a close frame (a network fault)."""
 
+    async def reset(self) -> None:
+        """Reset the TCP connection (RST)."""
+
+    def silence(self) -> None:
+        """Write and answer nothing from now on (pings included); keep reading."""
+
+    def deafen(self) -> None:
+        """Stop reading the socket; write nothing more."""
+
+    async def send_frame(self, data: str | bytes) -> bool:
+        """Write one frame as it is, unchecked (text for ``str``, binary for ``bytes``)."""
+
+    async def send_raw(self, data: bytes) -> bool:
+        """Write bytes as they are, outside any frame."""
+
     async def close(self, code: int, reason: str, why: str) -> None:
         """Send a close frame and end the connection."""
 
@@ -246,6 +261,9 @@ class SessionState:
         raise NotImplementedError  # input_audio.InputAudio
 
     async def _start_response(self, params: Mapping[str, Any]) -> None:
+        raise NotImplementedError  # responses.Responses
+
+    async def play_fault(self, reply: Reply) -> bool:
         raise NotImplementedError  # responses.Responses
 
     async def expire(self) -> None:
