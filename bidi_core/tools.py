@@ -118,6 +118,13 @@ class BidiTool:
         return self.func(*args, **kwargs)
 
 
+def _yields(func: Callable[..., Any]) -> bool:
+    """Whether calling ``func`` makes a generator (a function's or, for a callable object, its ``__call__``'s)."""
+    if not (inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, functools.partial)):
+        func = getattr(type(func), "__call__", func)  # noqa: B004 - a callable object: its __call__ runs
+    return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
+
+
 @overload
 def tool(
     func: Callable[..., Any],
@@ -138,13 +145,6 @@ def tool(
     timeout: float | None = None,
     cancel_on_interruption: bool = False,
 ) -> Callable[[Callable[..., Any]], BidiTool]: ...
-
-
-def _yields(func: Callable[..., Any]) -> bool:
-    """Whether calling ``func`` makes a generator (a function's or, for a callable object, its ``__call__``'s)."""
-    if not (inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, functools.partial)):
-        func = getattr(type(func), "__call__", func)  # noqa: B004 - a callable object: its __call__ runs
-    return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
 
 
 def tool(

@@ -203,7 +203,7 @@ async def test_wss_against_an_unknown_ca_is_a_connection_error(server_tls: ssl.S
     async with serving(accept_then(), ssl_context=server_tls) as server:
         with (
             anyio.fail_after(10),
-            pytest.raises(BidiConnectionError, match="certificate of .* is not trusted") as caught,
+            pytest.raises(BidiConnectionError, match=r"certificate of .* is not trusted") as caught,
         ):
             async with open_websocket(server.url(f"/v1?key={KEY}"), HEADERS, secrets=(KEY,)):
                 pass
