@@ -15,6 +15,7 @@ import anyio
 
 from adapters.openai import BidiOpenAIRealtimeModel
 from benchmarks.clients import parse_args, server_load
+from benchmarks.scheduler_counts import COUNTS
 from benchmarks.workload import (
     API_KEY,
     PROFILES,
@@ -209,6 +210,8 @@ def main() -> None:
         applied = prototype_fixes.apply(args.prototype)
     pin_to_cpu(args.cpu)
     raise_fd_limit()
+    if not args.ramp:
+        COUNTS.install(args.backend)  # the scenarios report task steps and wake-ups per chunk
     fn = run_sessions_ramp if args.ramp else run_scenarios
     result = anyio.run(fn, args, backend=args.backend)
     result["prototypes_applied"] = applied
