@@ -271,7 +271,6 @@ class Recorder:
             "complete": self.done,
         }
 
-
     def _per_chunk(self, which: int) -> float | None:
         """Task steps (0) or loop wake-ups (1) in the CPU window, per measured chunk
         (:mod:`benchmarks.scheduler_counts`); None when nothing counted them."""

@@ -52,7 +52,7 @@ async def get_time(zone: str = "UTC") -> str:
 
 
 class CountingOutput:
-    """A ``BidiOutput`` that hands each audio block to the counting sink."""
+    """A ``BidiOutput`` that hands each audio block to the counting sink, on the spot."""
 
     def __init__(self, rec: Recorder, turn_ready: TurnGate) -> None:
         self.rec = rec
@@ -66,6 +66,10 @@ class CountingOutput:
         return None
 
     async def __call__(self, event: Any) -> None:
+        self.offer(event)
+
+    def offer(self, event: Any) -> bool:
+        """Everything it does is quick: taken on the spot (``ports.io.BidiInlineOutput``)."""
         kind = type(event)
         if kind is BidiAudioStreamEvent:
             self.rec.audio(event.audio)
@@ -77,6 +81,7 @@ class CountingOutput:
                 self.agent.request_stop()
             elif self.rec.scenario.kind == "text":
                 self.turn_ready.open()
+        return True
 
 
 class TurnGate:
