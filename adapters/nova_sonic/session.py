@@ -119,7 +119,7 @@ class NovaSonicSession:
         self._prompt = str(uuid.uuid4())
         self._audio_content: str | None = None
         self._frame_bytes = config.input_rate * 2 * FRAME_MS // 1000
-        self._send_lock = anyio.Lock(fast_acquire=True)  # uncontended: no trip through the scheduler
+        self._send_lock = anyio.Lock()
         self._chain_broken = False
         self._closed = False
         self.events_sent = 0
