@@ -128,7 +128,8 @@ class WebSocketConnection:
     ) -> None:
         self._stream = stream
         self._ws = connection
-        self._write_lock = anyio.Lock()
+        # Uncontended (the usual case: one writer task) it takes no trip through the scheduler.
+        self._write_lock = anyio.Lock(fast_acquire=True)
         self._close_timeout_s = close_timeout_s
         # wsproto events, and whole messages (str or bytes) decoded by _feed, in order.
         self._pending: deque[ws_events.Event | str | bytes] = deque(connection.events())

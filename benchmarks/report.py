@@ -67,6 +67,7 @@ def aggregate(
         fig["cpu_ratio_to_raw"] = {}
         fig["reference_ratio"] = {}
         fig["latency_ms"] = {}
+        fig["sched_per_chunk"] = {}
         fig["incomplete"] = []
         for name in scenarios:
             cpu = [run["result"]["scenarios"][name]["cpu_us_per_chunk"] for run in mine]
@@ -83,6 +84,11 @@ def aggregate(
                     ref_ratios.append(ref["result"]["scenarios"][name]["cpu_us_per_chunk"] / mine_cpu)
             fig["cpu_ratio_to_raw"][name] = _median(ratios)
             fig["reference_ratio"][name] = _median(ref_ratios)
+            per_run = [run["result"]["scenarios"][name] for run in mine]
+            fig["sched_per_chunk"][name] = (
+                _median([r.get("steps_per_chunk") for r in per_run]),
+                _median([r.get("wakeups_per_chunk") for r in per_run]),
+            )
             samples = [v * 1000 for run in mine for v in run["result"]["scenarios"][name]["latency_samples_us"]]
             fig["latency_ms"][name] = latency_summary(samples) if samples else None
             if not all(run["result"]["scenarios"][name]["complete"] for run in mine):
@@ -247,6 +253,13 @@ def table(clients: list[str], figures: dict[str, dict[str, Any]]) -> str:
 
         return cell
 
+    def sched(name: str) -> Any:
+        def cell(client: str, fig: dict[str, Any]) -> str:
+            steps, wakeups = fig.get("sched_per_chunk", {}).get(name, (None, None))
+            return "-" if steps is None else f"{steps:.2f} / {_num(wakeups, '{:.2f}')}"
+
+        return cell
+
     raw100 = figures.get("raw", {}).get("cpu_us_per_chunk_100_sessions")
 
     def at100(client: str, fig: dict[str, Any]) -> str:
@@ -292,6 +305,8 @@ def table(clients: list[str], figures: dict[str, dict[str, Any]]) -> str:
     row("CPU us/chunk, 100 real-time sessions (x raw)", at100)
     row("CPU us/chunk, 1 real-time session (x raw)", cpu("rt20"))
     row("CPU us/chunk, duplex + mic (x raw)", cpu("duplex"))
+    row("task steps / wake-ups per chunk, real time", sched("rt20"))
+    row("task steps / wake-ups per chunk, duplex", sched("duplex"))
     row("reference CPU / this client's, 20 ms", ref_ratio)
     row("output latency p50 / p99, real time (ms)", latency("rt20"))
     row("output latency p50 / p99, duplex (ms)", latency("duplex"))

@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from benchmarks.scheduler_counts import COUNTS
+
 SAMPLE_RATE = 24000
 BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
 STAMP = struct.Struct("<QII")
@@ -191,6 +193,8 @@ class Recorder:
     wall_start: int | None = None
     cpu_end: float | None = None
     wall_end: int | None = None
+    sched_start: tuple[int, int] = (0, 0)
+    sched_end: tuple[int, int] = (0, 0)
     done: bool = False
     record: bool = True
 
@@ -235,11 +239,13 @@ class Recorder:
         if self.cpu_start is None and self.turn >= 0:
             self.cpu_start = time.process_time()
             self.wall_start = time.monotonic_ns()
+            self.sched_start = COUNTS.snapshot()
         if self.turn >= sc.last_turn and self.turn_chunks > 0:
             complete = sc.is_barge_turn(self.turn) or self.turn_chunks >= sc.chunks_in_turn(self.turn)
             if complete and not self.done:
                 self.cpu_end = time.process_time()
                 self.wall_end = time.monotonic_ns()
+                self.sched_end = COUNTS.snapshot()
                 self.done = True
         return self.done
 
@@ -255,6 +261,8 @@ class Recorder:
             "cpu_s": cpu,
             "wall_s": wall,
             "cpu_us_per_chunk": cpu / self.measured_chunks * 1e6 if self.measured_chunks else None,
+            "steps_per_chunk": self._per_chunk(0),
+            "wakeups_per_chunk": self._per_chunk(1),
             "latency_ms": latency_summary(measured),
             "latency_samples_us": [round(v / 1000) for v in measured],
             "interrupted_ns": {str(k): v for k, v in self.interrupted_ns.items()},
@@ -262,6 +270,13 @@ class Recorder:
             "late_chunks": self.late_chunks,
             "complete": self.done,
         }
+
+    def _per_chunk(self, which: int) -> float | None:
+        """Task steps (0) or loop wake-ups (1) in the CPU window, per measured chunk
+        (:mod:`benchmarks.scheduler_counts`); None when nothing counted them."""
+        if not COUNTS.installed or not self.measured_chunks or not self.done:
+            return None
+        return (self.sched_end[which] - self.sched_start[which]) / self.measured_chunks
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -32,6 +32,7 @@ everything of ours has stopped.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -63,6 +64,7 @@ from bidi_core.inputs_outputs import (
     adapt_input,
     adapt_output,
     coerce_input,
+    inline_offer,
     reports_playback,
 )
 from bidi_core.queues import OutputQueue, SendFifo
@@ -202,6 +204,8 @@ class BidiAgent:
         self._error_raised = False
         self._tool_scopes: dict[str, anyio.CancelScope] = {}
         self._timer_scopes: dict[str, anyio.CancelScope] = {}
+        self._dispatching = False
+        self._deferred: deque[Event] = deque()
 
     def __repr__(self) -> str:
         tools = sorted(self.tool_registry.names)
@@ -382,7 +386,7 @@ class BidiAgent:
         outs = [adapt_output(x) for x in outputs]
         if self._lifecycle != "new":
             raise BidiUsageError("run() needs a fresh agent; it starts and stops the conversation itself")
-        queues = [OutputQueue(self._output_queue_size, type(o).__name__) for o in outs]
+        queues = [OutputQueue(self._output_queue_size, type(o).__name__, inline_offer(o)) for o in outs]
         try:
             async with AsyncExitStack() as io_stack:
                 for io in (*outs, *ins):
@@ -444,13 +448,32 @@ class BidiAgent:
         try:
             while (event := await queue.get()) is not None:
                 await out(event)
+                queue.task_done()
         finally:
             done.set()
 
     # ------------------------------------------------------------------ the state machine
 
     def _dispatch(self, event: Event) -> None:
-        """Step the conversation and apply the effects, synchronously."""
+        """Step the conversation and apply the effects, synchronously.
+
+        Run to completion: an event that arrives while effects are being
+        applied (an inline output's ``offer`` calling ``request_stop()`` or
+        ``report_playback()``) is stepped after them, never in their middle,
+        so every step's effects are carried out together and in order."""
+        if self._dispatching:
+            self._deferred.append(event)
+            return
+        self._dispatching = True
+        try:
+            self._step(event)
+            while self._deferred:
+                self._step(self._deferred.popleft())
+        finally:
+            self._dispatching = False
+            self._deferred.clear()
+
+    def _step(self, event: Event) -> None:
         try:
             self._conv, effects = step(self._conv, event)
         except IllegalTransition as exc:

@@ -23,7 +23,15 @@ from ports.events import (
 )
 from ports.io import BidiInput, BidiOutput
 
-__all__ = ["InputLike", "OutputLike", "adapt_input", "adapt_output", "coerce_input", "reports_playback"]
+__all__ = [
+    "InputLike",
+    "OutputLike",
+    "adapt_input",
+    "adapt_output",
+    "coerce_input",
+    "inline_offer",
+    "reports_playback",
+]
 
 InputLike: TypeAlias = BidiInput | Callable[[], Awaitable[Any]]
 """A :class:`ports.io.BidiInput` or a plain async callable returning an input."""
@@ -101,6 +109,14 @@ def reports_playback(output: BidiOutput) -> bool:
     """Whether ``output`` declared that it reports playback (an output written
     for the reference has no ``reports_playback`` and does not)."""
     return bool(getattr(output, "reports_playback", False))
+
+
+def inline_offer(output: BidiOutput) -> Callable[[BidiOutputEvent], bool] | None:
+    """The output's ``offer`` if it is a :class:`ports.io.BidiInlineOutput` (found
+    by the method alone: an output written for the reference may lack
+    ``reports_playback``), else None."""
+    offer = getattr(output, "offer", None)
+    return offer if callable(offer) else None
 
 
 def adapt_input(obj: InputLike) -> Any:

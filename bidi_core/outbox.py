@@ -86,6 +86,31 @@ class Outbox:
             return attrs.evolve(box, audio=box.audio + 1)
         return box._drop_oldest_audio()
 
+    def can_hand_at_once(self, item: ModelInput, max_audio: int, window: int) -> bool:
+        """Whether ``item`` would go straight in flight: nothing waits, the
+        window has room, and the audio cap does not bind."""
+        if self.waiting or len(self.in_flight) >= window:
+            return False
+        return self.audio < max_audio or not isinstance(item, BidiAudioInputEvent)
+
+    def accept_in_flight(
+        self, item: ModelInput, history: Message | None = None, issued_on: str | None = None
+    ) -> tuple[Outbox, Entry]:
+        """:meth:`accept` then :meth:`hand` in one copy, when :meth:`can_hand_at_once`
+        (every microphone block of a live connection); the entry handed."""
+        entry = Entry(self.next_seq, item, history, issued_on)
+        box = Outbox(
+            (),
+            (*self.in_flight, entry),
+            self.unconfirmed,
+            self.next_seq + 1,
+            self.audio + entry.is_audio,
+            self.written,
+            self.confirmed,
+            self.dropped_audio,
+        )
+        return box, entry
+
     def _drop_oldest_audio(self) -> Outbox:
         """Make room for the audio entry just added (last in ``waiting``)."""
         index = _first_audio(self.unconfirmed)
@@ -117,6 +142,19 @@ class Outbox:
         ``max_unconfirmed``: keep it until the provider confirms it, holding at
         most that many (``None``: the provider never confirms; forget it).
         Returns the entry, and whether it had been waiting again."""
+        if max_unconfirmed is None and self.in_flight and self.in_flight[0].seq == seq:
+            entry = self.in_flight[0]  # the usual case, in one copy: the oldest in flight, forgotten once written
+            box = Outbox(
+                self.waiting,
+                self.in_flight[1:],
+                self.unconfirmed,
+                self.next_seq,
+                self.audio - entry.is_audio,
+                self.written + 1,
+                self.confirmed,
+                self.dropped_audio,
+            )
+            return box, entry, False
         index = next((i for i, e in enumerate(self.in_flight) if e.seq == seq), None)
         if index is not None:
             entry = self.in_flight[index]

@@ -60,13 +60,24 @@ def history_of(item: object) -> Message | None:
 
 def accept(conv: Conversation, item: Any, issued_on: str | None = None) -> Result:
     """Take ``item`` into the outbox; hand it to the connection if one is open."""
-    box = conv.outbox.accept(item, conv.config.max_buffered_audio, history_of(item), issued_on)
+    config, box = conv.config, conv.outbox
+    if (
+        conv.phase in LIVE_PHASES
+        and not isinstance(item, BidiToolResultEvent)  # a result may be record-only: the general path
+        and box.can_hand_at_once(item, config.max_buffered_audio, config.send_window)
+        and not (box.in_flight and record_only(conv, box.in_flight[0]))
+    ):
+        # User input on a live connection with room: one copy of the outbox and of the state, the
+        # same result as the general path below (tests/test_outbox.py checks it).
+        box, entry = box.accept_in_flight(item, history_of(item), issued_on)
+        return attrs.evolve(conv, outbox=box), send_entry(conv, entry)
+    box = box.accept(item, config.max_buffered_audio, history_of(item), issued_on)
     return hand_off(attrs.evolve(conv, outbox=box))
 
 
 def hand_off(conv: Conversation) -> Result:
     """Give the open connection's writer what waits, up to the send window."""
-    if conv.phase not in LIVE_PHASES:
+    if conv.phase not in LIVE_PHASES or not conv.outbox.waiting:
         return conv, ()
     box, entries = conv.outbox.hand(conv.config.send_window)
     conv = attrs.evolve(conv, outbox=box)

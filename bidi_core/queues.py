@@ -74,13 +74,24 @@ class OutputQueue(_Queue[BidiOutputEvent]):
 
     ``maxsize`` is soft: :meth:`put` never waits, and producers that can wait
     call :meth:`wait_for_room` first.
+
+    With ``offer`` (a :class:`ports.io.BidiInlineOutput`'s), :meth:`put` hands
+    the event to the output on the spot while nothing is queued and the
+    consumer is not in the middle of an event (between :meth:`get` and
+    :meth:`task_done`), so the event loop need not wake the consumer for it;
+    what ``offer`` declines is queued, and so is everything after it until
+    the consumer has caught up: order is kept. An exception from ``offer``
+    ends the queue: :meth:`get` raises it in the consumer.
     """
 
-    def __init__(self, maxsize: int, name: str) -> None:
+    def __init__(self, maxsize: int, name: str, offer: Callable[[BidiOutputEvent], bool] | None = None) -> None:
         super().__init__()
         self.maxsize = maxsize
         self.name = name
         self._room: anyio.Event | None = None
+        self._offer = offer
+        self._busy = False  # the consumer holds an event it has not finished with
+        self._failure: Exception | None = None
 
     def close(self) -> None:
         """As for every queue, and a producer waiting for room stops waiting: no room will come."""
@@ -94,19 +105,38 @@ class OutputQueue(_Queue[BidiOutputEvent]):
         return len(self._items) >= self.maxsize
 
     def put(self, event: BidiOutputEvent) -> None:
-        if not self._closed:
-            self._items.append(event)
-            self._wake()
+        if self._closed:
+            return
+        if self._offer is not None and not self._items and not self._busy:
+            try:
+                if self._offer(event):
+                    return
+            except Exception as exc:
+                self._failure = exc
+                self._items.clear()
+                self.close()
+                return
+        self._items.append(event)
+        self._wake()
 
     async def get(self) -> BidiOutputEvent | None:
-        """The next event, or None once the queue is closed and drained."""
+        """The next event, or None once the queue is closed and drained.
+
+        Raises what the output's ``offer`` raised, if it did."""
         if not await self._wait_nonempty():
+            if self._failure is not None:
+                raise self._failure
             return None
         item = self._items.popleft()
+        self._busy = self._offer is not None
         if self._room is not None and len(self._items) < self.maxsize:
             self._room.set()
             self._room = None
         return item
+
+    def task_done(self) -> None:
+        """The consumer finished the event :meth:`get` gave it: ``offer`` may take the next ones."""
+        self._busy = False
 
     async def wait_for_room(self) -> None:
         while self.full and not self._closed:

@@ -17,7 +17,7 @@ import attrs
 from ports.events import BidiInputEvent, BidiOutputEvent
 from ports.model import ModelCapabilities
 
-__all__ = ["AgentView", "BidiInput", "BidiOutput", "PlaybackReport"]
+__all__ = ["AgentView", "BidiInlineOutput", "BidiInput", "BidiOutput", "PlaybackReport"]
 
 
 @attrs.frozen
@@ -105,4 +105,30 @@ class BidiOutput(Protocol):
 
     async def stop(self) -> None:
         """Close the sink. Called once, also after a failure or cancellation."""
+        ...
+
+
+@runtime_checkable
+class BidiInlineOutput(BidiOutput, Protocol):
+    """An output that can take most events without waiting, on the spot.
+
+    At real time every event that waits in an output's queue costs a task
+    switch: the event loop wakes the output's task for each one. An output
+    whose usual work is quick and never waits (it hands audio to a device
+    buffer, prints a line) adds :meth:`offer`, and the agent calls it at once,
+    in the task that produced the event, while nothing is queued for this
+    output. When it answers False the event, and every one after it until the
+    queue is empty again, goes the usual way: queued, then ``__call__`` from
+    the output's own task. Order is kept either way, a slow output still never
+    stalls another, and an interruption still empties the queue.
+    """
+
+    def offer(self, event: BidiOutputEvent) -> bool:
+        """Handle ``event`` now and return True, or return False at once to have
+        it passed to ``__call__`` instead (when handling it would wait: the
+        buffer is full, the end of the conversation must be played out).
+
+        Never blocks and never awaits: it runs inside the agent's step. Raising
+        ends the conversation with that error, as ``__call__`` raising does.
+        """
         ...

@@ -18,6 +18,8 @@ from adapters.audio import BidiAudioIO
 from adapters.testing import FakeAudioDevice
 from ports.events import (
     BidiAudioInputEvent,
+    BidiConnectionCloseEvent,
+    BidiInterruptionEvent,
     BidiResponseCompleteEvent,
 )
 from ports.io import PlaybackReport
@@ -169,6 +171,30 @@ async def test_a_full_output_buffer_waits_for_the_device_instead_of_dropping() -
                 await done.wait()
         assert [samples(b)[0] for b in speaker.step(3)] == [2, 3, 0]
         assert out.stats.backpressure_waits == 1
+    finally:
+        await out.stop()
+
+
+async def test_offer_takes_audio_while_the_buffer_has_room_and_declines_what_would_wait() -> None:
+    """On the spot (ports.io.BidiInlineOutput): audio while there is room, an
+    interruption, a completion; declined: audio for a full buffer and the end
+    (which plays the buffer out), both left to ``__call__``."""
+    dev = FakeAudioDevice()
+    out, _ = await started_output(dev, output_buffer_size=2, output_frames_per_buffer=480)
+    try:
+        speaker = dev.output_stream
+        assert out.offer(audio("r1", const(1, 480)))
+        assert out.offer(audio("r1", const(2, 480)))
+        assert not out.offer(audio("r1", const(3, 480)))  # full: nothing taken
+        assert out.stats.backpressure_waits == 0
+        assert [samples(b)[0] for b in speaker.step(1)] == [1]
+        assert out.offer(audio("r1", const(3, 480)))  # room again
+        assert out.offer(BidiInterruptionEvent("user_speech", "r1"))
+        assert [samples(b)[0] for b in speaker.step(1)] == [0]  # the interruption emptied the buffer at once
+        assert out.offer(audio("r1", const(4, 480)))  # late audio of r1: taken and dropped
+        assert out.offer(BidiResponseCompleteEvent("r1", "interrupted"))
+        assert [samples(b)[0] for b in speaker.step(1)] == [0]
+        assert not out.offer(BidiConnectionCloseEvent(reason="complete"))
     finally:
         await out.stop()
 

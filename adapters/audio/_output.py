@@ -223,18 +223,43 @@ class BidiAudioOutput:
     async def __call__(self, event: BidiOutputEvent) -> None:
         """Play audio, cut it on interruption, play out what is left at the end."""
         await anyio.lowlevel.checkpoint()  # yield even when nothing makes this call wait
+        self._check_usable()
+        if isinstance(event, BidiAudioStreamEvent):
+            await self._play(event)
+        elif isinstance(event, BidiConnectionCloseEvent):
+            await self._drain()
+        else:
+            self._handle_now(event)
+
+    def offer(self, event: BidiOutputEvent) -> bool:
+        """The same without waiting (:class:`ports.io.BidiInlineOutput`): audio
+        while the buffer has room, interruptions and completions; False for
+        audio that would have to wait for room and for the end, which plays
+        the buffer out."""
+        self._check_usable()
+        if isinstance(event, BidiAudioStreamEvent):
+            if self._fenced(event):
+                return True
+            if not self._has_room():
+                return False
+            self._take(event)
+            return True
+        if isinstance(event, BidiConnectionCloseEvent):
+            return False
+        self._handle_now(event)
+        return True
+
+    def _check_usable(self) -> None:
         if self._failure is not None:
             raise AudioDeviceError(f"the speaker stream failed: {self._failure!r}") from self._failure
         if self._agent is None:
             raise BidiUsageError("start() the audio output before sending it events")
-        if isinstance(event, BidiAudioStreamEvent):
-            await self._play(event)
-        elif isinstance(event, BidiInterruptionEvent):
+
+    def _handle_now(self, event: BidiOutputEvent) -> None:
+        if isinstance(event, BidiInterruptionEvent):
             self._interrupt(event.response_id)
         elif isinstance(event, BidiResponseCompleteEvent):
             self._complete(event.response_id, discard=event.stop_reason == "error")
-        elif isinstance(event, BidiConnectionCloseEvent):
-            await self._drain()
 
     async def stop(self) -> None:
         """Close the speakers at once (what is still buffered is not played)."""
@@ -244,10 +269,24 @@ class BidiAudioOutput:
     # ------------------------------------------------------------------ the event loop's side
 
     async def _play(self, event: BidiAudioStreamEvent) -> None:
-        rid = event.response_id
-        if rid is not None and rid in self._fence:
-            self._late += 1
+        if self._fenced(event):
             return
+        if not self._has_room():
+            self._waits += 1
+            await self._waiter.wait_until(self._room_or_done)
+            if self._closed:
+                return
+        self._take(event)
+
+    def _fenced(self, event: BidiAudioStreamEvent) -> bool:
+        """Audio of a response that was interrupted here: dropped (and counted)."""
+        if event.response_id is not None and event.response_id in self._fence:
+            self._late += 1
+            return True
+        return False
+
+    def _take(self, event: BidiAudioStreamEvent) -> None:
+        rid = event.response_id
         source = AudioFormat(event.sample_rate, event.channels)
         key = (rid, source)
         if key != self._converter_key:
@@ -255,11 +294,6 @@ class BidiAudioOutput:
             self._converter_key = key
             self._converter = None if source == self._format else PcmConverter(source, self._format)
         audio = event.audio if self._converter is None else self._converter.convert(event.audio)
-        if not self._has_room():
-            self._waits += 1
-            await self._waiter.wait_until(self._room_or_done)
-            if self._closed:
-                return
         self._push(rid, audio)
 
     def _push(self, rid: str | None, audio: bytes) -> None:

@@ -48,7 +48,16 @@ class BidiTextOutput:
         logger.debug("text output started")
 
     async def __call__(self, event: BidiOutputEvent) -> None:
-        """Render one event. Writes are synchronous and flushed: a terminal keeps up."""
+        """Render one event."""
+        self._render(event)
+
+    def offer(self, event: BidiOutputEvent) -> bool:
+        """Render it on the spot (:class:`ports.io.BidiInlineOutput`): writes are
+        synchronous and flushed, a terminal keeps up."""
+        self._render(event)
+        return True
+
+    def _render(self, event: BidiOutputEvent) -> None:
         console = self._console
         match event:
             case BidiTranscriptStreamEvent():

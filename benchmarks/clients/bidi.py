@@ -15,6 +15,7 @@ import anyio
 
 from adapters.openai import BidiOpenAIRealtimeModel
 from benchmarks.clients import parse_args, server_load
+from benchmarks.scheduler_counts import COUNTS
 from benchmarks.workload import (
     API_KEY,
     PROFILES,
@@ -51,7 +52,7 @@ async def get_time(zone: str = "UTC") -> str:
 
 
 class CountingOutput:
-    """A ``BidiOutput`` that hands each audio block to the counting sink."""
+    """A ``BidiOutput`` that hands each audio block to the counting sink, on the spot."""
 
     def __init__(self, rec: Recorder, turn_ready: TurnGate) -> None:
         self.rec = rec
@@ -65,6 +66,10 @@ class CountingOutput:
         return None
 
     async def __call__(self, event: Any) -> None:
+        self.offer(event)
+
+    def offer(self, event: Any) -> bool:
+        """Everything it does is quick: taken on the spot (``ports.io.BidiInlineOutput``)."""
         kind = type(event)
         if kind is BidiAudioStreamEvent:
             self.rec.audio(event.audio)
@@ -76,6 +81,7 @@ class CountingOutput:
                 self.agent.request_stop()
             elif self.rec.scenario.kind == "text":
                 self.turn_ready.open()
+        return True
 
 
 class TurnGate:
@@ -209,6 +215,8 @@ def main() -> None:
         applied = prototype_fixes.apply(args.prototype)
     pin_to_cpu(args.cpu)
     raise_fd_limit()
+    if not args.ramp:
+        COUNTS.install(args.backend)  # the scenarios report task steps and wake-ups per chunk
     fn = run_sessions_ramp if args.ramp else run_scenarios
     result = anyio.run(fn, args, backend=args.backend)
     result["prototypes_applied"] = applied

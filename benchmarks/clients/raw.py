@@ -20,6 +20,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
 from benchmarks.clients import parse_args, server_load
+from benchmarks.scheduler_counts import COUNTS
 from benchmarks.workload import (
     API_KEY,
     PROFILES,
@@ -206,6 +207,8 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     pin_to_cpu(args.cpu)
     raise_fd_limit()
+    if not args.ramp:
+        COUNTS.install("asyncio")  # the scenarios report task steps and wake-ups per chunk
     result = asyncio.run(run_sessions_ramp(args) if args.ramp else run_scenarios(args))
     write_result(args.out, result)
 

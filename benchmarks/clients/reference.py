@@ -28,6 +28,7 @@ import warnings
 from typing import Any
 
 from benchmarks.clients import parse_args, server_load
+from benchmarks.scheduler_counts import COUNTS
 from benchmarks.workload import (
     API_KEY,
     PROFILES,
@@ -225,6 +226,8 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     pin_to_cpu(args.cpu)
     raise_fd_limit()
+    if not args.ramp:
+        COUNTS.install("asyncio")  # the scenarios report task steps and wake-ups per chunk
     result = asyncio.run(run_sessions_ramp(args) if args.ramp else run_scenarios(args))
     write_result(args.out, result)
 
