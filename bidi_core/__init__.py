@@ -7,6 +7,7 @@ The front door: the agent, tools, every event type and every error.
 from bidi_core.agent import BidiAgent, ReconnectPolicy
 from bidi_core.conversation import Phase
 from bidi_core.tools import BidiTool, stop_conversation, tool
+from bidi_core.usage import Prices, Usage
 from ports.errors import (
     BidiConnectionError,
     BidiError,
@@ -69,7 +70,9 @@ __all__ = [
     "BidiUsageEvent",
     "Phase",
     "PlaybackReport",
+    "Prices",
     "ReconnectPolicy",
+    "Usage",
     "event_from_dict",
     "stop_conversation",
     "tool",

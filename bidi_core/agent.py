@@ -83,6 +83,7 @@ from bidi_core.shell_events import (
     Written,
 )
 from bidi_core.tools import BidiTool, ToolRegistry
+from bidi_core.usage import Usage
 from ports.errors import BidiError, BidiUsageError
 from ports.events import BidiInputEvent, BidiOutputEvent, BidiToolUseEvent
 from ports.io import PlaybackReport
@@ -228,6 +229,12 @@ class BidiAgent:
     def dropped_audio(self) -> int:
         """User audio blocks dropped because the connection could not take them."""
         return self._conv.outbox.dropped_audio
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens the provider reported, by kind, summed over every connection
+        of this conversation (``agent.usage.cost(Prices(...))`` prices them)."""
+        return self._conv.usage
 
     def report_playback(self, report: PlaybackReport) -> None:
         """Called by outputs that play audio: how much of a response was heard."""

@@ -115,6 +115,7 @@ from bidi_core.turn_rules import (
     tool_withdrawn,
     transcript,
     unexpected,
+    usage,
 )
 from ports.events import (
     BidiAudioStreamEvent,
@@ -289,7 +290,7 @@ def _build_table() -> dict[tuple[Phase, type], Transition]:
         (listening_or_tools, BidiResponseCompleteEvent, ignore, ()),
         (live, BidiAudioStreamEvent, audio, ()),
         (live, BidiTranscriptStreamEvent, transcript, ()),
-        (live, BidiUsageEvent, emit, ()),
+        (live, BidiUsageEvent, usage, ()),
         (live, BidiErrorEvent, emit, ()),
         ({Phase.RESPONDING}, BidiSpeechStartedEvent, speech_while_responding, (Phase.INTERRUPTED,)),
         (listening_or_tools | {Phase.INTERRUPTED}, BidiSpeechStartedEvent, speech_while_idle, ()),

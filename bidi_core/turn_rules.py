@@ -88,8 +88,13 @@ def transcript(conv: Conversation, ev: BidiTranscriptStreamEvent) -> Result:
     return conv, (Emit(ev),)
 
 
-def emit(conv: Conversation, ev: BidiUsageEvent | BidiErrorEvent) -> Result:
+def emit(conv: Conversation, ev: BidiErrorEvent) -> Result:
     return conv, (Emit(ev),)
+
+
+def usage(conv: Conversation, ev: BidiUsageEvent) -> Result:
+    """A usage report: summed (``agent.usage``) and passed on."""
+    return attrs.evolve(conv, usage=conv.usage.add(ev)), (Emit(ev),)
 
 
 def ignore(conv: Conversation, ev: object) -> Result:

@@ -345,14 +345,26 @@ class BidiResponseCompleteEvent(BidiEvent):
 
 @attrs.frozen
 class ModalityUsage:
+    """Tokens of one modality (``"text"``, ``"audio"``, ``"image"``) in one usage report.
+
+    ``cached_input_tokens`` is the part of ``input_tokens`` the provider read
+    from its cache (billed at a lower rate), as OpenAI and Gemini report it.
+    """
+
     modality: str
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
 
 
 @attrs.frozen
 class BidiUsageEvent(BidiEvent):
-    """Token counts the provider reported."""
+    """Token counts the provider reported: what this report adds (the sum of a
+    conversation's reports is its total, whatever the provider's own habit).
+
+    ``cache_read_input_tokens`` is the part of ``input_tokens`` read from the
+    provider's cache; ``modality_details`` splits the counts by modality.
+    """
 
     type: ClassVar[str] = "bidi_usage"
     input_tokens: int
