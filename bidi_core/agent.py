@@ -65,6 +65,7 @@ from bidi_core.inputs_outputs import (
     coerce_input,
     reports_playback,
 )
+from bidi_core.observation import SIGNALS, Observation
 from bidi_core.queues import OutputQueue, SendFifo
 from bidi_core.reconnect import ReconnectPolicy
 from bidi_core.shell_events import (
@@ -89,6 +90,7 @@ from ports.events import BidiInputEvent, BidiOutputEvent, BidiToolUseEvent
 from ports.io import PlaybackReport
 from ports.messages import Message
 from ports.model import BidiModel, BidiModelSession, ConnectRequest, ModelCapabilities
+from ports.observer import ConversationInfo, ConversationObserver
 
 __all__ = ["BidiAgent", "ReconnectPolicy"]
 
@@ -162,7 +164,10 @@ class BidiAgent:
         max_buffered_audio: int = 1500,
         drain_timeout_s: float = 5.0,
         shutdown_timeout_s: float = 5.0,
+        observers: Iterable[ConversationObserver] = (),
     ) -> None:
+        """``observers`` watch the conversation (``adapters.otel`` exports it to
+        OpenTelemetry; see :mod:`ports.observer`)."""
         for attr in ("connect", "model_id", "capabilities"):
             if not hasattr(model, attr):
                 raise BidiUsageError(f"model must be a BidiModel (with .{attr}), got {type(model).__name__}")
@@ -203,6 +208,7 @@ class BidiAgent:
         self._error_raised = False
         self._tool_scopes: dict[str, anyio.CancelScope] = {}
         self._timer_scopes: dict[str, anyio.CancelScope] = {}
+        self._watch = Observation(observers)
 
     def __repr__(self) -> str:
         tools = sorted(self.tool_registry.names)
@@ -240,6 +246,7 @@ class BidiAgent:
         """Called by outputs that play audio: how much of a response was heard."""
         if self._lifecycle == "running":
             self._dispatch(PlaybackProgress(report))
+            self._watch.played(report)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -274,6 +281,8 @@ class BidiAgent:
             self._receiver = OutputQueue(self._output_queue_size, "receive()")
             self._outputs.append(self._receiver)
         logger.debug("starting agent for model %s", self.model.model_id)
+        provider = getattr(self.model, "provider_name", None) or type(self.model).__name__
+        self._watch.start(ConversationInfo(str(provider), self.model.model_id, tuple(sorted(self.tool_registry.names))))
 
     async def stop(self) -> None:
         """End the conversation and wait until everything of ours has stopped.
@@ -328,6 +337,7 @@ class BidiAgent:
         finally:
             self._lifecycle = "stopped"
             logger.debug("agent stopped")
+            self._watch.end()
         if raise_error:
             self._raise_close_error()
 
@@ -355,6 +365,7 @@ class BidiAgent:
         if self._lifecycle != "running":
             raise BidiUsageError("the conversation is closed; send() is no longer possible")
         self._dispatch(UserInput(item))
+        self._watch.took(item)
         await anyio.lowlevel.checkpoint()
 
     def receive(self) -> AsyncIterator[BidiOutputEvent]:
@@ -446,6 +457,7 @@ class BidiAgent:
                 self._dispatch(UserInput(item))
             except BidiUsageError:
                 return  # the conversation is over
+            self._watch.took(item)
 
     async def _output_loop(self, out: Any, queue: OutputQueue, done: anyio.Event) -> None:
         try:
@@ -507,6 +519,7 @@ class BidiAgent:
             assert_never(effect)
 
     def _emit(self, event: BidiOutputEvent) -> None:
+        event = self._watch.emitted(event)  # a completion gets its timing
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("event %r", event)  # audio shows as its size: see the events' repr
         for queue in self._outputs:
@@ -643,6 +656,8 @@ class BidiAgent:
                 if self._connection_done.is_set():
                     return  # the core left this connection while we waited
                 self._dispatch(event)
+                if type(event) in SIGNALS:
+                    self._watch.took(event)
         except anyio.EndOfStream:
             pass  # the provider ended the connection normally
         except Exception as exc:

@@ -125,6 +125,7 @@ from ports.events import (
     BidiResponseStartEvent,
     BidiResumptionUpdateEvent,
     BidiSpeechStartedEvent,
+    BidiSpeechStoppedEvent,
     BidiToolCancelEvent,
     BidiToolUseEvent,
     BidiTranscriptStreamEvent,
@@ -222,6 +223,7 @@ _MODEL_EVENTS: tuple[type, ...] = (
     BidiErrorEvent,
     BidiToolUseEvent,
     BidiSpeechStartedEvent,
+    BidiSpeechStoppedEvent,
     BidiToolCancelEvent,
     BidiConnectionExpiringEvent,
     BidiResumptionUpdateEvent,
@@ -294,6 +296,7 @@ def _build_table() -> dict[tuple[Phase, type], Transition]:
         (live, BidiErrorEvent, emit, ()),
         ({Phase.RESPONDING}, BidiSpeechStartedEvent, speech_while_responding, (Phase.INTERRUPTED,)),
         (listening_or_tools | {Phase.INTERRUPTED}, BidiSpeechStartedEvent, speech_while_idle, ()),
+        (live, BidiSpeechStoppedEvent, ignore, ()),  # a mark for timing (the shell's), nothing to decide
         (live, BidiToolUseEvent, tool_use, ()),
         (live, BidiToolCancelEvent, tool_withdrawn, ()),
         (live, BidiResumptionUpdateEvent, resume_handle, ()),

@@ -56,6 +56,7 @@ from ports.events import (
     BidiResponseStartEvent,
     BidiResumptionUpdateEvent,
     BidiSpeechStartedEvent,
+    BidiSpeechStoppedEvent,
     BidiTextInputEvent,
     BidiToolCancelEvent,
     BidiToolResultEvent,
@@ -307,6 +308,7 @@ def _model_or_port_event(event_type: type, conv: Conversation, rid: str, tid: st
         BidiResumptionUpdateEvent: lambda: BidiResumptionUpdateEvent("handle-2", inputs_included=3),
         BidiConnectionExpiringEvent: lambda: BidiConnectionExpiringEvent(20.0),
         BidiSpeechStartedEvent: BidiSpeechStartedEvent,
+        BidiSpeechStoppedEvent: BidiSpeechStoppedEvent,
         # Never legal input to the machine: raw input events (the shell wraps
         # them in UserInput) and output events (the machine only emits them).
         BidiTextInputEvent: lambda: BidiTextInputEvent("raw"),

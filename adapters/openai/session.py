@@ -45,6 +45,7 @@ from ports.events import (
     BidiResponseCompleteEvent,
     BidiResponseStartEvent,
     BidiSpeechStartedEvent,
+    BidiSpeechStoppedEvent,
     BidiTextInputEvent,
     BidiToolResultEvent,
     BidiToolUseEvent,
@@ -233,6 +234,8 @@ class OpenAIRealtimeSession:
             return self._function_call(event)
         if isinstance(event, wire.SpeechStarted):
             return [BidiSpeechStartedEvent()]
+        if isinstance(event, wire.SpeechStopped):
+            return [BidiSpeechStoppedEvent()]
         if isinstance(event, wire.InputTranscriptionDelta):
             text = self._transcripts.get(event.item_id, "") + event.delta
             self._transcripts[event.item_id] = text
