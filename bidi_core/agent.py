@@ -57,6 +57,7 @@ from bidi_core.effects import (
     StartTimer,
 )
 from bidi_core.history import coerce_messages
+from bidi_core.hooks import HookRunner, Hooks, run_call
 from bidi_core.inputs_outputs import (
     InputLike,
     OutputLike,
@@ -67,6 +68,7 @@ from bidi_core.inputs_outputs import (
 )
 from bidi_core.observation import SIGNALS, Observation
 from bidi_core.queues import OutputQueue, SendFifo
+from bidi_core.receiver import Receiver, unwrap
 from bidi_core.reconnect import ReconnectPolicy
 from bidi_core.shell_events import (
     Connected,
@@ -79,7 +81,6 @@ from bidi_core.shell_events import (
     StopRequested,
     TimerFired,
     ToolCancelled,
-    ToolFinished,
     UserInput,
     Written,
 )
@@ -99,44 +100,6 @@ logger = logging.getLogger("bidi_core.agent")
 _CONTROL_ITEMS = 256
 """Room in the send FIFO beside the core's send window, for the cancels and
 truncates barge-ins send (they belong to the connection, not the outbox)."""
-
-
-class _Receiver:
-    """The iterator ``receive()`` returns."""
-
-    def __init__(self, agent: BidiAgent, queue: OutputQueue) -> None:
-        self._agent = agent
-        self._queue = queue
-
-    def __aiter__(self) -> _Receiver:
-        return self
-
-    async def __anext__(self) -> BidiOutputEvent:
-        event = await self._queue.get()
-        if event is None:
-            self._agent._raise_close_error()
-            raise StopAsyncIteration
-        return event
-
-
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """One real failure: that failure. Several: one flat group of them."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for sub in exc.exceptions:
-                walk(sub)
-        elif not isinstance(exc, anyio.get_cancelled_exc_class()):
-            leaves.append(exc)
-
-    walk(group)
-    if len(leaves) == 1:
-        return leaves[0]
-    errors = [leaf for leaf in leaves if isinstance(leaf, Exception)]
-    if leaves and len(errors) == len(leaves):
-        return ExceptionGroup("several inputs or outputs failed", errors)
-    return group
 
 
 class BidiAgent:
@@ -209,6 +172,8 @@ class BidiAgent:
         self._tool_scopes: dict[str, anyio.CancelScope] = {}
         self._timer_scopes: dict[str, anyio.CancelScope] = {}
         self._watch = Observation(observers)
+        self.hooks = Hooks()
+        self._hook_runner = HookRunner(self.hooks, self._dispatch)
 
     def __repr__(self) -> str:
         tools = sorted(self.tool_registry.names)
@@ -270,6 +235,7 @@ class BidiAgent:
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
         self._spawn(self._supervise, name="bidi_core supervisor")
+        self._spawn(self._hook_runner.run, name="bidi_core hooks")
         self._dispatch(Started(outputs_report_playback=None))
 
     def _start(self, *, manual: bool) -> None:
@@ -330,6 +296,7 @@ class BidiAgent:
             # (The task group is left outside the shield: scopes must exit in the order they were entered.)
             with anyio.CancelScope(shield=True), anyio.move_on_after(self._shutdown_timeout_s):
                 await self._supervisor_done.wait()
+                await self._hook_runner.done.wait()  # the hooks of the last events, the close's included
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
             if stack is not None:
@@ -381,7 +348,7 @@ class BidiAgent:
             raise BidiUsageError("call start() (or use `async with agent`) before receive()")
         if self._receiver is None:
             raise BidiUsageError("receive() is not available inside run(); pass an output to run() instead")
-        return _Receiver(self, self._receiver)
+        return Receiver(self._receiver, self._raise_close_error)
 
     # ------------------------------------------------------------------ run()
 
@@ -411,6 +378,7 @@ class BidiAgent:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     self._spawn(self._supervise, name="bidi_core supervisor")
+                    self._spawn(self._hook_runner.run, name="bidi_core hooks")
                     self._dispatch(Started(outputs_report_playback=any(reports_playback(o) for o in outs)))
                     async with anyio.create_task_group() as io_tg:
                         outputs_done = [anyio.Event() for _ in outs]
@@ -425,7 +393,7 @@ class BidiAgent:
                         io_tg.cancel_scope.cancel()
                     await self._shutdown(raise_error=False)
         except BaseExceptionGroup as group:
-            error = _unwrap(group)
+            error = unwrap(group)
             if error is group:
                 raise
             raise error from None
@@ -524,6 +492,8 @@ class BidiAgent:
             logger.debug("event %r", event)  # audio shows as its size: see the events' repr
         for queue in self._outputs:
             queue.put(event)
+        if self.hooks.wants(event):
+            self._hook_runner.put(event)
 
     def _close(self, effect: Close) -> None:
         logger.debug("conversation closed: %s", effect.reason)
@@ -531,6 +501,7 @@ class BidiAgent:
             self._close_error = effect.error
         for queue in self._outputs:
             queue.close()
+        self._hook_runner.close()
         self._closed.set()
         self._leave_connection()
         self._open_requested.set()  # wakes the supervisor, which sees the end
@@ -565,18 +536,18 @@ class BidiAgent:
 
     async def _run_tool(self, call: BidiToolUseEvent, scope: anyio.CancelScope) -> None:
         logger.debug("running tool %s (%s)", call.name, call.tool_use_id)
-        outcome = None
+        ended = None
         try:
             with scope:
-                outcome = await self.tool_registry.execute(call)
+                ended = await run_call(self.tool_registry, self.hooks, call)
         finally:
             self._tool_scopes.pop(call.tool_use_id, None)
-        if outcome is None:
+        if ended is None:
             logger.debug("tool %s (%s) cancelled", call.name, call.tool_use_id)
             self._dispatch(ToolCancelled(call.tool_use_id))
             return
-        error_type = type(outcome.error).__name__ if outcome.error is not None else None
-        self._dispatch(ToolFinished(outcome.result, outcome.ends_conversation, error_type))
+        for event in ended:
+            self._dispatch(event)
 
     def _start_timer(self, name: str, seconds: float) -> None:
         assert self._tg is not None

@@ -74,6 +74,7 @@ from bidi_core.shell_events import (
     ConnectFailed,
     ConnectionEnded,
     Event,
+    HookFailed,
     InvalidInput,
     PlaybackProgress,
     Started,
@@ -81,6 +82,7 @@ from bidi_core.shell_events import (
     TimerFired,
     ToolCancelled,
     ToolFinished,
+    ToolRefused,
     UserInput,
     Written,
 )
@@ -102,6 +104,7 @@ from bidi_core.state import (
 from bidi_core.turn_rules import (
     audio,
     emit,
+    hook_failed,
     ignore,
     interrupted_complete,
     playback,
@@ -111,6 +114,7 @@ from bidi_core.turn_rules import (
     speech_while_responding,
     tool_cancelled,
     tool_finished,
+    tool_refused,
     tool_use,
     tool_withdrawn,
     transcript,
@@ -310,6 +314,8 @@ def _build_table() -> dict[tuple[Phase, type], Transition]:
     # Tools.
     add(not_closed, ToolFinished, tool_finished, C)
     add(not_closed, ToolCancelled, tool_cancelled)
+    add(not_closed, ToolRefused, tool_refused)
+    add(not_closed, HookFailed, hook_failed)
 
     # CLOSED is absorbing: stragglers of the shutdown are accepted and ignored (a
     # connection that opened while the conversation was closing is one of them).
@@ -322,6 +328,8 @@ def _build_table() -> dict[tuple[Phase, type], Transition]:
         InvalidInput,
         ToolFinished,
         ToolCancelled,
+        ToolRefused,
+        HookFailed,
         PlaybackProgress,
         TimerFired,
         StopRequested,

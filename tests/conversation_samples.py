@@ -30,6 +30,7 @@ from bidi_core.shell_events import (
     Connected,
     ConnectFailed,
     ConnectionEnded,
+    HookFailed,
     InvalidInput,
     PlaybackProgress,
     Started,
@@ -37,6 +38,7 @@ from bidi_core.shell_events import (
     TimerFired,
     ToolCancelled,
     ToolFinished,
+    ToolRefused,
     UserInput,
     Written,
 )
@@ -89,6 +91,8 @@ SHELL_EVENT_TYPES: tuple[type, ...] = (
     InvalidInput,
     ToolFinished,
     ToolCancelled,
+    ToolRefused,
+    HookFailed,
     PlaybackProgress,
     TimerFired,
     StopRequested,
@@ -278,6 +282,13 @@ def _samples_for(event_type: type, conv: Conversation) -> list[tuple[str, object
         ]
     if event_type is ToolCancelled:
         return [("", ToolCancelled(tid))]
+    if event_type is ToolRefused:
+        return [
+            ("refused", ToolRefused(tid, message="The user said no.")),
+            ("hook raised", ToolRefused(tid, error_type="KeyError", detail="KeyError: 'who'")),
+        ]
+    if event_type is HookFailed:
+        return [("", HookFailed("on_response_started", "ValueError", "ValueError: boom"))]
     if event_type is PlaybackProgress:
         return [
             ("", PlaybackProgress(PlaybackReport(rid, 10.0))),
