@@ -87,7 +87,7 @@ from bidi_core.shell_events import (
 from bidi_core.tools import BidiTool, ToolRegistry
 from bidi_core.usage import Usage
 from ports.errors import BidiError, BidiUsageError
-from ports.events import BidiInputEvent, BidiOutputEvent, BidiToolUseEvent
+from ports.events import BidiAudioStreamEvent, BidiInputEvent, BidiOutputEvent, BidiToolUseEvent
 from ports.io import PlaybackReport
 from ports.messages import Message
 from ports.model import BidiModel, BidiModelSession, ConnectRequest, ModelCapabilities
@@ -487,13 +487,16 @@ class BidiAgent:
             assert_never(effect)
 
     def _emit(self, event: BidiOutputEvent) -> None:
-        event = self._watch.emitted(event)  # a completion gets its timing
+        watch = self._watch
+        # The hottest path, an audio chunk nobody needs to see, skips the watchers (no hook takes audio).
+        if type(event) is not BidiAudioStreamEvent or watch.audio_observers or watch.awaiting_audio:
+            event = watch.emitted(event)  # a completion gets its timing
+            if self.hooks.wants(event):
+                self._hook_runner.put(event)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("event %r", event)  # audio shows as its size: see the events' repr
         for queue in self._outputs:
             queue.put(event)
-        if self.hooks.wants(event):
-            self._hook_runner.put(event)
 
     def _close(self, effect: Close) -> None:
         logger.debug("conversation closed: %s", effect.reason)

@@ -51,7 +51,7 @@ class TurnTimer:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._open: dict[str, _Open] = {}
-        self._awaiting_audio: set[str] = set()
+        self.awaiting_audio: set[str] = set()
         self._user_end: tuple[float, Literal["speech", "text"]] | None = None
         self._played: dict[str, float] = {}
         self._reports_playback = False
@@ -66,11 +66,11 @@ class TurnTimer:
     def emitted(self, event: BidiEvent) -> None:
         """An output event on its way to the outputs."""
         if type(event) is BidiAudioStreamEvent:  # the hot path: one check, then one set lookup
-            if self._awaiting_audio and event.response_id in self._awaiting_audio:
+            if self.awaiting_audio and event.response_id in self.awaiting_audio:
                 self._first_audio(event.response_id)
         elif isinstance(event, BidiResponseStartEvent):
             self._open[event.response_id] = _Open(self._clock())
-            self._awaiting_audio.add(event.response_id)
+            self.awaiting_audio.add(event.response_id)
         elif isinstance(event, BidiInterruptionEvent) and event.response_id is not None:
             opened = self._open.get(event.response_id)
             if opened is not None:
@@ -78,7 +78,7 @@ class TurnTimer:
                 opened.played_at_interruption = self._played.get(event.response_id)
 
     def _first_audio(self, rid: str) -> None:
-        self._awaiting_audio.discard(rid)
+        self.awaiting_audio.discard(rid)
         opened = self._open[rid]
         opened.first_audio = self._clock()
         # The user's turn ends with the first response that speaks (not a silent tool call before it).
@@ -96,7 +96,7 @@ class TurnTimer:
         opened = self._open.pop(event.response_id, None)
         if opened is None:
             return event
-        self._awaiting_audio.discard(event.response_id)
+        self.awaiting_audio.discard(event.response_id)
         now = self._clock()
         first = opened.first_audio
         user_end = opened.user_end

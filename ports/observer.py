@@ -6,6 +6,10 @@ measures, it never decides (its return value is ignored, and it cannot
 change an event). OpenTelemetry (``adapters.otel``) is one such observer; a
 log, a metrics registry or a test recorder are others.
 
+An observer that sets ``observes_audio = False`` is not called for audio
+chunks (the OpenTelemetry observer does: the completion's timing says what
+it needs), so on the hottest path it costs nothing at all.
+
 An observer is called on the agent's event loop, synchronously, from inside
 the step that produced the event: it must be quick and must not block (no
 I/O; hand work to a queue if it needs any). An exception it raises is logged

@@ -41,7 +41,6 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ports.events import (
-    BidiAudioStreamEvent,
     BidiConnectionCloseEvent,
     BidiConnectionRestartEvent,
     BidiConnectionStartEvent,
@@ -127,6 +126,8 @@ class BidiTelemetry:
 class OpenTelemetryObserver:
     """One conversation's spans and measurements. Made by :meth:`BidiTelemetry.observer`."""
 
+    observes_audio = False  # the completion's timing carries what audio tells; chunks are spared
+
     def __init__(self, telemetry: BidiTelemetry) -> None:
         self._t = telemetry
         self._base: dict[str, Any] = {}
@@ -149,10 +150,7 @@ class OpenTelemetryObserver:
         self._conversation = self._t.tracer.start_span("bidi.conversation", attributes=attributes)
 
     def on_event(self, event: BidiEvent) -> None:
-        kind = type(event)
-        if kind is BidiAudioStreamEvent:
-            return  # the hot path: audio is timed by the agent, never exported
-        handler = _HANDLERS.get(kind)
+        handler = _HANDLERS.get(type(event))  # audio has none: it is timed by the agent, never exported
         if handler is not None:
             handler(self, event)
 
