@@ -6,7 +6,9 @@ The front door: the agent, tools, every event type and every error.
 
 from bidi_core.agent import BidiAgent, ReconnectPolicy
 from bidi_core.conversation import Phase
+from bidi_core.hooks import Allow, Hooks, Refuse
 from bidi_core.tools import BidiTool, stop_conversation, tool
+from bidi_core.usage import Prices, Usage
 from ports.errors import (
     BidiConnectionError,
     BidiError,
@@ -39,6 +41,7 @@ from ports.events import (
 from ports.io import BidiInput, BidiOutput, PlaybackReport
 
 __all__ = [
+    "Allow",
     "BidiAgent",
     "BidiAudioInputEvent",
     "BidiAudioStreamEvent",
@@ -67,9 +70,13 @@ __all__ = [
     "BidiTranscriptStreamEvent",
     "BidiUsageError",
     "BidiUsageEvent",
+    "Hooks",
     "Phase",
     "PlaybackReport",
+    "Prices",
     "ReconnectPolicy",
+    "Refuse",
+    "Usage",
     "event_from_dict",
     "stop_conversation",
     "tool",

@@ -58,6 +58,7 @@ from bidi_core.effects import (
     StartTimer,
 )
 from bidi_core.history import coerce_messages
+from bidi_core.hooks import HookRunner, Hooks, run_call
 from bidi_core.inputs_outputs import (
     InputLike,
     OutputLike,
@@ -67,7 +68,9 @@ from bidi_core.inputs_outputs import (
     inline_offer,
     reports_playback,
 )
+from bidi_core.observation import SIGNALS, Observation
 from bidi_core.queues import OutputQueue, SendFifo
+from bidi_core.receiver import Receiver, unwrap
 from bidi_core.reconnect import ReconnectPolicy
 from bidi_core.shell_events import (
     Connected,
@@ -80,16 +83,17 @@ from bidi_core.shell_events import (
     StopRequested,
     TimerFired,
     ToolCancelled,
-    ToolFinished,
     UserInput,
     Written,
 )
 from bidi_core.tools import BidiTool, ToolRegistry
+from bidi_core.usage import Usage
 from ports.errors import BidiError, BidiUsageError
-from ports.events import BidiInputEvent, BidiOutputEvent, BidiToolUseEvent
+from ports.events import BidiAudioStreamEvent, BidiInputEvent, BidiOutputEvent, BidiToolUseEvent
 from ports.io import PlaybackReport
 from ports.messages import Message
 from ports.model import BidiModel, BidiModelSession, ConnectRequest, ModelCapabilities
+from ports.observer import ConversationInfo, ConversationObserver
 
 __all__ = ["BidiAgent", "ReconnectPolicy"]
 
@@ -98,44 +102,6 @@ logger = logging.getLogger("bidi_core.agent")
 _CONTROL_ITEMS = 256
 """Room in the send FIFO beside the core's send window, for the cancels and
 truncates barge-ins send (they belong to the connection, not the outbox)."""
-
-
-class _Receiver:
-    """The iterator ``receive()`` returns."""
-
-    def __init__(self, agent: BidiAgent, queue: OutputQueue) -> None:
-        self._agent = agent
-        self._queue = queue
-
-    def __aiter__(self) -> _Receiver:
-        return self
-
-    async def __anext__(self) -> BidiOutputEvent:
-        event = await self._queue.get()
-        if event is None:
-            self._agent._raise_close_error()
-            raise StopAsyncIteration
-        return event
-
-
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """One real failure: that failure. Several: one flat group of them."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for sub in exc.exceptions:
-                walk(sub)
-        elif not isinstance(exc, anyio.get_cancelled_exc_class()):
-            leaves.append(exc)
-
-    walk(group)
-    if len(leaves) == 1:
-        return leaves[0]
-    errors = [leaf for leaf in leaves if isinstance(leaf, Exception)]
-    if leaves and len(errors) == len(leaves):
-        return ExceptionGroup("several inputs or outputs failed", errors)
-    return group
 
 
 class BidiAgent:
@@ -163,7 +129,10 @@ class BidiAgent:
         max_buffered_audio: int = 1500,
         drain_timeout_s: float = 5.0,
         shutdown_timeout_s: float = 5.0,
+        observers: Iterable[ConversationObserver] = (),
     ) -> None:
+        """``observers`` watch the conversation (``adapters.otel`` exports it to
+        OpenTelemetry; see :mod:`ports.observer`)."""
         for attr in ("connect", "model_id", "capabilities"):
             if not hasattr(model, attr):
                 raise BidiUsageError(f"model must be a BidiModel (with .{attr}), got {type(model).__name__}")
@@ -206,6 +175,9 @@ class BidiAgent:
         self._timer_scopes: dict[str, anyio.CancelScope] = {}
         self._dispatching = False
         self._deferred: deque[Event] = deque()
+        self._watch = Observation(observers)
+        self.hooks = Hooks()
+        self._hook_runner = HookRunner(self.hooks, self._dispatch)
 
     def __repr__(self) -> str:
         tools = sorted(self.tool_registry.names)
@@ -233,10 +205,17 @@ class BidiAgent:
         """User audio blocks dropped because the connection could not take them."""
         return self._conv.outbox.dropped_audio
 
+    @property
+    def usage(self) -> Usage:
+        """Tokens the provider reported, by kind, summed over every connection
+        of this conversation (``agent.usage.cost(Prices(...))`` prices them)."""
+        return self._conv.usage
+
     def report_playback(self, report: PlaybackReport) -> None:
         """Called by outputs that play audio: how much of a response was heard."""
         if self._lifecycle == "running":
             self._dispatch(PlaybackProgress(report))
+            self._watch.played(report)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -260,6 +239,7 @@ class BidiAgent:
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
         self._spawn(self._supervise, name="bidi_core supervisor")
+        self._spawn(self._hook_runner.run, name="bidi_core hooks")
         self._dispatch(Started(outputs_report_playback=None))
 
     def _start(self, *, manual: bool) -> None:
@@ -271,6 +251,8 @@ class BidiAgent:
             self._receiver = OutputQueue(self._output_queue_size, "receive()")
             self._outputs.append(self._receiver)
         logger.debug("starting agent for model %s", self.model.model_id)
+        provider = getattr(self.model, "provider_name", None) or type(self.model).__name__
+        self._watch.start(ConversationInfo(str(provider), self.model.model_id, tuple(sorted(self.tool_registry.names))))
 
     async def stop(self) -> None:
         """End the conversation and wait until everything of ours has stopped.
@@ -318,6 +300,7 @@ class BidiAgent:
             # (The task group is left outside the shield: scopes must exit in the order they were entered.)
             with anyio.CancelScope(shield=True), anyio.move_on_after(self._shutdown_timeout_s):
                 await self._supervisor_done.wait()
+                await self._hook_runner.done.wait()  # the hooks of the last events, the close's included
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
             if stack is not None:
@@ -325,6 +308,7 @@ class BidiAgent:
         finally:
             self._lifecycle = "stopped"
             logger.debug("agent stopped")
+            self._watch.end()
         if raise_error:
             self._raise_close_error()
 
@@ -352,6 +336,7 @@ class BidiAgent:
         if self._lifecycle != "running":
             raise BidiUsageError("the conversation is closed; send() is no longer possible")
         self._dispatch(UserInput(item))
+        self._watch.took(item)
         await anyio.lowlevel.checkpoint()
 
     def receive(self) -> AsyncIterator[BidiOutputEvent]:
@@ -367,7 +352,7 @@ class BidiAgent:
             raise BidiUsageError("call start() (or use `async with agent`) before receive()")
         if self._receiver is None:
             raise BidiUsageError("receive() is not available inside run(); pass an output to run() instead")
-        return _Receiver(self, self._receiver)
+        return Receiver(self._receiver, self._raise_close_error)
 
     # ------------------------------------------------------------------ run()
 
@@ -397,6 +382,7 @@ class BidiAgent:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     self._spawn(self._supervise, name="bidi_core supervisor")
+                    self._spawn(self._hook_runner.run, name="bidi_core hooks")
                     self._dispatch(Started(outputs_report_playback=any(reports_playback(o) for o in outs)))
                     async with anyio.create_task_group() as io_tg:
                         outputs_done = [anyio.Event() for _ in outs]
@@ -411,7 +397,7 @@ class BidiAgent:
                         io_tg.cancel_scope.cancel()
                     await self._shutdown(raise_error=False)
         except BaseExceptionGroup as group:
-            error = _unwrap(group)
+            error = unwrap(group)
             if error is group:
                 raise
             raise error from None
@@ -443,6 +429,7 @@ class BidiAgent:
                 self._dispatch(UserInput(item))
             except BidiUsageError:
                 return  # the conversation is over
+            self._watch.took(item)
 
     async def _output_loop(self, out: Any, queue: OutputQueue, done: anyio.Event) -> None:
         try:
@@ -523,6 +510,12 @@ class BidiAgent:
             assert_never(effect)
 
     def _emit(self, event: BidiOutputEvent) -> None:
+        watch = self._watch
+        # The hottest path, an audio chunk nobody needs to see, skips the watchers (no hook takes audio).
+        if type(event) is not BidiAudioStreamEvent or watch.audio_observers or watch.awaiting_audio:
+            event = watch.emitted(event)  # a completion gets its timing
+            if self.hooks.wants(event):
+                self._hook_runner.put(event)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("event %r", event)  # audio shows as its size: see the events' repr
         for queue in self._outputs:
@@ -534,6 +527,7 @@ class BidiAgent:
             self._close_error = effect.error
         for queue in self._outputs:
             queue.close()
+        self._hook_runner.close()
         self._closed.set()
         self._leave_connection()
         self._open_requested.set()  # wakes the supervisor, which sees the end
@@ -568,18 +562,18 @@ class BidiAgent:
 
     async def _run_tool(self, call: BidiToolUseEvent, scope: anyio.CancelScope) -> None:
         logger.debug("running tool %s (%s)", call.name, call.tool_use_id)
-        outcome = None
+        ended = None
         try:
             with scope:
-                outcome = await self.tool_registry.execute(call)
+                ended = await run_call(self.tool_registry, self.hooks, call)
         finally:
             self._tool_scopes.pop(call.tool_use_id, None)
-        if outcome is None:
+        if ended is None:
             logger.debug("tool %s (%s) cancelled", call.name, call.tool_use_id)
             self._dispatch(ToolCancelled(call.tool_use_id))
             return
-        error_type = type(outcome.error).__name__ if outcome.error is not None else None
-        self._dispatch(ToolFinished(outcome.result, outcome.ends_conversation, error_type))
+        for event in ended:
+            self._dispatch(event)
 
     def _start_timer(self, name: str, seconds: float) -> None:
         assert self._tg is not None
@@ -659,6 +653,8 @@ class BidiAgent:
                 if self._connection_done.is_set():
                     return  # the core left this connection while we waited
                 self._dispatch(event)
+                if type(event) in SIGNALS:
+                    self._watch.took(event)
         except anyio.EndOfStream:
             pass  # the provider ended the connection normally
         except Exception as exc:

@@ -74,6 +74,7 @@ from bidi_core.shell_events import (
     ConnectFailed,
     ConnectionEnded,
     Event,
+    HookFailed,
     InvalidInput,
     PlaybackProgress,
     Started,
@@ -81,6 +82,7 @@ from bidi_core.shell_events import (
     TimerFired,
     ToolCancelled,
     ToolFinished,
+    ToolRefused,
     UserInput,
     Written,
 )
@@ -102,6 +104,7 @@ from bidi_core.state import (
 from bidi_core.turn_rules import (
     audio,
     emit,
+    hook_failed,
     ignore,
     interrupted_complete,
     playback,
@@ -111,10 +114,12 @@ from bidi_core.turn_rules import (
     speech_while_responding,
     tool_cancelled,
     tool_finished,
+    tool_refused,
     tool_use,
     tool_withdrawn,
     transcript,
     unexpected,
+    usage,
 )
 from ports.events import (
     BidiAudioStreamEvent,
@@ -124,6 +129,7 @@ from ports.events import (
     BidiResponseStartEvent,
     BidiResumptionUpdateEvent,
     BidiSpeechStartedEvent,
+    BidiSpeechStoppedEvent,
     BidiToolCancelEvent,
     BidiToolUseEvent,
     BidiTranscriptStreamEvent,
@@ -221,6 +227,7 @@ _MODEL_EVENTS: tuple[type, ...] = (
     BidiErrorEvent,
     BidiToolUseEvent,
     BidiSpeechStartedEvent,
+    BidiSpeechStoppedEvent,
     BidiToolCancelEvent,
     BidiConnectionExpiringEvent,
     BidiResumptionUpdateEvent,
@@ -289,10 +296,11 @@ def _build_table() -> dict[tuple[Phase, type], Transition]:
         (listening_or_tools, BidiResponseCompleteEvent, ignore, ()),
         (live, BidiAudioStreamEvent, audio, ()),
         (live, BidiTranscriptStreamEvent, transcript, ()),
-        (live, BidiUsageEvent, emit, ()),
+        (live, BidiUsageEvent, usage, ()),
         (live, BidiErrorEvent, emit, ()),
         ({Phase.RESPONDING}, BidiSpeechStartedEvent, speech_while_responding, (Phase.INTERRUPTED,)),
         (listening_or_tools | {Phase.INTERRUPTED}, BidiSpeechStartedEvent, speech_while_idle, ()),
+        (live, BidiSpeechStoppedEvent, ignore, ()),  # a mark for timing (the shell's), nothing to decide
         (live, BidiToolUseEvent, tool_use, ()),
         (live, BidiToolCancelEvent, tool_withdrawn, ()),
         (live, BidiResumptionUpdateEvent, resume_handle, ()),
@@ -306,6 +314,8 @@ def _build_table() -> dict[tuple[Phase, type], Transition]:
     # Tools.
     add(not_closed, ToolFinished, tool_finished, C)
     add(not_closed, ToolCancelled, tool_cancelled)
+    add(not_closed, ToolRefused, tool_refused)
+    add(not_closed, HookFailed, hook_failed)
 
     # CLOSED is absorbing: stragglers of the shutdown are accepted and ignored (a
     # connection that opened while the conversation was closing is one of them).
@@ -318,6 +328,8 @@ def _build_table() -> dict[tuple[Phase, type], Transition]:
         InvalidInput,
         ToolFinished,
         ToolCancelled,
+        ToolRefused,
+        HookFailed,
         PlaybackProgress,
         TimerFired,
         StopRequested,

@@ -29,8 +29,10 @@ __all__ = [
     "Started",
     "StopRequested",
     "TimerFired",
+    "HookFailed",
     "ToolCancelled",
     "ToolFinished",
+    "ToolRefused",
     "UserInput",
     "Written",
 ]
@@ -111,6 +113,26 @@ class ToolCancelled:
 
 
 @attrs.frozen
+class ToolRefused:
+    """A ``before_tool_call`` hook kept the call from running: it refused with
+    ``message`` for the model, or it raised ``error_type`` (``detail`` says how)."""
+
+    tool_use_id: str
+    message: str | None = None
+    error_type: str | None = None
+    detail: str | None = None
+
+
+@attrs.frozen
+class HookFailed:
+    """A hook raised (``hook`` names its kind); what it was watching went on."""
+
+    hook: str
+    error_type: str
+    detail: str = ""
+
+
+@attrs.frozen
 class PlaybackProgress:
     """An output reported how much of a response it has played."""
 
@@ -139,6 +161,8 @@ ShellEvent: TypeAlias = (
     | InvalidInput
     | ToolFinished
     | ToolCancelled
+    | ToolRefused
+    | HookFailed
     | PlaybackProgress
     | TimerFired
     | StopRequested

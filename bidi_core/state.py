@@ -15,6 +15,7 @@ from bidi_core.effects import (
 )
 from bidi_core.outbox import Outbox
 from bidi_core.reconnect import ReconnectPolicy
+from bidi_core.usage import Usage
 from ports.model import ModelCapabilities
 
 
@@ -111,7 +112,8 @@ class Conversation:
     starts with none). ``rotation_due``: why the connection should be
     replaced at the next turn boundary. ``failures``: connection attempts
     that failed in a row; ``connection_proven``: the open connection has
-    shown it works (the provider said something, or it lasted).
+    shown it works (the provider said something, or it lasted). ``usage``:
+    every usage report of every connection, summed.
     """
 
     config: ConversationConfig = ConversationConfig()
@@ -133,6 +135,7 @@ class Conversation:
     resume_handle: str | None = attrs.field(default=None, repr=False)
     failures: int = 0
     connection_proven: bool = False
+    usage: Usage = Usage()
 
     def tool_ids(self) -> frozenset[str]:
         return frozenset(c.tool_use_id for c in self.pending_tools)

@@ -23,9 +23,11 @@ from bidi_core.outbox_rules import (
     accept,
 )
 from bidi_core.shell_events import (
+    HookFailed,
     PlaybackProgress,
     ToolCancelled,
     ToolFinished,
+    ToolRefused,
 )
 from bidi_core.state import (
     Conversation,
@@ -88,8 +90,13 @@ def transcript(conv: Conversation, ev: BidiTranscriptStreamEvent) -> Result:
     return conv, (Emit(ev),)
 
 
-def emit(conv: Conversation, ev: BidiUsageEvent | BidiErrorEvent) -> Result:
+def emit(conv: Conversation, ev: BidiErrorEvent) -> Result:
     return conv, (Emit(ev),)
+
+
+def usage(conv: Conversation, ev: BidiUsageEvent) -> Result:
+    """A usage report: summed (``agent.usage``) and passed on."""
+    return attrs.evolve(conv, usage=conv.usage.add(ev)), (Emit(ev),)
 
 
 def ignore(conv: Conversation, ev: object) -> Result:
@@ -238,3 +245,29 @@ def tool_withdrawn(conv: Conversation, ev: BidiToolCancelEvent) -> Result:
     ids = conv.tool_ids() & set(ev.tool_use_ids)
     new = attrs.evolve(conv, withdrawn_tools=conv.withdrawn_tools | ids)
     return new, tuple(CancelTool(i) for i in sorted(ids))
+
+
+def tool_refused(conv: Conversation, ev: ToolRefused) -> Result:
+    """A hook kept the call from running. The model is answered all the same (an
+    error result, so it does not wait or call again blindly): with the hook's
+    words, or, when the hook itself failed, with words of ours, and the user
+    hears of the failure. A check that fails never lets the call through."""
+    call = conv.tool_call(ev.tool_use_id)
+    if call is None:
+        return conv, ()
+    effects: list[Effect] = []
+    if ev.error_type is not None:
+        content = f"The tool call was not run: the check before it failed ({ev.error_type})."
+        message = f"before_tool_call hook failed for {call.name}: {ev.detail or ev.error_type}"
+        effects.append(Emit(BidiErrorEvent(message=message, code="hook_error", details=ev.error_type)))
+    else:
+        content = ev.message or f"The call to {call.name} was refused."
+    result = BidiToolResultEvent(tool_use_id=call.tool_use_id, name=call.name, status="error", content=content)
+    conv, settled = settle_tool(conv, call, result)
+    return conv, (*effects, *settled)
+
+
+def hook_failed(conv: Conversation, ev: HookFailed) -> Result:
+    """Reported, never silent; the conversation goes on."""
+    message = f"{ev.hook} hook failed: {ev.detail or ev.error_type}"
+    return conv, (Emit(BidiErrorEvent(message=message, code="hook_error", details=ev.error_type)),)

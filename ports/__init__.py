@@ -28,6 +28,7 @@ from ports.events import (
     BidiResponseStartEvent,
     BidiResumptionUpdateEvent,
     BidiSpeechStartedEvent,
+    BidiSpeechStoppedEvent,
     BidiTextInputEvent,
     BidiToolCancelEvent,
     BidiToolResultEvent,
@@ -36,6 +37,7 @@ from ports.events import (
     BidiUsageEvent,
     ModalityUsage,
     ModelEvent,
+    ResponseTiming,
     ToolResultStatus,
     event_from_dict,
     pcm_duration_ms,
@@ -52,6 +54,7 @@ from ports.model import (
     ToolSpec,
     TruncateResponse,
 )
+from ports.observer import ConversationInfo, ConversationObserver
 
 __all__ = [
     "AgentView",
@@ -95,6 +98,7 @@ __all__ = [
     "BidiResponseStartEvent",
     "BidiResumptionUpdateEvent",
     "BidiSpeechStartedEvent",
+    "BidiSpeechStoppedEvent",
     "BidiTextInputEvent",
     "BidiToolCancelEvent",
     "BidiToolResultEvent",
@@ -103,6 +107,9 @@ __all__ = [
     "BidiUsageEvent",
     "ModalityUsage",
     "ModelEvent",
+    "ConversationInfo",
+    "ConversationObserver",
+    "ResponseTiming",
     "ToolResultStatus",
     "event_from_dict",
     "pcm_duration_ms",

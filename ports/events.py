@@ -8,7 +8,7 @@ Three families, all frozen and slotted attrs classes:
 * **output events** travel from the conversation to the user's outputs and to
   :meth:`BidiAgent.receive`: connection lifecycle, responses, audio,
   transcripts, interruptions, tools, usage, errors;
-* **model signals** (:class:`BidiSpeechStartedEvent`,
+* **model signals** (:class:`BidiSpeechStartedEvent`, :class:`BidiSpeechStoppedEvent`,
   :class:`BidiToolCancelEvent`, :class:`BidiConnectionExpiringEvent`,
   :class:`BidiResumptionUpdateEvent`) travel from a model session to the core
   only: they say what the provider noticed, and the core decides what it means.
@@ -51,6 +51,7 @@ __all__ = [
     "BidiResponseStartEvent",
     "BidiResumptionUpdateEvent",
     "BidiSpeechStartedEvent",
+    "BidiSpeechStoppedEvent",
     "BidiTextInputEvent",
     "BidiToolCancelEvent",
     "BidiToolResultEvent",
@@ -60,6 +61,7 @@ __all__ = [
     "CloseReason",
     "ModalityUsage",
     "ModelEvent",
+    "ResponseTiming",
     "StopReason",
     "ToolResultStatus",
     "event_from_dict",
@@ -335,24 +337,65 @@ StopReason: TypeAlias = Literal["complete", "error", "interrupted", "tool_use"]
 
 
 @attrs.frozen
+class ResponseTiming:
+    """How one response went, as the agent measured it (its own clock, seconds).
+
+    ``first_audio_s``: from the response's start to its first audio (``None``:
+    it had none). ``since_user_s``: from the end of the user's turn to that
+    first audio, the latency a person feels; the end of the turn is when the
+    provider reported that the user stopped speaking (``user_turn="speech"``)
+    or when the user's text was sent (``"text"``); ``None`` when neither
+    preceded the response (a reply to a tool result, say). ``duration_s``: from
+    start to completion. ``played_ms``: how much of its audio the outputs
+    reported played by the time it completed, or by the interruption that cut
+    it short (``None``: no output reports playback). ``interrupted``: the user
+    barged in.
+    """
+
+    duration_s: float
+    first_audio_s: float | None = None
+    since_user_s: float | None = None
+    user_turn: Literal["speech", "text"] | None = None
+    played_ms: float | None = None
+    interrupted: bool = False
+
+
+@attrs.frozen
 class BidiResponseCompleteEvent(BidiEvent):
-    """The model finished a response, or it was cut short."""
+    """The model finished a response, or it was cut short.
+
+    ``timing`` is filled in by the agent as it delivers the event (the
+    provider's adapter leaves it ``None``); it takes no part in equality.
+    """
 
     type: ClassVar[str] = "bidi_response_complete"
     response_id: str
     stop_reason: StopReason
+    timing: ResponseTiming | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
 class ModalityUsage:
+    """Tokens of one modality (``"text"``, ``"audio"``, ``"image"``) in one usage report.
+
+    ``cached_input_tokens`` is the part of ``input_tokens`` the provider read
+    from its cache (billed at a lower rate), as OpenAI and Gemini report it.
+    """
+
     modality: str
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
 
 
 @attrs.frozen
 class BidiUsageEvent(BidiEvent):
-    """Token counts the provider reported."""
+    """Token counts the provider reported: what this report adds (the sum of a
+    conversation's reports is its total, whatever the provider's own habit).
+
+    ``cache_read_input_tokens`` is the part of ``input_tokens`` read from the
+    provider's cache; ``modality_details`` splits the counts by modality.
+    """
 
     type: ClassVar[str] = "bidi_usage"
     input_tokens: int
@@ -453,6 +496,17 @@ class BidiSpeechStartedEvent(BidiEvent):
 
 
 @attrs.frozen
+class BidiSpeechStoppedEvent(BidiEvent):
+    """The provider heard the user stop speaking (its voice activity detection).
+
+    It changes nothing in the conversation; it marks the end of the user's
+    turn for measuring how long the answer took (:class:`ResponseTiming`).
+    """
+
+    type: ClassVar[str] = "bidi_speech_stopped"
+
+
+@attrs.frozen
 class BidiToolCancelEvent(BidiEvent):
     """The provider withdrew tool calls; no result may be sent for them."""
 
@@ -494,6 +548,7 @@ ModelEvent: TypeAlias = (
     | BidiErrorEvent
     | BidiToolUseEvent
     | BidiSpeechStartedEvent
+    | BidiSpeechStoppedEvent
     | BidiToolCancelEvent
     | BidiConnectionExpiringEvent
     | BidiResumptionUpdateEvent

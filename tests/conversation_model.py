@@ -37,6 +37,7 @@ from bidi_core.shell_events import (
     TimerFired,
     ToolCancelled,
     ToolFinished,
+    ToolRefused,
     UserInput,
     Written,
 )
@@ -50,6 +51,7 @@ from ports.events import (
     BidiResponseStartEvent,
     BidiResumptionUpdateEvent,
     BidiSpeechStartedEvent,
+    BidiSpeechStoppedEvent,
     BidiTextInputEvent,
     BidiToolCancelEvent,
     BidiToolResultEvent,
@@ -71,6 +73,7 @@ MODEL_EVENTS = (
     BidiErrorEvent,
     BidiToolUseEvent,
     BidiSpeechStartedEvent,
+    BidiSpeechStoppedEvent,
     BidiToolCancelEvent,
     BidiConnectionExpiringEvent,
     BidiResumptionUpdateEvent,
@@ -341,6 +344,13 @@ class Expected:
         elif isinstance(ev, ToolCancelled) and ev.tool_use_id in self.tools:
             name = self.tools[ev.tool_use_id][0]
             self._settle_tool(BidiToolResultEvent(ev.tool_use_id, name, "cancelled", CANCELLED))
+        elif isinstance(ev, ToolRefused) and ev.tool_use_id in self.tools:
+            name = self.tools[ev.tool_use_id][0]
+            if ev.error_type is not None:
+                content = f"The tool call was not run: the check before it failed ({ev.error_type})."
+            else:
+                content = ev.message or f"The call to {name} was refused."
+            self._settle_tool(BidiToolResultEvent(ev.tool_use_id, name, "error", content))
 
     def _timer(self, name: str) -> None:
         if self.connection is None:

@@ -30,6 +30,7 @@ from bidi_core.shell_events import (
     Connected,
     ConnectFailed,
     ConnectionEnded,
+    HookFailed,
     InvalidInput,
     PlaybackProgress,
     Started,
@@ -37,6 +38,7 @@ from bidi_core.shell_events import (
     TimerFired,
     ToolCancelled,
     ToolFinished,
+    ToolRefused,
     UserInput,
     Written,
 )
@@ -56,6 +58,7 @@ from ports.events import (
     BidiResponseStartEvent,
     BidiResumptionUpdateEvent,
     BidiSpeechStartedEvent,
+    BidiSpeechStoppedEvent,
     BidiTextInputEvent,
     BidiToolCancelEvent,
     BidiToolResultEvent,
@@ -88,6 +91,8 @@ SHELL_EVENT_TYPES: tuple[type, ...] = (
     InvalidInput,
     ToolFinished,
     ToolCancelled,
+    ToolRefused,
+    HookFailed,
     PlaybackProgress,
     TimerFired,
     StopRequested,
@@ -277,6 +282,13 @@ def _samples_for(event_type: type, conv: Conversation) -> list[tuple[str, object
         ]
     if event_type is ToolCancelled:
         return [("", ToolCancelled(tid))]
+    if event_type is ToolRefused:
+        return [
+            ("refused", ToolRefused(tid, message="The user said no.")),
+            ("hook raised", ToolRefused(tid, error_type="KeyError", detail="KeyError: 'who'")),
+        ]
+    if event_type is HookFailed:
+        return [("", HookFailed("on_response_started", "ValueError", "ValueError: boom"))]
     if event_type is PlaybackProgress:
         return [
             ("", PlaybackProgress(PlaybackReport(rid, 10.0))),
@@ -307,6 +319,7 @@ def _model_or_port_event(event_type: type, conv: Conversation, rid: str, tid: st
         BidiResumptionUpdateEvent: lambda: BidiResumptionUpdateEvent("handle-2", inputs_included=3),
         BidiConnectionExpiringEvent: lambda: BidiConnectionExpiringEvent(20.0),
         BidiSpeechStartedEvent: BidiSpeechStartedEvent,
+        BidiSpeechStoppedEvent: BidiSpeechStoppedEvent,
         # Never legal input to the machine: raw input events (the shell wraps
         # them in UserInput) and output events (the machine only emits them).
         BidiTextInputEvent: lambda: BidiTextInputEvent("raw"),

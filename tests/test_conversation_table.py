@@ -33,6 +33,7 @@ from bidi_core.shell_events import (
     Connected,
     ConnectFailed,
     ConnectionEnded,
+    HookFailed,
     InvalidInput,
     PlaybackProgress,
     Started,
@@ -40,6 +41,7 @@ from bidi_core.shell_events import (
     TimerFired,
     ToolCancelled,
     ToolFinished,
+    ToolRefused,
     UserInput,
     Written,
 )
@@ -209,6 +211,8 @@ def test_closed_accepts_only_shutdown_stragglers() -> None:
     assert closed_types == {
         ToolFinished,
         ToolCancelled,
+        ToolRefused,
+        HookFailed,
         PlaybackProgress,
         TimerFired,
         StopRequested,

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import pytest
 
 from bidi_core.conversation import Conversation, ConversationConfig, Phase, ToolCall, step
 from bidi_core.effects import AppendHistory, CancelTool, ClearPlayback, Emit, SendToModel
 from bidi_core.outbox import Entry, Outbox
 from bidi_core.shell_events import InvalidInput, PlaybackProgress, ToolCancelled
+from bidi_core.usage import Usage
 from ports.events import (
     BidiConnectionExpiringEvent,
     BidiErrorEvent,
@@ -96,7 +98,8 @@ def test_connect_text_turn_audio_response_complete() -> None:
 def test_usage_and_provider_errors_reach_the_user_and_prove_the_connection() -> None:
     conv = connected()
     usage = BidiUsageEvent(input_tokens=3, output_tokens=4, total_tokens=7)
-    conv = expect(conv, usage, heard(conv), (Emit(usage),))
+    summed = attrs.evolve(heard(conv), usage=Usage(input_tokens=3, output_tokens=4, total_tokens=7, reports=1))
+    conv = expect(conv, usage, summed, (Emit(usage),))
     assert conv.connection_proven
     conv = responding(conv)
     error = BidiErrorEvent("rate limited", code="rate_limit")

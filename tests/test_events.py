@@ -23,6 +23,7 @@ from ports.events import (
     BidiResponseStartEvent,
     BidiResumptionUpdateEvent,
     BidiSpeechStartedEvent,
+    BidiSpeechStoppedEvent,
     BidiTextInputEvent,
     BidiToolCancelEvent,
     BidiToolResultEvent,
@@ -30,6 +31,7 @@ from ports.events import (
     BidiTranscriptStreamEvent,
     BidiUsageEvent,
     ModalityUsage,
+    ResponseTiming,
     event_from_dict,
 )
 from ports.messages import TextMessage, ToolCallMessage, ToolResultMessage, message_from_dict
@@ -45,12 +47,14 @@ SAMPLES: list[BidiEvent] = [
     BidiTranscriptStreamEvent(delta="lo", text="hello", role="assistant", is_final=False, response_id="r1"),
     BidiInterruptionEvent("user_speech", "r1"),
     BidiResponseCompleteEvent("r1", "interrupted"),
-    BidiUsageEvent(10, 20, 30, (ModalityUsage("audio", 5, 15),), cache_read_input_tokens=2),
+    BidiResponseCompleteEvent("r2", "complete", ResponseTiming(1.5, 0.25, 0.75, "speech", 1200.0)),
+    BidiUsageEvent(10, 20, 30, (ModalityUsage("audio", 5, 15, 3),), cache_read_input_tokens=2),
     BidiConnectionCloseEvent("user_request", "c1"),
     BidiErrorEvent("rate limited", code="rate_limit_exceeded"),
     BidiToolUseEvent("t1", "get_weather", {"location": "Paris", "days": [1, 2]}),
     BidiToolResultEvent("t1", "get_weather", "success", {"temp": 22}),
     BidiSpeechStartedEvent(),
+    BidiSpeechStoppedEvent(),
     BidiToolCancelEvent(("t1", "t2")),
     BidiConnectionExpiringEvent(12.5),
     BidiResumptionUpdateEvent("handle-123"),
@@ -70,6 +74,8 @@ def test_dict_form_is_json_safe_and_round_trips(event: BidiEvent) -> None:
     wire = json.loads(json.dumps(data))
     assert event_from_dict(wire) == event
     assert type(event).from_dict(wire) == event
+    # The agent's timing takes no part in equality, but it survives the round trip.
+    assert getattr(event_from_dict(wire), "timing", None) == getattr(event, "timing", None)
 
 
 def test_audio_is_bytes_inside_and_base64_only_in_the_dict_form() -> None:

@@ -191,6 +191,11 @@ class BidiGeminiLiveModel:
         return tuple(s for s in (self._api_key, token) if s)
 
     @property
+    def provider_name(self) -> str:
+        """The service, as OpenTelemetry's GenAI conventions name it (``gen_ai.provider.name``)."""
+        return "gcp.vertex_ai" if self.vertexai else "gcp.gemini"
+
+    @property
     def model_id(self) -> str:
         return self._model_id
 

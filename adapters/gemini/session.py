@@ -477,17 +477,28 @@ def _pcm_rate(mime: str) -> int | None:
 
 
 def _usage(usage: wire.UsageMetadata) -> BidiUsageEvent:
+    """``usageMetadata``, every count kept (docs/protocols/gemini.md#usage): the prompt and
+    the tool-use prompt are input, the response and the thoughts output (thoughts are
+    text); the cached part of the prompt is input too, split by modality where given."""
     details: dict[str, list[int]] = {}
-    for entry in usage.prompt_tokens_details:
-        details.setdefault(entry.modality.lower(), [0, 0])[0] += entry.token_count
-    for entry in usage.response_tokens_details:
-        details.setdefault(entry.modality.lower(), [0, 0])[1] += entry.token_count
-    total = usage.total_token_count or usage.prompt_token_count + usage.response_token_count
+
+    def add(entries: list[wire.ModalityTokenCount], slot: int) -> None:
+        for entry in entries:
+            details.setdefault(entry.modality.lower(), [0, 0, 0])[slot] += entry.token_count
+
+    add(usage.prompt_tokens_details, 0)
+    add(usage.tool_use_prompt_tokens_details, 0)
+    add(usage.response_tokens_details, 1)
+    add(usage.cache_tokens_details, 2)
+    if usage.thoughts_token_count:
+        details.setdefault("text", [0, 0, 0])[1] += usage.thoughts_token_count
+    inputs = usage.prompt_token_count + usage.tool_use_prompt_token_count
+    outputs = usage.response_token_count + usage.thoughts_token_count
     return BidiUsageEvent(
-        input_tokens=usage.prompt_token_count,
-        output_tokens=usage.response_token_count,
-        total_tokens=total,
-        modality_details=tuple(ModalityUsage(m, i, o) for m, (i, o) in details.items()),
+        input_tokens=inputs,
+        output_tokens=outputs,
+        total_tokens=usage.total_token_count or inputs + outputs,
+        modality_details=tuple(ModalityUsage(m, i, o, c) for m, (i, o, c) in details.items()),
         cache_read_input_tokens=usage.cached_content_token_count or None,
     )
 

@@ -163,7 +163,9 @@ class UsageMetadata:
     thoughts_token_count: int = 0
     total_token_count: int = 0
     prompt_tokens_details: list[ModalityTokenCount] = attrs.field(factory=list)
+    cache_tokens_details: list[ModalityTokenCount] = attrs.field(factory=list)
     response_tokens_details: list[ModalityTokenCount] = attrs.field(factory=list)
+    tool_use_prompt_tokens_details: list[ModalityTokenCount] = attrs.field(factory=list)
 
 
 @attrs.frozen

@@ -230,6 +230,11 @@ class BidiNovaSonicModel:
         )
 
     @property
+    def provider_name(self) -> str:
+        """The service, as OpenTelemetry's GenAI conventions name it (``gen_ai.provider.name``)."""
+        return "aws.bedrock"
+
+    @property
     def model_id(self) -> str:
         return self._model_id
 

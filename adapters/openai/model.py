@@ -93,6 +93,11 @@ class BidiOpenAIRealtimeModel:
         return f"BidiOpenAIRealtimeModel(model_id={self._model_id!r}, base_url={base!r}, api_key='***')"
 
     @property
+    def provider_name(self) -> str:
+        """The service, as OpenTelemetry's GenAI conventions name it (``gen_ai.provider.name``)."""
+        return "openai"
+
+    @property
     def model_id(self) -> str:
         return self._model_id
 

@@ -45,6 +45,7 @@ from ports.events import (
     BidiResponseCompleteEvent,
     BidiResponseStartEvent,
     BidiSpeechStartedEvent,
+    BidiSpeechStoppedEvent,
     BidiTextInputEvent,
     BidiToolResultEvent,
     BidiToolUseEvent,
@@ -233,6 +234,8 @@ class OpenAIRealtimeSession:
             return self._function_call(event)
         if isinstance(event, wire.SpeechStarted):
             return [BidiSpeechStartedEvent()]
+        if isinstance(event, wire.SpeechStopped):
+            return [BidiSpeechStoppedEvent()]
         if isinstance(event, wire.InputTranscriptionDelta):
             text = self._transcripts.get(event.item_id, "") + event.delta
             self._transcripts[event.item_id] = text
@@ -338,22 +341,26 @@ _ACKNOWLEDGED = frozenset(
 
 
 def _usage(usage: dict[str, Any]) -> BidiUsageEvent:
+    """``response.done``'s usage, every count kept: totals, then each modality's input,
+    output and cached input (``cached_tokens_details``, a part of the input)."""
+
     def num(d: Any, key: str) -> int:
         value = d.get(key) if isinstance(d, dict) else None
-        return value if isinstance(value, int) else 0
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
     inp = usage.get("input_token_details") or {}
     outp = usage.get("output_token_details") or {}
-    details = tuple(
-        ModalityUsage(m, num(inp, f"{m}_tokens"), num(outp, f"{m}_tokens"))
-        for m in ("text", "audio", "image")
-        if num(inp, f"{m}_tokens") or num(outp, f"{m}_tokens")
-    )
+    cached_by = inp.get("cached_tokens_details") if isinstance(inp, dict) else None
+    details = []
+    for m in ("text", "audio", "image"):
+        counts = (num(inp, f"{m}_tokens"), num(outp, f"{m}_tokens"), num(cached_by, f"{m}_tokens"))
+        if any(counts):
+            details.append(ModalityUsage(m, *counts))
     cached = num(inp, "cached_tokens")
     return BidiUsageEvent(
         input_tokens=num(usage, "input_tokens"),
         output_tokens=num(usage, "output_tokens"),
         total_tokens=num(usage, "total_tokens"),
-        modality_details=details,
+        modality_details=tuple(details),
         cache_read_input_tokens=cached or None,
     )

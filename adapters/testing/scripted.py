@@ -283,6 +283,10 @@ class ScriptedModel:
         return f"<ScriptedModel {self._model_id!r}: {len(self.sessions)} connection(s), {len(self.sent)} sent>"
 
     @property
+    def provider_name(self) -> str:
+        return "scripted"
+
+    @property
     def model_id(self) -> str:
         return self._model_id
 

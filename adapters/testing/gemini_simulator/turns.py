@@ -60,6 +60,7 @@ class Turns:
         self.active: _Generation | None = None
         self.cancelled_ids: set[str] = set()
         self.queue: list[tuple[TurnInput, int]] = []
+        self.cached_text = 0  # prompt text tokens an earlier turn of this connection already read
 
     @property
     def busy(self) -> bool:
@@ -242,7 +243,8 @@ class Turns:
             await self.start(turn, index)
 
     def _usage(self, gen: _Generation) -> dict[str, Any]:
-        """Synthetic but consistent ``UsageMetadata``: 32 tokens per second of audio, 4 characters per text token."""
+        """Synthetic but consistent ``UsageMetadata``: 32 tokens per second of audio, 4 characters per text
+        token; the text an earlier turn already read counts as cached (implicit caching of a repeated prefix)."""
         state = self.s.state
         text_chars = 0
         audio_bytes = 0
@@ -262,7 +264,9 @@ class Turns:
             response = math.ceil(gen.text_chars / 4)
             modality = "TEXT"
         prompt = prompt_text + prompt_audio
-        return {
+        cached = min(self.cached_text, prompt_text)
+        self.cached_text = prompt_text
+        usage: dict[str, Any] = {
             "promptTokenCount": prompt,
             "responseTokenCount": response,
             "totalTokenCount": prompt + response,
@@ -272,3 +276,7 @@ class Turns:
             ],
             "responseTokensDetails": [{"modality": modality, "tokenCount": response}],
         }
+        if cached:
+            usage["cachedContentTokenCount"] = cached
+            usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
+        return usage

@@ -167,11 +167,15 @@ class Responses(SessionState):
         await self.link.send({"type": "response.done", "response": done})
 
     def _usage(self, stats: Mapping[str, int]) -> dict[str, Any]:
-        """``RealtimeResponseUsage``: synthetic but consistent (details add up, total = input + output)."""
+        """``RealtimeResponseUsage``: synthetic but consistent (details add up, total = input + output).
+        The text an earlier response of the session already read counts as cached (prompt caching
+        reuses a repeated prefix), part of the input tokens as the service reports it."""
         in_text = tokens(self.context_chars + len(self.session.get("instructions") or ""))
         in_audio = math.ceil(self.context_audio_ms / 100)
         out_text = tokens(stats["text_chars"])
         out_audio = math.ceil(stats["audio_ms"] / 50)
+        cached_text = min(self.cached_text_tokens, in_text)
+        self.cached_text_tokens = in_text
         return {
             "total_tokens": in_text + in_audio + out_text + out_audio,
             "input_tokens": in_text + in_audio,
@@ -180,8 +184,8 @@ class Responses(SessionState):
                 "text_tokens": in_text,
                 "audio_tokens": in_audio,
                 "image_tokens": 0,
-                "cached_tokens": 0,
-                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
+                "cached_tokens": cached_text,
+                "cached_tokens_details": {"text_tokens": cached_text, "audio_tokens": 0, "image_tokens": 0},
             },
             "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio},
         }

@@ -234,6 +234,7 @@ class SessionState:
         self.assistant_audio_sent = False
         self.context_chars = 0
         self.context_audio_ms = 0.0
+        self.cached_text_tokens = 0  # the text prefix an earlier response of this session already read
         self.closing = False
 
     async def client_error(self, message: Any, error: ServiceError) -> None:
