@@ -39,7 +39,11 @@ from bidi_core import (
     tool,
 )
 
-FAST = ReconnectPolicy(initial_backoff_s=0.001, max_backoff_s=0.002)
+FAST = ReconnectPolicy(initial_backoff_s=0.001, max_backoff_s=0.002, stable_after_s=3600)
+"""Reconnects at once; a dropped connection that said nothing always counts as a failure. With
+the default ``stable_after_s`` (10 s of wall clock) whether it counts would depend on how fast the
+machine runs the steps, and hypothesis, replaying a script to shrink it, would see a different
+conversation each time on a loaded machine and give up shrinking early."""
 
 # ---------------------------------------------------------------- a phone line that keeps talking
 
@@ -187,16 +191,21 @@ BUGS = {
 }
 
 
+# A hang guard: a hundred scripted conversations and the shrinking take 10-60 s, more on a busy machine.
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("bug", list(BUGS))
 def test_the_harness_finds_a_planted_bug_and_shrinks_it(bug: str, anyio_backend: str) -> None:
     planted = machine(anyio_backend, **{bug: True})
     with pytest.raises(AssertionError, match=BUGS[bug]) as caught:
         run_state_machine_as_test(planted, settings=shipped_settings(planted))
     steps = falsifying_steps(caught.value)
-    # Typically 1 to 4 steps; a loaded machine can make hypothesis stop shrinking a little earlier.
-    assert 1 <= len(steps) <= 8, steps
+    # Typically 1 to 4 steps. Hypothesis's shrinking is a search, not a guarantee: for the input bug it
+    # sometimes settles on a 9-step script that starts with four dropped connections (seen under load).
+    # The point is a script a person reads at a glance, not the shortest one.
+    assert 1 <= len(steps) <= 12, steps
 
 
+@pytest.mark.timeout(300)  # a hang guard, as above
 def test_the_correct_versions_pass(anyio_backend: str) -> None:
     """All three fixed, in one agent (fewer examples than the default: the bug runs above use those)."""
     correct = machine(anyio_backend)
