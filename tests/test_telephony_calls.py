@@ -16,7 +16,7 @@ import pytest
 
 from adapters.testing.openai_simulator import OpenAIRealtimeSimulator, Reply, Rule, Scenario
 from adapters.testing.twilio_simulator import tone_8k
-from ports.events import BidiConnectionCloseEvent, BidiInterruptionEvent
+from ports.events import BidiInterruptionEvent
 from ports.messages import TextMessage
 from tests.telephony_support import phone_server
 from tests.web_support import SIM_KEY
@@ -120,18 +120,16 @@ async def test_dtmf_reaches_the_app_and_the_model_as_input(sim: OpenAIRealtimeSi
     assert call.record.heard_ms >= 198
 
 
-async def test_a_hang_up_ends_the_conversation_and_leaves_nothing_running(
+async def test_frames_the_bridge_cannot_use_are_counted_and_the_call_goes_on(
     sim: OpenAIRealtimeSimulator, anyio_backend: str
 ) -> None:
     async with phone_server(sim, anyio_backend) as served:
         with anyio.fail_after(30):
             async with served.carrier.call() as call:
-                await sim.wait_until(lambda: bool(sim.connections))
-                await call.hang_up()
-            await served.app.wait_idle()
-    closes = [e for e in served.events if isinstance(e, BidiConnectionCloseEvent)]
-    assert [c.reason for c in closes] == ["client_disconnect"]
-    assert sim.connections[0].closed
-    assert served.app.active == 0
+                for frame in ["not json", '{"event": "media", "media": {"payload": "***"}}', '{"event": "mark"}']:
+                    await call.send_raw(frame)
+                call.say(tone_8k(400))
+                await call.wait_heard(REPLY_MS - 1)
+    assert served.calls[0].stream.protocol_errors == 3
     metrics = served.app.metrics.render().decode()
-    assert 'bidi_web_conversations_ended_total{reason="caller_hung_up"} 1.0' in metrics
+    assert 'bidi_web_errors_total{type="client_carrier_protocol"} 3.0' in metrics

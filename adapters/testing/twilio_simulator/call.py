@@ -153,6 +153,12 @@ class SimulatedCall:
             {"event": "dtmf", "streamSid": self.record.stream_sid, "dtmf": {"track": "inbound_track", "digit": digit}}
         )
 
+    async def send_raw(self, text: str) -> None:
+        """Send a frame as is (a carrier bug, or an attacker who got past the gates)."""
+        if self._socket is not None:
+            self.record.sent.append({"raw": text})
+            await self._socket.send_text(text)
+
     async def hang_up(self) -> None:
         """The caller hangs up: ``stop``, then the socket closes."""
         if self._hung_up or self._socket is None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
@@ -66,11 +66,14 @@ class TwilioCarrierSimulator:
         signature: str | None = None,
         signed: bool = True,
         stream_signature: str | None = None,
+        stream_parameters: Mapping[str, str] | None = None,
         extra_parameters: Sequence[tuple[str, str]] = (),
         hang_up_on_exit: bool = True,
     ) -> AsyncIterator[SimulatedCall]:
         """One inbound call. ``signature``: send this instead of the real one (a forgery); ``signed=False``:
-        no signature header; ``stream_signature``: likewise for the stream's upgrade."""
+        no signature header; ``stream_signature``: likewise for the stream's upgrade; ``stream_parameters``:
+        the ``customParameters`` of ``start`` instead of the TwiML's ``<Parameter>``\\ s (a stream someone
+        opened without the webhook)."""
         record = CallRecord(call_sid=_sid("CA"), stream_sid=_sid("MZ"))
         self.calls.append(record)
         params = [
@@ -106,7 +109,7 @@ class TwilioCarrierSimulator:
             call._ended.set()
             yield call
             return
-        call._parameters = record.parameters
+        call._parameters = dict(record.parameters if stream_parameters is None else stream_parameters)
         url = urlsplit(stream_url)
         ws_headers = [
             ("X-Twilio-Signature", stream_signature or twilio_signature(self._auth_token, stream_url)),
