@@ -73,6 +73,9 @@ __all__ = [
 logger = logging.getLogger("bidi_core.adapters.telephony")
 
 DEFAULT_DTMF_TEXT = "The caller pressed {digit} on the keypad."
+_PLAYS_OUT = frozenset({"user_request", "complete", "provider_closed"})
+"""Close reasons after which what is queued still plays (the conversation's graceful ends, docs/design.md);
+after any other the line is cleared."""
 _CALLER_BUFFER = 250
 """Caller frames (20 ms each: 5 s) kept for an input that is not read; beyond it the oldest go."""
 
@@ -561,9 +564,15 @@ class TwilioStreamOutput:
         elif isinstance(event, BidiInterruptionEvent):
             await stream._clear()
         elif isinstance(event, BidiResponseCompleteEvent):
-            stream._complete(event.response_id)
+            if event.stop_reason == "error":  # cut off by a lost connection: its audio is discarded
+                await stream._clear()
+            else:
+                stream._complete(event.response_id)
         elif isinstance(event, BidiConnectionCloseEvent):
-            await stream._wait_drained()  # the goodbye plays out (the agent bounds the wait)
+            if event.reason in _PLAYS_OUT:
+                await stream._wait_drained()  # the goodbye plays out (the agent bounds the wait)
+            else:
+                await stream._clear()
         if stream._observer is not None:
             stream._observer.event_sent(event)
 
