@@ -151,7 +151,6 @@ class TwilioMediaStream:
         self._observer = observer
         self._on_end = on_end
         self.start: wire.Start | None = None
-        self._started = anyio.Event()
         self.digits: list[DtmfDigit] = []
         self.protocol_errors = 0
         self.gone = False  # nothing more is sent: the carrier ended the stream, or it broke, or we closed it

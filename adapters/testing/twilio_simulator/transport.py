@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 import attrs
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -29,6 +30,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.utilities import LocalProtocolError
 
 __all__ = ["HttpAnswer", "StreamSocket", "open_stream", "post_form", "twilio_signature"]
 
@@ -101,12 +103,12 @@ class StreamSocket:
 
     async def send_text(self, text: str) -> bool:
         """One text frame; False once the connection is closed."""
-        if self.close_code is not None:
-            return False
         async with self._send_lock:
+            if self.close_code is not None or self._ws.state is not ConnectionState.OPEN:
+                return False  # closed, or the server's close frame came in while this send waited
             try:
                 await self._stream.send(self._ws.send(TextMessage(data=text)))
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, RuntimeError):
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, LocalProtocolError):
                 return False
         return True
 
@@ -133,13 +135,13 @@ class StreamSocket:
                     self._pending.append(bytes(event.data))
                 elif isinstance(event, Ping):
                     async with self._send_lock:
-                        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, LocalProtocolError):
                             await self._stream.send(self._ws.send(event.response()))
                 elif isinstance(event, CloseConnection):
                     self.close_code = event.code
                     self.closed_by_server = True
                     async with self._send_lock:
-                        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, RuntimeError):
+                        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, LocalProtocolError):
                             await self._stream.send(self._ws.send(event.response()))
 
     async def close(self, code: int = 1000) -> None:
@@ -148,7 +150,7 @@ class StreamSocket:
             if self.close_code is None:
                 self.close_code = code
                 async with self._send_lock:
-                    with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, RuntimeError):
+                    with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, LocalProtocolError):
                         await self._stream.send(self._ws.send(CloseConnection(code=code)))
             await self._stream.aclose()
 
