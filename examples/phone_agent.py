@@ -26,18 +26,15 @@ import argparse
 import os
 import signal
 import wave
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 from _runner import run
-from hypercorn.config import Config
-from hypercorn.utils import wrap_app
 
 from adapters.openai import BidiOpenAIRealtimeModel
 from adapters.telephony import PhoneCall, TwilioBridge
 from adapters.web import WebApp, WebConversation, WebLimits
+from adapters.web.server import serving
 from bidi_core import BidiAgent, stop_conversation
 from ports.events import BidiInterruptionEvent, BidiOutputEvent, BidiTranscriptStreamEvent
 
@@ -45,31 +42,6 @@ SYSTEM_PROMPT = (
     "You answer the phone for a small bakery. Keep answers short. "
     "When the caller presses a key, say what it means; 1 means they are done: say goodbye and use stop_conversation."
 )
-
-
-@asynccontextmanager
-async def serving(app: WebApp, host: str, port: int, backend: str) -> AsyncIterator[int]:
-    """``app`` on hypercorn in this event loop; yields the port. Leaving drains the app, then stops the server."""
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    sockets = config.create_sockets()
-    for sock in sockets.insecure_sockets:
-        sock.listen(config.backlog)
-    bound = sockets.insecure_sockets[0].getsockname()[1]
-    stop = anyio.Event()
-    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
-    if backend == "trio":
-        from hypercorn.trio.run import worker_serve
-    else:
-        from hypercorn.asyncio.run import worker_serve  # type: ignore[assignment]
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: worker_serve(wrapped, config, sockets=sockets, shutdown_trigger=stop.wait))
-        try:
-            yield bound
-        finally:
-            with anyio.CancelScope(shield=True):
-                await app.drain()
-                stop.set()
 
 
 def phone_app(model_factory: Any, public_url: str, auth_token: str, drain_s: float) -> WebApp:
@@ -100,7 +72,7 @@ async def online(args: argparse.Namespace) -> None:
         raise SystemExit("set TWILIO_AUTH_TOKEN and --public-url (or try --offline)")
     app = phone_app(lambda: BidiOpenAIRealtimeModel(), args.public_url, token, args.drain)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with serving(app, args.host, args.port, args.backend) as port:
+        async with serving(app, host=args.host, port=args.port) as port:
             print(f"listening on {args.host}:{port}; webhook: {args.public_url.rstrip('/')}/twilio/voice")
             async for _ in signals:
                 print("draining: new calls get a busy signal")
@@ -139,7 +111,7 @@ async def offline(args: argparse.Namespace) -> None:
             )
 
         app = phone_app(model, public, token, drain_s=5)
-        async with serving(app, "127.0.0.1", 0, args.backend) as port:
+        async with serving(app) as port:
             carrier = TwilioCarrierSimulator(
                 auth_token=token, voice_url=f"{public}/twilio/voice", connect=("127.0.0.1", port)
             )
