@@ -5,20 +5,23 @@ hang-up. Over a real hypercorn with the carrier simulator and the OpenAI simulat
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from adapters.telephony import PhoneCall
 from adapters.testing.openai_simulator import OpenAIRealtimeSimulator, Reply, Rule, Scenario, ToolCall
-from adapters.testing.twilio_simulator import tone_8k
+from adapters.testing.twilio_simulator import TwilioCarrierSimulator, tone_8k
 from adapters.web import WebLimits
 from bidi_core import stop_conversation
 from ports.events import BidiConnectionCloseEvent
 from tests.support import our_tasks
 from tests.telephony_support import AUTH_TOKEN, PUBLIC, Served, phone_server
-from tests.web_support import SIM_KEY
+from tests.web_support import SIM_KEY, server_process, wait_ready
 
 SCENARIO = Scenario(
     rules=[
@@ -158,3 +161,27 @@ async def test_the_runner_sees_the_call(sim: OpenAIRealtimeSimulator, anyio_back
     assert seen == [(call.record.call_sid, {})]  # the bridge's own token is not the app's business
     assert call.record.closed_by_server
     assert call.record.stream_url == PUBLIC.replace("https", "wss") + "/twilio/stream"
+
+
+@pytest.mark.timeout(120)
+async def test_the_server_command_answers_calls_and_drains_them_on_sigterm(anyio_backend: str, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    env = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN}
+    args = ["--worker-class", anyio_backend, "--twilio-public-url", PUBLIC, "--drain", "0.5"]
+    with server_process(*args, env=env, log=log) as (proc, port):
+        with anyio.fail_after(60):
+            await wait_ready(port)
+            carrier = TwilioCarrierSimulator(
+                auth_token=AUTH_TOKEN, voice_url=f"{PUBLIC}/twilio/voice", connect=("127.0.0.1", port)
+            )
+            async with carrier.call(hang_up_on_exit=False) as call:
+                call.say(tone_8k(400))
+                await call.wait_heard(200)  # the bundled simulator's long answer, at the caller's pace
+                proc.send_signal(signal.SIGTERM)
+                await call.wait_ended()
+            code = await anyio.to_thread.run_sync(lambda: proc.wait(timeout=30))
+    text = log.read_text()
+    assert code == 0, text
+    assert call.record.closed_by_server and call.record.close_code == 1001
+    assert call.record.max_buffered_ms <= 100 + 20
+    assert "Traceback" not in text and AUTH_TOKEN not in text, text
