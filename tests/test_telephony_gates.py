@@ -131,13 +131,19 @@ async def test_a_full_server_rejects_the_call_as_busy_and_a_draining_one_hangs_u
     assert 'bidi_web_conversations_ended_total{reason="drain"} 1.0' in metrics
 
 
-async def test_a_hang_up_ends_the_conversation_and_leaves_nothing_running(
-    sim: OpenAIRealtimeSimulator, anyio_backend: str
-) -> None:
-    async with phone_server(sim, anyio_backend) as served:
+@pytest.mark.parametrize("when", ["before_speaking", "mid_reply"])
+async def test_a_hang_up_ends_the_conversation_and_leaves_nothing_running(anyio_backend: str, when: str) -> None:
+    scenario = Scenario(rules=[Rule(reply=Reply(say="A long answer nobody hears out.", audio_ms=3000))])
+    async with (
+        OpenAIRealtimeSimulator(api_key=SIM_KEY, scenario=scenario) as sim,
+        phone_server(sim, anyio_backend) as served,
+    ):
         with anyio.fail_after(30):
             async with served.carrier.call() as call:
                 await sim.wait_until(lambda: bool(sim.connections))
+                if when == "mid_reply":
+                    call.say(tone_8k(400))
+                    await call.wait_heard(200)
                 await call.hang_up()
             await served.app.wait_idle()
             await sim.wait_until(lambda: sim.connections[0].closed)

@@ -34,7 +34,9 @@ __all__ = ["RedactingLogger", "hypercorn_config", "serve", "serving"]
 
 logger = logging.getLogger("bidi_core.adapters.web")
 
-_SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"sec-websocket-protocol"})
+_SECRET_HEADERS = frozenset(
+    {b"authorization", b"proxy-authorization", b"cookie", b"sec-websocket-protocol", b"x-twilio-signature"}
+)
 _SECRET_QUERY = frozenset({"token", "key", "api_key", "access_token"})
 
 
