@@ -53,8 +53,11 @@ async def test_the_question_reaches_the_model_and_the_reply_is_heard_at_play_pac
             record = call.record
     assert record.webhook_status == 200 and record.handshake_status == 101
     assert not record.violations
-    # The question reached the model: the simulator heard a spoken turn and answered it.
+    # The question reached the model: its turn detection heard the caller (the simulator's transcript of that
+    # turn is in the history) and it answered it.
     assert any(m.message.get("type") == "input_audio_buffer.append" for m in sim.received)
+    said = [m.text for m in served.agents[0].messages if isinstance(m, TextMessage) and m.role == "user"]
+    assert said == ["what time is it"]
     # The whole reply reached the caller (resampled to 8 kHz: within a sample or two).
     assert abs(record.heard_ms - REPLY_MS) <= 1
     # Never more than the lead plus one chunk waiting at the carrier.
