@@ -555,6 +555,23 @@ class TwilioStreamOutput:
     async def start(self, agent: AgentView) -> None:
         self._stream._attach(agent)
 
+    def offer(self, event: BidiOutputEvent) -> bool:
+        """Take an event on the spot (``ports.io.BidiInlineOutput``) when that needs no wait: audio while the
+        queue has room, a completion, anything else we only pass by. An interruption (it sends ``clear``), a
+        close and a cut-off completion go to :meth:`__call__`."""
+        stream = self._stream
+        if isinstance(event, BidiAudioStreamEvent):
+            if stream._queued_ms > stream.max_buffered_ms and not stream.gone:
+                return False
+            stream._audio(event)
+        elif isinstance(event, BidiResponseCompleteEvent) and event.stop_reason != "error":
+            stream._complete(event.response_id)
+        elif isinstance(event, BidiInterruptionEvent | BidiConnectionCloseEvent | BidiResponseCompleteEvent):
+            return False
+        if stream._observer is not None:
+            stream._observer.event_sent(event)
+        return True
+
     async def __call__(self, event: BidiOutputEvent) -> None:
         stream = self._stream
         if isinstance(event, BidiAudioStreamEvent):
