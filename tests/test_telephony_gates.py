@@ -92,6 +92,21 @@ async def test_a_stream_without_twilios_signature_or_its_calls_token_never_reach
     assert 'bidi_web_conversations_refused_total{reason="call_token"} 1.0' in metrics
 
 
+async def test_without_the_upgrade_check_the_token_still_guards_the_stream(
+    sim: OpenAIRealtimeSimulator, anyio_backend: str
+) -> None:
+    async with phone_server(sim, anyio_backend, check_stream_signature=False) as served:
+        with anyio.fail_after(20):
+            async with served.carrier.call(stream_signature="Zm9yZ2Vk") as unsigned:
+                await sim.wait_until(lambda: bool(sim.connections))
+            async with served.carrier.call(stream_parameters={}) as tokenless:
+                await tokenless.wait_ended()
+            await served.app.wait_idle()
+    assert unsigned.record.handshake_status == 101 and len(served.calls) == 1
+    assert tokenless.record.handshake_status == 101 and tokenless.record.closed_by_server
+    assert len(sim.connections) == 1
+
+
 async def test_stop_conversation_plays_the_goodbye_then_hangs_up(
     sim: OpenAIRealtimeSimulator, anyio_backend: str
 ) -> None:
