@@ -6,6 +6,7 @@
     python -m benchmarks stages              # CPU per chunk stage by stage (benchmarks/stages.py)
     python -m benchmarks audio_handoff [...] # benchmarks/audio_handoff.py, arguments passed on
     python -m benchmarks telemetry           # what observing costs per chunk (benchmarks/telemetry.py)
+    python -m benchmarks phone_barge_in      # benchmarks/phone_barge_in.py (the phone bridge at the caller)
 
 The suite starts the load server in a process of its own (pinned to the
 second core), then runs each client in a fresh process (pinned to the first)
@@ -41,6 +42,7 @@ OTHERS = {
     "stages": "bidi-core's CPU per audio chunk, stage by stage, in one process (benchmarks/stages.py)",
     "audio_handoff": "device thread <-> event loop handoff of BidiAudioIO (benchmarks/audio_handoff.py)",
     "telemetry": "CPU per chunk with no observer, the otel observer without and with an SDK (benchmarks/telemetry.py)",
+    "phone_barge_in": "the Twilio bridge's barge-in and lead at the simulated caller (benchmarks/phone_barge_in.py)",
 }
 IMPORTS = {
     "raw": "import asyncio, json, base64, wsproto",

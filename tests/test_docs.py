@@ -119,9 +119,9 @@ def test_every_protocol_citation_names_an_existing_page_and_heading() -> None:
 
 def test_the_protocol_pages_are_there_and_cited() -> None:
     pages = {p.name for p in PROTOCOL_DOCS.glob("*.md")}
-    assert {"README.md", "openai.md", "gemini.md", "nova_sonic.md", "websocket.md"} <= pages
+    assert {"README.md", "openai.md", "gemini.md", "nova_sonic.md", "websocket.md", "twilio.md"} <= pages
     cited = {page.name for path in source_files() for _, page, _ in citations(path) if path.suffix == ".py"}
-    assert {"openai.md", "gemini.md", "nova_sonic.md"} <= cited
+    assert {"openai.md", "gemini.md", "nova_sonic.md", "twilio.md"} <= cited
 
 
 def test_slugs_follow_github() -> None:

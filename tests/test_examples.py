@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,14 @@ def test_handling_interruptions_example(backend: str) -> None:
     assert f"[response {story}: interrupted]" in lines[cut:]
     assert lines[-2:] == ["assistant: Of course, I will stop the story.", lines[-1]]
     assert lines[-1].endswith(": complete]") and story not in lines[-1]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_phone_agent_example_takes_a_simulated_call_offline(backend: str, tmp_path: Path) -> None:
+    wav = tmp_path / "heard.wav"
+    out = run_example("phone_agent", "--offline", "--backend", backend, "--wav", str(wav))
+    assert "[call] the caller talked over the agent: the line is cleared" in out
+    assert "[call] assistant: Thank you for calling. Goodbye!" in out
+    assert "[carrier] the agent hung up" in out
+    with wave.open(str(wav), "rb") as heard:
+        assert heard.getframerate() == 8000 and heard.getnframes() > 8000  # over a second of the agent's voice

@@ -30,3 +30,13 @@ def test_options_win_over_environment_variables() -> None:
     assert settings.limits.max_conversations == 7
     with pytest.raises(SettingsError, match="BIDI_WEB_PORT"):
         parse_settings([], {"BIDI_WEB_PORT": "eighty"})
+
+
+def test_phone_calls_need_the_twilio_auth_token() -> None:
+    settings = parse_settings(["--twilio-public-url", "https://phone.example.com"], {})
+    assert settings.twilio_public_url == "https://phone.example.com"
+    with pytest.raises(SettingsError, match="TWILIO_AUTH_TOKEN"):
+        settings.check({})
+    settings.check({"TWILIO_AUTH_TOKEN": "x" * 32})
+    from_env = parse_settings([], {"BIDI_WEB_TWILIO_PUBLIC_URL": "https://p.example"})
+    assert from_env.twilio_public_url == "https://p.example"

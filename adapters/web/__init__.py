@@ -11,7 +11,7 @@ Needs the ``web`` extra (starlette, hypercorn, prometheus-client).
 * ``python -m adapters.web``: the app on hypercorn (asyncio or Trio workers).
 """
 
-from adapters.web.app import ConversationRunner, WebApp, WebConversation
+from adapters.web.app import ConversationRunner, ServedConversation, ServedIO, WebApp, WebConversation
 from adapters.web.auth import Accept, AuthHook, Handshake, Refuse, token_auth
 from adapters.web.io import ClientGone, WebSocketInput, WebSocketIO, WebSocketOutput
 from adapters.web.limits import WebLimits
@@ -24,6 +24,8 @@ __all__ = [
     "ConversationRunner",
     "Handshake",
     "Refuse",
+    "ServedConversation",
+    "ServedIO",
     "WebApp",
     "WebConversation",
     "WebLimits",

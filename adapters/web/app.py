@@ -27,7 +27,7 @@ import math
 from collections.abc import Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 from urllib.parse import parse_qsl
 
 import anyio
@@ -38,13 +38,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from adapters.web import protocol as p
 from adapters.web.auth import Accept, AuthHook, Handshake, Refuse, origin_allowed
 from adapters.web.io import ClientGone, WebSocketInput, WebSocketIO, WebSocketOutput
 from adapters.web.limits import WebLimits
 from adapters.web.metrics import CONTENT_TYPE, ConversationMetrics, WebMetrics
 
-__all__ = ["ConversationRunner", "WebApp", "WebConversation"]
+__all__ = ["ConversationRunner", "ServedConversation", "ServedIO", "WebApp", "WebConversation"]
 
 logger = logging.getLogger("bidi_core.adapters.web")
 
@@ -56,10 +55,50 @@ _CLOSE_CODES = {"drain": 1001, "flood": 1008, "error": 1011}
 _TOLD = frozenset({"time_limit", "idle", "drain", "flood", "no_start"})
 
 
-class WebConversation:
-    """One accepted browser conversation, handed to the application's runner."""
+class ServedIO(Protocol):
+    """What the app needs of a conversation's I/O to run its limits and drain (browsers' :class:`WebSocketIO`,
+    phone calls' stream): when the other side was last active, how to end, how to tell the other side."""
 
-    def __init__(self, io: WebSocketIO, handshake: Handshake, identity: str | None) -> None:
+    @property
+    def last_activity(self) -> float:
+        """``anyio.current_time()`` of the other side's last audio or text (the idle timeout's clock)."""
+        ...
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the I/O decided the conversation must end (``"client_gone"``, ...), or None."""
+        ...
+
+    def end(self, reason: str) -> None:
+        """Ask the conversation to end (once): the agent is asked to stop."""
+        ...
+
+    async def tell_draining(self, seconds: float) -> None:
+        """Tell the other side the server is draining: ``seconds`` left (a browser is told; a phone is not)."""
+        ...
+
+    async def tell_closing(self, reason: str) -> None:
+        """Tell the other side why the server ends the conversation, before it closes."""
+        ...
+
+    async def tell_failure(self) -> None:
+        """Tell the other side the conversation failed on the server."""
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the WebSocket (a no-op once it is gone)."""
+        ...
+
+
+class ServedConversation:
+    """One accepted conversation on a WebSocket of the app, whatever speaks on it (a browser, a phone call).
+
+    The app's watcher reads and sets ``ending``, ``drain_deadline`` and
+    ``scope``; :meth:`run` is the application's part (it returns when the
+    conversation is over).
+    """
+
+    def __init__(self, io: ServedIO, handshake: Handshake, identity: str | None) -> None:
         self.io = io
         self.handshake = handshake
         self.identity = identity
@@ -69,11 +108,9 @@ class WebConversation:
         self._poke = anyio.Event()
         self.scope = anyio.CancelScope()
 
-    def input(self) -> WebSocketInput:
-        return self.io.input()
-
-    def output(self) -> WebSocketOutput:
-        return self.io.output()
+    async def run(self) -> None:
+        """Run the conversation until it is over (the subclass calls the application's runner)."""
+        raise NotImplementedError
 
     def poke(self) -> None:
         """Wake the conversation's watcher: something it watches changed."""
@@ -84,7 +121,35 @@ class WebConversation:
         self._poke = anyio.Event()
 
 
+class WebConversation(ServedConversation):
+    """One accepted browser conversation, handed to the application's runner."""
+
+    io: WebSocketIO
+
+    def __init__(
+        self, io: WebSocketIO, handshake: Handshake, identity: str | None, runner: ConversationRunner | None = None
+    ) -> None:
+        super().__init__(io, handshake, identity)
+        self._runner = runner
+
+    def input(self) -> WebSocketInput:
+        return self.io.input()
+
+    def output(self) -> WebSocketOutput:
+        return self.io.output()
+
+    async def run(self) -> None:
+        if self._runner is not None:
+            await self._runner(self)
+
+
 ConversationRunner: TypeAlias = Callable[[WebConversation], Awaitable[None]]
+
+OpenConversation: TypeAlias = Callable[
+    [WebSocket, Handshake, Accept, ConversationMetrics, Callable[[str], None]], ServedConversation
+]
+"""Makes the I/O and the conversation for an accepted WebSocket: ``(websocket, handshake, decision, observer,
+on_end)``; the I/O calls ``on_end(reason)`` when it decides the conversation must end."""
 
 
 class WebApp:
@@ -107,7 +172,7 @@ class WebApp:
         self.allowed_origins = allowed_origins
         self.metrics = metrics or WebMetrics()
         self.draining = False
-        self._live: set[WebConversation] = set()
+        self._live: set[ServedConversation] = set()
         self._reserved = 0
         self._all_ended = anyio.Event()
         self._all_ended.set()
@@ -182,8 +247,28 @@ class WebApp:
     # ------------------------------------------------------------------ the conversation endpoint
 
     async def _conversation(self, websocket: WebSocket) -> None:
+        def open_browser(
+            ws: WebSocket, handshake: Handshake, decision: Accept, observer: ConversationMetrics, on_end: Any
+        ) -> ServedConversation:
+            io = WebSocketIO(ws, limits=self.limits, observer=observer, on_end=on_end)
+            return WebConversation(io, handshake, decision.identity, self.run_conversation)
+
+        await self.serve_websocket(websocket, open_browser, auth=self.auth)
+
+    async def serve_websocket(
+        self, websocket: WebSocket, open_conversation: OpenConversation, *, auth: AuthHook | None
+    ) -> None:
+        """Admit, accept and run one conversation on ``websocket`` under this app's gates, limits and drain.
+
+        The browsers' ``/ws`` uses it, and so does any other kind of
+        conversation mounted on the app (phone calls: ``adapters.telephony``):
+        the handshake is judged (draining, Origin, ``auth``, capacity) and
+        refused with an HTTP status before ``accept()``; an accepted one counts
+        in the metrics and capacity, is watched for the time limit, the idle
+        timeout and the drain deadline, and its socket is closed at the end.
+        """
         handshake = _handshake(websocket)
-        decision = await self._admit(handshake)
+        decision = await self._admit(handshake, auth)
         if isinstance(decision, Refuse):
             await self._refuse(websocket, decision)
             return
@@ -195,7 +280,7 @@ class WebApp:
             self.metrics.started.inc()
             self.metrics.active.inc()
             try:
-                reason = await self._serve(websocket, handshake, decision)
+                reason = await self._serve(websocket, handshake, decision, open_conversation)
             finally:
                 self.metrics.active.dec()
         except ClientGone:
@@ -207,15 +292,20 @@ class WebApp:
             self.metrics.ended.labels(reason=reason).inc()
             logger.info("conversation ended: %s", reason)
 
-    async def _admit(self, handshake: Handshake) -> Accept | Refuse:
+    def refused(self, reason: str) -> None:
+        """Count a refusal made outside a WebSocket handshake (a phone call turned away by its webhook)."""
+        self.metrics.refused.labels(reason=reason).inc()
+        logger.info("refused a conversation: %s", reason)
+
+    async def _admit(self, handshake: Handshake, auth: AuthHook | None) -> Accept | Refuse:
         """Draining, Origin, auth, then capacity (last, so a refused client never holds a slot)."""
         if self.draining:
             return Refuse(503, "draining")
         if not origin_allowed(handshake, self.allowed_origins):
             return Refuse(403, "origin")
         decision: Accept | Refuse = Accept()
-        if self.auth is not None:
-            answer: object = self.auth(handshake)
+        if auth is not None:
+            answer: object = auth(handshake)
             if inspect.isawaitable(answer):
                 answer = await answer
             if isinstance(answer, Accept | Refuse):
@@ -249,17 +339,19 @@ class WebApp:
         else:  # a server without the denial extension answers 403 to a close before accept
             await websocket.close(code=1013 if refusal.status == 503 else 1008)
 
-    async def _serve(self, websocket: WebSocket, handshake: Handshake, decision: Accept) -> str:
+    async def _serve(
+        self, websocket: WebSocket, handshake: Handshake, decision: Accept, open_conversation: OpenConversation
+    ) -> str:
         observer: ConversationMetrics = self.metrics.conversation()
-        conv: WebConversation | None = None
+        conv: ServedConversation | None = None
 
         def on_end(reason: str) -> None:
             if conv is not None and conv.ending is None:
                 conv.ending = reason
                 conv.poke()
 
-        io = WebSocketIO(websocket, limits=self.limits, observer=observer, on_end=on_end)
-        conv = WebConversation(io, handshake, decision.identity)
+        conv = open_conversation(websocket, handshake, decision, observer, on_end)
+        io = conv.io
         if self.draining:
             conv.drain_deadline = anyio.current_time()
         self._live.add(conv)
@@ -269,14 +361,14 @@ class WebApp:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._watch, conv, name="bidi web watcher")
                     try:
-                        await self.run_conversation(conv)
+                        await conv.run()
                     except ClientGone:
                         pass
                     except Exception as exc:
                         observer.failure(exc)
                         logger.exception("a conversation failed")
                         conv.ending = conv.ending or "error"
-                        await io.send_json(p.error_message("server_error", "the conversation failed"))
+                        await io.tell_failure()
                     tg.cancel_scope.cancel()
             reason = conv.ending or io.end_reason or "complete"
         finally:
@@ -286,7 +378,7 @@ class WebApp:
                 await io.close(code, reason)
         return reason
 
-    async def _watch(self, conv: WebConversation) -> None:
+    async def _watch(self, conv: ServedConversation) -> None:
         """Time limit, idle timeout, drain deadline and the I/O's own end: tell the client, stop, then cancel."""
         limits, io = self.limits, conv.io
         told_drain = False
@@ -301,7 +393,7 @@ class WebApp:
                 deadlines.append((conv.drain_deadline, "drain"))
                 if not told_drain:
                     told_drain = True
-                    await io.send_json(p.draining_message(max(0.0, conv.drain_deadline - now)))
+                    await io.tell_draining(max(0.0, conv.drain_deadline - now))
             when, why = min(deadlines)
             if when <= now:
                 conv.ending = why
@@ -311,7 +403,7 @@ class WebApp:
         reason = conv.ending
         if reason in _TOLD:
             with anyio.move_on_after(limits.close_grace_s):
-                await io.send_json(p.closing_message(reason))
+                await io.tell_closing(reason)
         io.end(reason)
         await anyio.sleep(limits.close_grace_s)
         logger.info("conversation did not end %.1f s after %s: cancelled", limits.close_grace_s, reason)

@@ -4,6 +4,8 @@ The one module of ``adapters`` that imports the core (``BidiAgent``): the
 command must build agents, and this is where the hexagon is assembled, as
 ``examples/`` do. The import-linter contract names it as the exception; the
 app, the I/O and everything else in ``adapters/web`` never import the core.
+With ``--twilio-public-url`` it also mounts the phone bridge
+(``adapters.telephony``), the other exception it is allowed.
 
 Provider ``auto`` is OpenAI Realtime when ``OPENAI_API_KEY`` is set and the
 bundled OpenAI simulator otherwise (each worker starts its own on 127.0.0.1),
@@ -157,10 +159,20 @@ def build_app(settings: ServerSettings, environ: Mapping[str, str] | None = None
                 logger.info("no provider credentials: conversations go to the bundled simulator at %s", sim.base_url)
                 yield
 
-    return WebApp(
+    app = WebApp(
         run_conversation,
         limits=settings.limits,
         auth=auth,
         allowed_origins=settings.allowed_origins,
         lifespan=lifespan,
     )
+    if settings.twilio_public_url is not None:
+        # Phone calls on the same app: the one place the web command reaches into adapters.telephony.
+        from adapters.telephony import PhoneCall, TwilioBridge
+
+        async def run_call(call: PhoneCall) -> None:
+            agent = BidiAgent(model=make_model(), tools=tools, system_prompt=prompt)
+            await agent.run(inputs=[call.input()], outputs=[call.output()])
+
+        TwilioBridge(app, run_call, public_url=settings.twilio_public_url, auth_token=env.get("TWILIO_AUTH_TOKEN"))
+    return app

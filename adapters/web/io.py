@@ -148,6 +148,18 @@ class WebSocketIO:
         """Send one JSON text frame; nothing happens once the client is gone."""
         await self._send({"type": "websocket.send", "text": json.dumps(message, separators=(",", ":"))})
 
+    async def tell_draining(self, seconds: float) -> None:
+        """``draining``: the server is shutting down, ``seconds`` left."""
+        await self.send_json(p.draining_message(seconds))
+
+    async def tell_closing(self, reason: str) -> None:
+        """``closing``: why the server ends the conversation."""
+        await self.send_json(p.closing_message(reason))
+
+    async def tell_failure(self) -> None:
+        """An ``error`` (``server_error``): the conversation failed on the server."""
+        await self.send_json(p.error_message("server_error", "the conversation failed"))
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the WebSocket (a no-op when the client is gone or it is closed already)."""
         with anyio.CancelScope(shield=True):

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from multiprocessing.connection import wait
 from types import FrameType
 from typing import Any
@@ -29,11 +30,13 @@ from hypercorn.utils import wrap_app
 from adapters.web.app import WebApp
 from adapters.web.settings import ServerSettings
 
-__all__ = ["RedactingLogger", "hypercorn_config", "serve"]
+__all__ = ["RedactingLogger", "hypercorn_config", "serve", "serving"]
 
 logger = logging.getLogger("bidi_core.adapters.web")
 
-_SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"sec-websocket-protocol"})
+_SECRET_HEADERS = frozenset(
+    {b"authorization", b"proxy-authorization", b"cookie", b"sec-websocket-protocol", b"x-twilio-signature"}
+)
 _SECRET_QUERY = frozenset({"token", "key", "api_key", "access_token"})
 
 
@@ -102,6 +105,52 @@ async def _serve_worker(app: WebApp, config: Config, sockets: Sockets, settings:
             from hypercorn.asyncio.run import worker_serve as asyncio_serve
 
             await asyncio_serve(wrapped, config, sockets=sockets, shutdown_trigger=shutdown_trigger)
+
+
+@asynccontextmanager
+async def serving(
+    app: WebApp, *, host: str = "127.0.0.1", port: int = 0, drain_s: float | None = None
+) -> AsyncIterator[int]:
+    """``app`` on hypercorn in the current event loop (asyncio or Trio), for examples, tests and benchmarks.
+
+    Yields the port (``port=0`` picks a free one); connections wait in the
+    backlog until the worker serves them. Leaving drains the app (``drain_s``,
+    default its limits'), then stops hypercorn.
+    """
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = app.limits.close_grace_s + 1.0
+    sockets = config.create_sockets()
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)
+    bound = int(sockets.insecure_sockets[0].getsockname()[1])
+    stop = anyio.Event()
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+    try:
+        async with anyio.create_task_group() as tg:
+            if _backend() == "trio":
+                from hypercorn.trio.run import worker_serve as trio_serve
+
+                tg.start_soon(lambda: trio_serve(wrapped, config, sockets=sockets, shutdown_trigger=stop.wait))
+            else:
+                from hypercorn.asyncio.run import worker_serve as asyncio_serve
+
+                tg.start_soon(lambda: asyncio_serve(wrapped, config, sockets=sockets, shutdown_trigger=stop.wait))
+            try:
+                yield bound
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await app.drain(drain_s)
+                    stop.set()
+    finally:
+        for sock in sockets.insecure_sockets:
+            sock.close()
+
+
+def _backend() -> str:
+    import sniffio  # anyio's own way of telling the running loop
+
+    return str(sniffio.current_async_library())
 
 
 def _worker(settings: ServerSettings, sockets: Sockets) -> None:

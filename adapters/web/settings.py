@@ -45,6 +45,9 @@ class ServerSettings:
     access_log: bool = False
     log_level: str = "info"
     limits: WebLimits = attrs.field(factory=WebLimits)
+    twilio_public_url: str | None = None
+    """Also answer phone calls (``adapters.telephony``) reached at this public URL; the auth token comes
+    from ``TWILIO_AUTH_TOKEN``."""
 
     def check(self, environ: Mapping[str, str]) -> None:
         """Refuse what must not start: an open port without an auth hook, unless the user says so."""
@@ -54,6 +57,11 @@ class ServerSettings:
             raise SettingsError("--worker-class must be asyncio or trio")
         if self.provider not in PROVIDERS:
             raise SettingsError(f"--provider must be one of {', '.join(PROVIDERS)}")
+        if self.twilio_public_url is not None and not environ.get("TWILIO_AUTH_TOKEN"):
+            raise SettingsError(
+                "--twilio-public-url needs the account's auth token in TWILIO_AUTH_TOKEN: every call's webhook "
+                "and stream are checked against it"
+            )
         has_auth = self.auth is not None or bool(environ.get(self.token_env))
         if not is_loopback(self.host) and not has_auth and not self.allow_unauthenticated:
             raise SettingsError(
@@ -103,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--drain", type=float, metavar="S", help="on SIGTERM, time left to conversations (env BIDI_WEB_DRAIN_S)")
     add("--max-frame-bytes", type=int, help="largest client frame (env BIDI_WEB_MAX_FRAME_BYTES)")
     add("--max-messages-per-s", type=float, help="client message rate (env BIDI_WEB_MAX_MESSAGES_PER_S)")
+    add("--twilio-public-url", metavar="URL", help="also answer Twilio calls: the https URL Twilio reaches this "
+        "server at; webhook URL/twilio/voice (env BIDI_WEB_TWILIO_PUBLIC_URL; needs TWILIO_AUTH_TOKEN)")  # fmt: skip
     return parser
 
 
@@ -150,4 +160,5 @@ def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str] | None
         access_log=bool(args.access_log) or _env_flag(env.get("BIDI_WEB_ACCESS_LOG")),
         log_level=str(pick(args.log_level, "BIDI_WEB_LOG_LEVEL", "info")),
         limits=limits,
+        twilio_public_url=pick(args.twilio_public_url, "BIDI_WEB_TWILIO_PUBLIC_URL", None),  # type: ignore[arg-type]
     )
