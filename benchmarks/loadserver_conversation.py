@@ -93,6 +93,8 @@ class Pacer:
         self._task: asyncio.Task[None] | None = None
 
     def add(self, response: Response) -> None:
+        if response.conn.scenario.first_chunk_at_once and not response.tick():
+            return  # the first chunk goes out now (time to first audio), the rest in the slot
         self.slots[next(self._next_slot) % _SLOTS].append(response)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
