@@ -336,7 +336,7 @@ def suite(args: argparse.Namespace) -> int:
                     detail = f"thr20 {cpu:.1f} us/chunk" if cpu else "ok"
                 else:
                     detail = run["error"]
-                log(f"  repetition {rep + 1}/{reps}  {client:<13} {time.monotonic() - t0:5.1f} s  {detail}")
+                log(f"  repetition {rep + 1}/{reps}  {client:<15} {time.monotonic() - t0:5.1f} s  {detail}")
                 runs.append(run)
         modes = [] if args.no_ramp else [m for m in args.ramps.split(",") if m]
         for mode in modes:
