@@ -78,12 +78,13 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmarks (benchmarks/README.md): bidi-core beside a raw client and the reference.
 
-    Installs only what a user of the OpenAI adapter installs (plus Trio and
-    matplotlib for the picture), so import time and memory are those of a
-    clean install; the reference gets a virtualenv of its own. Arguments go to
-    ``python -m benchmarks`` (``nox -s bench -- --quick``).
+    Installs only what a user of the OpenAI adapter installs (plus Trio,
+    matplotlib for the picture, and ``websockets`` for the second raw floor,
+    never a dependency of the library), so import time and memory are those
+    of a clean install; the reference gets a virtualenv of its own. Arguments
+    go to ``python -m benchmarks`` (``nox -s bench -- --quick``).
     """
-    session.install("-e", ".[trio,openai]", "matplotlib")
+    session.install("-e", ".[trio,openai]", "matplotlib", "websockets>=15")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

@@ -1,6 +1,6 @@
 """``python -m benchmarks``: the side-by-side benchmark, or one of the others.
 
-    python -m benchmarks                     # the suite: raw floor, bidi-core (asyncio, Trio), reference
+    python -m benchmarks                     # the suite: raw floors, bidi-core (asyncio, Trio), reference
     python -m benchmarks --quick             # the same in about a minute
     python -m benchmarks --list              # the benchmarks there are
     python -m benchmarks stages              # CPU per chunk stage by stage (benchmarks/stages.py)
@@ -10,9 +10,10 @@
 
 The suite starts the load server in a process of its own (pinned to the
 second core), then runs each client in a fresh process (pinned to the first)
-through the single-session scenarios, interleaved: raw, bidi asyncio, bidi
-Trio, reference, raw, ... for each repetition, so slow drifts of the machine
-hit every client alike. Then each client's sessions-per-core ramp, the
+through the single-session scenarios, interleaved: raw (wsproto), raw
+(websockets), bidi asyncio, bidi Trio, reference, raw, ... for each
+repetition, so slow drifts of the machine hit every client alike. Then each
+client's sessions-per-core ramps (output audio only, then duplex), the
 import times, one table on stdout, ``benchmarks/results/<timestamp>.json``
 and a PNG beside it.
 """
@@ -37,7 +38,9 @@ from benchmarks.workload import PROFILES, SINGLE_SESSION
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-CLIENTS = ("raw", "bidi-asyncio", "bidi-trio", "reference")
+CLIENTS = ("raw", "raw-websockets", "bidi-asyncio", "bidi-trio", "reference")
+RAMPS = ("output", "duplex")
+"""The sessions ramps: output audio only, or with every session streaming the microphone (``--mic``)."""
 OTHERS = {
     "stages": "bidi-core's CPU per audio chunk, stage by stage, in one process (benchmarks/stages.py)",
     "audio_handoff": "device thread <-> event loop handoff of BidiAudioIO (benchmarks/audio_handoff.py)",
@@ -46,6 +49,7 @@ OTHERS = {
 }
 IMPORTS = {
     "raw": "import asyncio, json, base64, wsproto",
+    "raw-websockets": "import asyncio, json, base64, websockets.asyncio.client",
     "bidi-asyncio": "import bidi_core, adapters.openai",
     "bidi-trio": "import bidi_core, adapters.openai, trio",
     "reference": (
@@ -69,7 +73,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for dist in ("anyio", "trio", "httpx", "httpx-ws", "wsproto", "attrs", "cattrs"):
+    for dist in ("anyio", "trio", "httpx", "httpx-ws", "wsproto", "websockets", "attrs", "cattrs"):
         try:
             from importlib.metadata import version
 
@@ -158,6 +162,8 @@ class LoadServer:
 def client_command(client: str, reference_python: str | None, prototype: str) -> list[str]:
     if client == "raw":
         return [sys.executable, "-m", "benchmarks.clients.raw"]
+    if client == "raw-websockets":
+        return [sys.executable, "-m", "benchmarks.clients.raw_websockets"]
     if client.startswith("bidi-"):
         backend = client.split("@", 1)[0].split("-", 1)[1].rstrip("*")
         extra = ["--prototype", prototype] if client.endswith("*") else []
@@ -288,6 +294,9 @@ def suite(args: argparse.Namespace) -> int:
     for name in scenarios:
         if name not in SINGLE_SESSION:
             raise SystemExit(f"unknown scenario {name!r}; choose from {', '.join(SINGLE_SESSION)}")
+    for mode in [m for m in args.ramps.split(",") if m]:
+        if mode not in RAMPS:
+            raise SystemExit(f"unknown ramp {mode!r}; choose from {', '.join(RAMPS)}")
     unavailable: dict[str, str] = {}
     reference_python = None
     reference_versions = None
@@ -302,7 +311,7 @@ def suite(args: argparse.Namespace) -> int:
             log(f"  {info}")
     runnable = [c for c in clients if c not in unavailable]
     runs: list[dict[str, Any]] = []
-    ramps: dict[str, dict[str, Any]] = {}
+    ramps: dict[str, dict[str, dict[str, Any]]] = {mode: {} for mode in RAMPS}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     busy0, total0 = cpu_times()
     ours0 = children_cpu()
@@ -327,20 +336,23 @@ def suite(args: argparse.Namespace) -> int:
                     detail = f"thr20 {cpu:.1f} us/chunk" if cpu else "ok"
                 else:
                     detail = run["error"]
-                log(f"  repetition {rep + 1}/{reps}  {client:<13} {time.monotonic() - t0:5.1f} s  {detail}")
+                log(f"  repetition {rep + 1}/{reps}  {client:<15} {time.monotonic() - t0:5.1f} s  {detail}")
                 runs.append(run)
-        if not args.no_ramp:
+        modes = [] if args.no_ramp else [m for m in args.ramps.split(",") if m]
+        for mode in modes:
             for client in runnable:
-                log(f"  sessions per core: {client}")
-                ramps[client] = run_client(
+                log(f"  sessions per core, {mode}: {client}")
+                key = f"{stamp}.ramp-{mode}.{client}"
+                mic = ["--mic"] if mode == "duplex" else []
+                ramps[mode][client] = run_client(
                     client_command(client, reference_python, args.prototype),
-                    ["--url", server.url, "--profile", profile, "--key", f"{stamp}.ramp.{client}", "--ramp"],
+                    ["--url", server.url, "--profile", profile, "--key", key, "--ramp", *mic],
                     timeout_s=args.timeout,
                     cpu=client_cpu,
                     cwd=client_cwd(client),
                 )
-                if not ramps[client]["ok"]:
-                    log(f"    failed: {ramps[client]['error']}")
+                if not ramps[mode][client]["ok"]:
+                    log(f"    failed: {ramps[mode][client]['error']}")
     busy1, total1 = cpu_times()
     others = max(0.0, (busy1 - busy0) - (children_cpu() - ours0))
     ncpu = os.cpu_count() or 1
@@ -414,6 +426,11 @@ def main() -> int:
     parser.add_argument("--clients", default=",".join(CLIENTS), help=f"default: {','.join(CLIENTS)}")
     parser.add_argument("--scenarios", default=",".join(SINGLE_SESSION), help=f"default: {','.join(SINGLE_SESSION)}")
     parser.add_argument("--no-ramp", action="store_true", help="skip the sessions-per-core ramps")
+    parser.add_argument(
+        "--ramps",
+        default=",".join(RAMPS),
+        help="which sessions ramps: output (model audio down only), duplex (every session also streams the mic)",
+    )
     parser.add_argument("--pin", action="store_true", help="pin clients to CPU 0 and the server to CPU 1")
     parser.add_argument(
         "--prototype",
@@ -435,7 +452,7 @@ def main() -> int:
     parser.add_argument("--update-readme", action="store_true", help="paste the table into benchmarks/README.md")
     args = parser.parse_args()
     if args.list:
-        print("suite          the side-by-side suite (default): raw floor, bidi-core on asyncio and Trio, reference")
+        print("suite          the side-by-side suite (default): raw floors, bidi-core on asyncio and Trio, reference")
         for name, what in OTHERS.items():
             print(f"{name:<14} {what}")
         return 0

@@ -17,6 +17,7 @@ from benchmarks.workload import LATENCY_TARGET_MS, latency_summary
 
 CLIENT_TITLES = {
     "raw": "raw floor",
+    "raw-websockets": "raw websockets",
     "bidi-asyncio": "bidi asyncio",
     "bidi-trio": "bidi trio",
     "reference": "reference",
@@ -38,11 +39,12 @@ def _median(values: list[float]) -> float | None:
 def aggregate(
     clients: list[str],
     runs: list[dict[str, Any]],
-    ramps: dict[str, dict[str, Any]],
+    ramps: dict[str, dict[str, dict[str, Any]]],
     imports: dict[str, dict[str, Any]],
     unavailable: dict[str, str],
 ) -> dict[str, dict[str, Any]]:
-    """Figures per client (see README.md for what each one means)."""
+    """Figures per client (see README.md for what each one means). ``ramps``:
+    mode (``output``, ``duplex``) -> client -> the ramp process's result."""
     by_rep: dict[tuple[str, int], dict[str, Any]] = {}
     for run in runs:
         if run.get("ok"):
@@ -83,6 +85,16 @@ def aggregate(
                 if mine_cpu and ref and ref["result"]["scenarios"].get(name, {}).get("cpu_us_per_chunk"):
                     ref_ratios.append(ref["result"]["scenarios"][name]["cpu_us_per_chunk"] / mine_cpu)
             fig["cpu_ratio_to_raw"][name] = _median(ratios)
+            partner = asyncio_partner(client)
+            if partner:
+                fig.setdefault("cpu_ratio_to_asyncio", {})[name] = _median(
+                    [
+                        mine_cpu / other_cpu
+                        for r in reps
+                        if (mine_cpu := _cpu(by_rep.get((client, r)), name))
+                        and (other_cpu := _cpu(by_rep.get((partner, r)), name))
+                    ]
+                )
             fig["reference_ratio"][name] = _median(ref_ratios)
             per_run = [run["result"]["scenarios"][name] for run in mine]
             fig["sched_per_chunk"][name] = (
@@ -93,6 +105,19 @@ def aggregate(
             fig["latency_ms"][name] = latency_summary(samples) if samples else None
             if not all(run["result"]["scenarios"][name]["complete"] for run in mine):
                 fig["incomplete"].append(name)
+        # Time to first audio after a text turn, over the scenarios whose server writes each
+        # response's first chunk at once (turns20); the unpaced ones' (thr20, thr100: the first chunk
+        # shares the CPU with the server's burst behind it) are kept per scenario for the JSON.
+        first_audio: list[float] = []
+        fig["first_audio_by_scenario"] = {}
+        for name in scenarios:
+            per_scenario = [v for run in mine for v in run["result"]["scenarios"][name].get("first_audio_ms", [])]
+            fig["first_audio_by_scenario"][name] = _median(per_scenario)
+            if all(run["result"]["scenarios"][name].get("first_chunk_at_once") for run in mine):
+                first_audio += per_scenario
+        fig["first_audio_ms"] = (
+            {"n": len(first_audio), "median": _median(first_audio), "max": max(first_audio)} if first_audio else None
+        )
         silence, never, late, rtt, first_rtt = [], 0, 0, [], []
         for run in mine:
             duplex = run["result"]["scenarios"].get("duplex")
@@ -130,87 +155,106 @@ def aggregate(
         )
         fig["peak_rss_mb"] = _median([run["result"]["peak_rss_mb"] for run in mine])
         fig["import_s"] = imports.get(client, {}).get("median_s")
-        ramp = ramps.get(client)
-        if ramp and ramp.get("ok"):
-            at100 = [lv for lv in ramp["result"]["ramp"]["levels"] if lv["sessions"] == 100 and lv["window"] == 1]
-            # CPU per chunk with 100 sessions at real time: every chunk wakes the loop, as in production.
-            fig["cpu_us_per_chunk_100_sessions"] = at100[0]["cpu_fraction"] / (100 * 50) * 1e6 if at100 else None
-            fig["sessions_per_core"] = ramp["result"]["ramp"]["sessions_per_core"]
-            fig["sessions_capped"] = ramp["result"]["ramp"]["capped"]
-            fig["ramp_levels"] = ramp["result"]["ramp"]["levels"]
-        elif ramp:
-            fig["sessions_per_core"] = None
-            fig["ramp_error"] = ramp.get("error")
+        for mode, suffix in (("output", ""), ("duplex", "_duplex")):
+            ramp = ramps.get(mode, {}).get(client)
+            if ramp and ramp.get("ok"):
+                levels = ramp["result"]["ramp"]["levels"]
+                at100 = [lv for lv in levels if lv["sessions"] == 100 and lv["window"] == 1]
+                # CPU per output chunk with 100 sessions at real time: every chunk wakes the loop, as in
+                # production (in duplex the microphone blocks going up are in it too).
+                fig[f"cpu_us_per_chunk_100_sessions{suffix}"] = (
+                    at100[0]["cpu_fraction"] / (100 * 50) * 1e6 if at100 else None
+                )
+                fig[f"sessions_per_core{suffix}"] = ramp["result"]["ramp"]["sessions_per_core"]
+                fig[f"sessions_capped{suffix}"] = ramp["result"]["ramp"]["capped"]
+                fig[f"ramp_levels{suffix}"] = levels
+            elif ramp:
+                fig[f"sessions_per_core{suffix}"] = None
+                fig[f"ramp_error{suffix}"] = ramp.get("error")
         out[client] = fig
     return out
+
+
+def asyncio_partner(client: str) -> str | None:
+    """The asyncio column a Trio column is compared with (``bidi-trio*`` with ``bidi-asyncio*``)."""
+    return client.replace("bidi-trio", "bidi-asyncio", 1) if client.startswith("bidi-trio") else None
+
+
+def _cpu(run: dict[str, Any] | None, name: str) -> float | None:
+    value = run["result"]["scenarios"].get(name, {}).get("cpu_us_per_chunk") if run else None
+    return float(value) if value else None
 
 
 # --------------------------------------------------------------------------- targets
 
 
 def targets(figures: dict[str, dict[str, Any]], chunk_ms: int = 20) -> list[dict[str, Any]]:
-    """The issue's targets, judged for each bidi-core backend."""
+    """The issues' targets, judged for each bidi-core column: issue 16's real-time goals
+    (ratios and differences to the wsproto raw floor of the same run) first, then the
+    earlier ones that still apply."""
     raw = figures.get("raw", {})
-    rows = []
-
-    def judge(name: str, target: str, value: Any, ok: bool | None) -> dict[str, Any]:
-        return {"target": name, "goal": target, "value": value, "met": ok}
+    rows: list[dict[str, Any]] = []
 
     for client in [c for c in figures if c.startswith("bidi-")]:
         fig = figures.get(client)
         if not fig or "unavailable" in fig:
             continue
+
+        def judge(name: str, goal: str, value: Any, ok: bool | None, client: str = client) -> None:
+            rows.append({"client": client, "target": name, "goal": goal, "value": value, "met": ok})
+
+        def minus_floor(key: str, fig: dict[str, Any] = fig) -> float | None:
+            mine, floor = fig.get(key), raw.get(key)
+            if not mine or not floor or mine.get("median") is None or floor.get("median") is None:
+                return None
+            return float(mine["median"] - floor["median"])
+
+        duplex = fig["cpu_ratio_to_raw"].get("duplex")
+        one = fig["cpu_ratio_to_raw"].get("rt20")
+        judge("CPU/chunk vs raw floor, duplex at real time", "<= 1.2x", duplex, _le(duplex, 1.2))
+        judge("CPU/chunk vs raw floor, 1 real-time session", "<= 1.1x", one, _le(one, 1.1))
+        if asyncio_partner(client):
+            trio = (fig.get("cpu_ratio_to_asyncio") or {}).get("rt20")
+            judge("CPU/chunk, 1 real-time session, Trio / asyncio", "<= 1.1x", trio, _le(trio, 1.1))
+        mine_n, floor_n = fig.get("sessions_per_core_duplex"), raw.get("sessions_per_core_duplex")
+        share = mine_n / floor_n if mine_n is not None and floor_n else None
+        judge("duplex sessions per core / raw floor's", ">= 0.9x", share, _ge(share, 0.9))
+        for key, name in (
+            ("first_audio_ms", "time to first audio - raw, median"),
+            ("tool_rtt_ms", "tool round trip - raw, median"),
+            ("barge_in_ms", "barge-in to silence - raw, median"),
+        ):
+            diff = minus_floor(key)
+            judge(name, "<= 0.5 ms", diff, _le(diff, 0.5))
+
         ratio = fig["cpu_ratio_to_raw"].get("thr20")
         ref = fig["reference_ratio"].get("thr20")
         lat = (fig["latency_ms"] or {}).get("rt20")
         raw_lat = (raw.get("latency_ms") or {}).get("rt20")
+        p99 = lat["p99"] - raw_lat["p99"] if lat and raw_lat else None
         tool = fig.get("tool_rtt_ms")
         barge = fig.get("barge_in_ms")
         sessions = fig.get("sessions_per_core")
-        rows += [
-            {"client": client, **judge("CPU/chunk vs raw floor (20 ms)", "<= 1.3x", ratio, _le(ratio, 1.3))},
-            {"client": client, **judge("CPU/chunk, reference / bidi-core (20 ms)", ">= 3x", ref, _ge(ref, 3.0))},
-            {
-                "client": client,
-                **judge(
-                    "output latency p99 - raw p99, real time",
-                    "<= 0.2 ms",
-                    lat["p99"] - raw_lat["p99"] if lat and raw_lat else None,
-                    _le(lat["p99"] - raw_lat["p99"], 0.2) if lat and raw_lat else None,
-                ),
-            },
-            {
-                "client": client,
-                **judge(
-                    "tool round trip (median, after the first call)",
-                    "< 1 ms",
-                    tool and tool["median"],
-                    _lt(tool and tool["median"], 1.0),
-                ),
-            },
-            {
-                "client": client,
-                **judge(
-                    "barge-in to silence (max)",
-                    f"<= one block ({chunk_ms} ms)",
-                    barge and barge["max"],
-                    (_le(barge["max"], chunk_ms) and not barge["never"]) if barge else None,
-                ),
-            },
-            {"client": client, **judge("peak RSS", "< 40 MB", fig.get("peak_rss_mb"), _lt(fig.get("peak_rss_mb"), 40))},
-            {
-                "client": client,
-                **judge(
-                    "import bidi_core + OpenAI adapter", "< 0.2 s", fig.get("import_s"), _lt(fig.get("import_s"), 0.2)
-                ),
-            },
-            {
-                "client": client,
-                **judge(
-                    f"sessions per core at p99 <= {LATENCY_TARGET_MS:g} ms", ">= 300", sessions, _ge(sessions, 300)
-                ),
-            },
-        ]
+        judge("CPU/chunk vs raw floor (unpaced 20 ms)", "<= 1.3x", ratio, _le(ratio, 1.3))
+        judge("CPU/chunk, reference / bidi-core (20 ms)", ">= 3x", ref, _ge(ref, 3.0))
+        judge("output latency p99 - raw p99, real time", "<= 0.2 ms", p99, _le(p99, 0.2))
+        judge(
+            "tool round trip (median, after the first call)",
+            "< 1 ms",
+            tool and tool["median"],
+            _lt(tool and tool["median"], 1.0),
+        )
+        judge(
+            "barge-in to silence (max)",
+            f"<= one block ({chunk_ms} ms)",
+            barge and barge["max"],
+            (_le(barge["max"], chunk_ms) and not barge["never"]) if barge else None,
+        )
+        judge("peak RSS", "< 40 MB", fig.get("peak_rss_mb"), _lt(fig.get("peak_rss_mb"), 40))
+        judge("import bidi_core + OpenAI adapter", "< 0.2 s", fig.get("import_s"), _lt(fig.get("import_s"), 0.2))
+        judge(
+            f"sessions per core, output only, p99 <= {LATENCY_TARGET_MS:g} ms", ">= 300", sessions, _ge(sessions, 300)
+        )
     return rows
 
 
@@ -260,13 +304,16 @@ def table(clients: list[str], figures: dict[str, dict[str, Any]]) -> str:
 
         return cell
 
-    raw100 = figures.get("raw", {}).get("cpu_us_per_chunk_100_sessions")
+    def at100(suffix: str) -> Any:
+        raw100 = figures.get("raw", {}).get(f"cpu_us_per_chunk_100_sessions{suffix}")
 
-    def at100(client: str, fig: dict[str, Any]) -> str:
-        value = fig.get("cpu_us_per_chunk_100_sessions")
-        if value is None:
-            return "-"
-        return _num(value) if client == "raw" or not raw100 else f"{_num(value)} ({value / raw100:.2f}x)"
+        def cell(client: str, fig: dict[str, Any]) -> str:
+            value = fig.get(f"cpu_us_per_chunk_100_sessions{suffix}")
+            if value is None:
+                return "-"
+            return _num(value) if client == "raw" or not raw100 else f"{_num(value)} ({value / raw100:.2f}x)"
+
+        return cell
 
     def ref_ratio(client: str, fig: dict[str, Any]) -> str:
         value = fig["reference_ratio"].get("thr20")
@@ -286,6 +333,10 @@ def table(clients: list[str], figures: dict[str, dict[str, Any]]) -> str:
         text = f"{_num(b['median'], '{:.2f}')} / {_num(b['max'], '{:.2f}')}"
         return text + (f" ({b['never']} never)" if b["never"] else "")
 
+    def first_audio(client: str, fig: dict[str, Any]) -> str:
+        f = fig.get("first_audio_ms")
+        return "-" if not f else f"{f['median']:.2f} / {f['max']:.2f}"
+
     def tool(client: str, fig: dict[str, Any]) -> str:
         t = fig.get("tool_rtt_ms")
         return "-" if not t else f"{t['median']:.2f} / {t['max']:.2f}"
@@ -294,15 +345,19 @@ def table(clients: list[str], figures: dict[str, dict[str, Any]]) -> str:
         t = fig.get("tool_rtt_ms")
         return "-" if not t or t.get("first_call_median") is None else f"{t['first_call_median']:.2f}"
 
-    def sessions(client: str, fig: dict[str, Any]) -> str:
-        n = fig.get("sessions_per_core")
-        if n is None:
-            return "failed" if fig.get("ramp_error") else "-"
-        return f">= {n}" if fig.get("sessions_capped") else str(n)
+    def sessions(suffix: str) -> Any:
+        def cell(client: str, fig: dict[str, Any]) -> str:
+            n = fig.get(f"sessions_per_core{suffix}")
+            if n is None:
+                return "failed" if fig.get(f"ramp_error{suffix}") else "-"
+            return f">= {n}" if fig.get(f"sessions_capped{suffix}") else str(n)
+
+        return cell
 
     row("CPU us/chunk, unpaced 20 ms (x raw)", cpu("thr20"))
     row("CPU us/chunk, unpaced 100 ms (x raw)", cpu("thr100"))
-    row("CPU us/chunk, 100 real-time sessions (x raw)", at100)
+    row("CPU us/chunk, 100 real-time sessions (x raw)", at100(""))
+    row("CPU us/chunk, 100 duplex sessions (x raw)", at100("_duplex"))
     row("CPU us/chunk, 1 real-time session (x raw)", cpu("rt20"))
     row("CPU us/chunk, duplex + mic (x raw)", cpu("duplex"))
     row("task steps / wake-ups per chunk, real time", sched("rt20"))
@@ -310,13 +365,15 @@ def table(clients: list[str], figures: dict[str, dict[str, Any]]) -> str:
     row("reference CPU / this client's, 20 ms", ref_ratio)
     row("output latency p50 / p99, real time (ms)", latency("rt20"))
     row("output latency p50 / p99, duplex (ms)", latency("duplex"))
+    row("time to first audio after text, med / max (ms)", first_audio)
     row("barge-in to silence, median / max (ms)", barge)
     row("audio chunks after the interruption", lambda c, f: str(f.get("late_chunks", "-")))
     row("tool round trip, median / max (ms)", tool)
     row("  first call of the process (ms)", first_tool)
     row("peak RSS (MB)", lambda c, f: _num(f.get("peak_rss_mb")))
     row("import time (s)", lambda c, f: _num(f.get("import_s"), "{:.3f}"))
-    row(f"sessions per core (p99 <= {LATENCY_TARGET_MS:g} ms)", sessions)
+    row(f"sessions per core, output only (p99 <= {LATENCY_TARGET_MS:g} ms)", sessions(""))
+    row(f"sessions per core, duplex (p99 <= {LATENCY_TARGET_MS:g} ms)", sessions("_duplex"))
 
     headers = ["figure"] + [title(c) for c in clients]
     widths = [max(len(headers[0]), *(len(label) for label, _ in rows))]
@@ -337,8 +394,9 @@ def table(clients: list[str], figures: dict[str, dict[str, Any]]) -> str:
             notes.append(f"{title(client)}: a repetition failed: {failure}")
         if fig.get("incomplete"):
             notes.append(f"{title(client)}: incomplete scenarios: {', '.join(fig['incomplete'])}")
-        if fig.get("ramp_error"):
-            notes.append(f"{title(client)}: sessions ramp failed: {fig['ramp_error']}")
+        for mode, suffix in (("output", ""), ("duplex", "_duplex")):
+            if fig.get(f"ramp_error{suffix}"):
+                notes.append(f"{title(client)}: {mode} sessions ramp failed: {fig[f'ramp_error{suffix}']}")
     return "\n".join([*lines, *(["", *notes] if notes else [])])
 
 
@@ -349,7 +407,7 @@ def targets_text(rows: list[dict[str, Any]]) -> str:
         value = r["value"]
         shown = "-" if value is None else (f"{value:.3g}" if isinstance(value, float) else str(value))
         verdict = {True: "met", False: "MISSED", None: "not measured"}[r["met"]]
-        lines.append(f"  {title(r['client']):<{width}} {r['target']:<47} {r['goal']:<22} {shown:>9}  {verdict}")
+        lines.append(f"  {title(r['client']):<{width}} {r['target']:<50} {r['goal']:<22} {shown:>9}  {verdict}")
     return "\n".join(lines)
 
 
@@ -386,20 +444,23 @@ def plot(path: str, clients: list[str], runs: list[dict[str, Any]], figures: dic
         ax.legend()
     ax = axes[2]
     for client in clients:
-        levels = figures.get(client, {}).get("ramp_levels") or []
-        if levels:
-            ax.plot(
-                [lv["sessions"] for lv in levels],
-                [min(lv["p99_ms"], 1000) for lv in levels],
-                marker="o",
-                label=title(client),
-            )
+        for suffix, style, what in (("", "-", "output"), ("_duplex", "--", "duplex")):
+            levels = figures.get(client, {}).get(f"ramp_levels{suffix}") or []
+            if levels:
+                ax.plot(
+                    [lv["sessions"] for lv in levels],
+                    [min(lv["p99_ms"], 1000) for lv in levels],
+                    marker="o",
+                    ls=style,
+                    label=f"{title(client)}, {what}",
+                )
     ax.axhline(LATENCY_TARGET_MS, color="red", lw=0.8, ls="--")
     ax.set_yscale("log")
     ax.set_xlabel("concurrent real-time sessions in one process (one core)")
     ax.set_ylabel("output latency p99 (ms)")
-    ax.set_title("sessions per core")
-    ax.legend()
+    ax.set_title("sessions per core (solid: output only, dashed: duplex)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -57,7 +57,9 @@ class Scenario:
     ``turns_ms`` is the audio of each turn, turn 0 being the warm-up.
     Barge-in on turns ``k % barge_every == 0`` (k > 0), after the client heard
     ``barge_after_chunks`` chunks; a tool call before the audio of turns
-    ``k % tool_every == 0``."""
+    ``k % tool_every == 0``. ``first_chunk_at_once``: a paced response's first
+    chunk is written at once, not in its pacer slot (0-20 ms later), so the
+    time to first audio is the client's and the loopback's alone."""
 
     name: str
     kind: str
@@ -68,6 +70,7 @@ class Scenario:
     tool_every: int = 0
     barge_after_chunks: int = 8
     transcript_every: int = 5
+    first_chunk_at_once: bool = False
     describe: str = ""
 
     @property
@@ -111,6 +114,15 @@ def _profile(quick: bool) -> dict[str, Scenario]:
         ),
         Scenario("rt20", "text", 20, True, (400, rt_ms), describe=f"real time, {rt_ms / 1000:g} s of 20 ms deltas"),
         Scenario(
+            "turns20",
+            "text",
+            20,
+            True,
+            (400,) + (200,) * 10,
+            first_chunk_at_once=True,
+            describe="real time, 10 short text turns of 200 ms, each turn's first chunk written at once",
+        ),
+        Scenario(
             "duplex",
             "duplex",
             20,
@@ -126,7 +138,7 @@ def _profile(quick: bool) -> dict[str, Scenario]:
 
 
 PROFILES = {"full": _profile(quick=False), "quick": _profile(quick=True)}
-SINGLE_SESSION = ("thr20", "thr100", "rt20", "duplex")
+SINGLE_SESSION = ("thr20", "thr100", "rt20", "turns20", "duplex")
 
 
 @dataclass(frozen=True)
@@ -197,6 +209,8 @@ class Recorder:
     sched_end: tuple[int, int] = (0, 0)
     done: bool = False
     record: bool = True
+    text_sent_ns: int | None = None
+    first_audio_ns: dict[int, int] = field(default_factory=dict)
 
     def audio(self, pcm: bytes) -> None:
         now = time.monotonic_ns()
@@ -207,6 +221,9 @@ class Recorder:
         if turn != self.turn:
             self.turn = turn
             self.turn_chunks = 0
+            if self.text_sent_ns is not None:
+                self.first_audio_ns[turn] = now - self.text_sent_ns
+                self.text_sent_ns = None
         self.turn_chunks += 1
         if turn > 0:
             self.measured_chunks += 1
@@ -216,6 +233,12 @@ class Recorder:
         sc = self.scenario
         if sc.is_barge_turn(turn) and self.turn_chunks == sc.barge_after_chunks and turn not in self.barge_sent:
             self.barge_request = turn
+
+    def text_sent(self) -> None:
+        """The client is about to send a text turn (the message and
+        ``response.create``): time to first audio runs from here to the first
+        chunk of the next turn reaching :meth:`audio`."""
+        self.text_sent_ns = time.monotonic_ns()
 
     def take_barge(self) -> int | None:
         """The microphone asks this before each chunk: a turn to barge into, once."""
@@ -256,6 +279,9 @@ class Recorder:
         measured = self.latencies_ns if sc.paced else []
         return {
             "scenario": sc.name,
+            "kind": sc.kind,
+            "paced": sc.paced,
+            "first_chunk_at_once": sc.first_chunk_at_once,
             "chunks": self.chunks,
             "measured_chunks": self.measured_chunks,
             "cpu_s": cpu,
@@ -268,6 +294,7 @@ class Recorder:
             "interrupted_ns": {str(k): v for k, v in self.interrupted_ns.items()},
             "last_audio_ns": {str(k): v for k, v in self.last_audio_ns.items() if sc.is_barge_turn(k)},
             "late_chunks": self.late_chunks,
+            "first_audio_ms": [v / 1e6 for k, v in sorted(self.first_audio_ns.items()) if k > 0],
             "complete": self.done,
         }
 

@@ -102,9 +102,10 @@ class TurnGate:
 class TextTurns:
     """A ``BidiInput`` that asks for the next turn each time the last one ended."""
 
-    def __init__(self, gate: TurnGate, turns: int) -> None:
+    def __init__(self, gate: TurnGate, turns: int, rec: Recorder) -> None:
         self.gate = gate
         self.left = turns
+        self.rec = rec
 
     async def start(self, agent: Any) -> None:
         return None
@@ -117,6 +118,7 @@ class TextTurns:
             raise EOFError
         await self.gate.wait()
         self.left -= 1
+        self.rec.text_sent()  # handed to the agent on return: time to first audio starts
         return "next"
 
 
@@ -157,7 +159,7 @@ async def run_one(url: str, scenario: Scenario, key: str, rec: Recorder) -> None
     if scenario.kind == "duplex":
         inputs = [Microphone(rec, scenario)]
     else:
-        inputs = [TextTurns(gate, len(scenario.turns_ms) if scenario.kind == "text" else 1)]
+        inputs = [TextTurns(gate, len(scenario.turns_ms) if scenario.kind == "text" else 1, rec)]
     await agent.run(inputs=inputs, outputs=[CountingOutput(rec, gate)])
 
 
@@ -181,7 +183,10 @@ async def run_sessions_ramp(args: Any) -> dict[str, Any]:
     async with anyio.create_task_group() as tg:
 
         async def session(agent: BidiAgent, rec: Recorder) -> None:
-            await agent.run(inputs=[TextTurns(TurnGate(), 1)], outputs=[CountingOutput(rec, TurnGate())])
+            inputs: list[Any] = [TextTurns(TurnGate(), 1, rec)]
+            if args.mic:
+                inputs.append(Microphone(rec, scenario))  # the duplex ramp
+            await agent.run(inputs=inputs, outputs=[CountingOutput(rec, TurnGate())])
 
         def add(n: int) -> None:
             for _ in range(n):

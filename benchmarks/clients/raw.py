@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from wsproto import ConnectionType, WSConnection
@@ -56,7 +57,10 @@ SESSION_UPDATE = json.dumps(
 
 
 class RawSession:
-    def __init__(self, url: str, scenario: Scenario, key: str, recorder: Recorder) -> None:
+    """One conversation. ``mic``: stream the microphone also outside the duplex
+    scenario (the duplex sessions ramp)."""
+
+    def __init__(self, url: str, scenario: Scenario, key: str, recorder: Recorder, mic: bool = False) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
@@ -69,12 +73,14 @@ class RawSession:
         self.cut: set[str] = set()
         self.turn_requests = 0
         self.closing = False
+        self.mic = mic or scenario.kind == "duplex"
 
     def send(self, text: str) -> None:
         assert self.writer is not None
         self.writer.write(self.ws.send(TextMessage(data=text)))
 
     def request_turn(self) -> None:
+        self.rec.text_sent()
         self.turn_requests += 1
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "next"}]}
         self.send(json.dumps({"type": "conversation.item.create", "item": item}))
@@ -105,9 +111,9 @@ class RawSession:
                         self.on_message(json.loads(text))
                     elif isinstance(event, AcceptConnection):
                         self.send(SESSION_UPDATE)
-                        if self.scenario.kind == "duplex":
+                        if self.mic:
                             mic = asyncio.get_running_loop().create_task(self.microphone())
-                        else:
+                        if self.scenario.kind != "duplex":
                             self.request_turn()
                     elif isinstance(event, Ping):
                         writer.write(self.ws.send(event.response()))
@@ -160,27 +166,40 @@ class RawSession:
             await asyncio.sleep(max(0.0, start + n * self.scenario.chunk_ms / 1000 - loop.time()))
 
 
-async def run_scenarios(args: Any) -> dict[str, Any]:
+class Session(Protocol):
+    """What :func:`run_scenarios` and :func:`run_sessions_ramp` need of a raw client's session."""
+
+    async def run(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+SessionFactory = Callable[[str, Scenario, str, Recorder, bool], Session]
+"""``(url, scenario, key, recorder, mic) -> session``: a raw client's session class."""
+
+
+async def run_scenarios(args: Any, make: SessionFactory = RawSession, client: str = "raw") -> dict[str, Any]:
     results = {}
     for name in args.scenarios.split(","):
         scenario = PROFILES[args.profile][name]
         rec = Recorder(scenario)
-        await RawSession(args.url, scenario, f"{args.key}.{name}", rec).run()
+        await make(args.url, scenario, f"{args.key}.{name}", rec, False).run()
         results[name] = rec.summary()
-    return {"client": "raw", "scenarios": results}
+    return {"client": client, "scenarios": results}
 
 
-async def run_sessions_ramp(args: Any) -> dict[str, Any]:
+async def run_sessions_ramp(args: Any, make: SessionFactory = RawSession, client: str = "raw") -> dict[str, Any]:
+    """The sessions ramp; with ``--mic`` every session also streams the microphone."""
     scenario = PROFILES[args.profile]["sessions"]
     latencies: list[int] = []
     recorders: list[Recorder] = []
-    sessions: list[RawSession] = []
+    sessions: list[Session] = []
     tasks: set[asyncio.Task[None]] = set()
 
     def add(n: int) -> None:
         for _ in range(n):
             rec = Recorder(scenario, latencies_ns=latencies)
-            session = RawSession(args.url, scenario, f"{args.key}.s{len(sessions)}", rec)
+            session = make(args.url, scenario, f"{args.key}.s{len(sessions)}", rec, args.mic)
             recorders.append(rec)
             sessions.append(session)
             task = asyncio.get_running_loop().create_task(session.run())
@@ -200,7 +219,7 @@ async def run_sessions_ramp(args: Any) -> dict[str, Any]:
     await asyncio.sleep(0.2)
     for task in list(tasks):
         task.cancel()
-    return {"client": "raw", "ramp": result}
+    return {"client": client, "ramp": result}
 
 
 def main() -> None:

@@ -102,9 +102,10 @@ class CountingOutput:
 
 
 class TextTurns:
-    def __init__(self, gate: asyncio.Event, turns: int) -> None:
+    def __init__(self, gate: asyncio.Event, turns: int, rec: Recorder) -> None:
         self.gate = gate
         self.left = turns
+        self.rec = rec
 
     async def start(self, agent: Any) -> None:
         return None
@@ -118,6 +119,7 @@ class TextTurns:
         await self.gate.wait()
         self.gate.clear()
         self.left -= 1
+        self.rec.text_sent()  # handed to the agent on return: time to first audio starts
         return "next"
 
 
@@ -153,7 +155,9 @@ def make_agent(scenario: Scenario, key: str) -> Any:
     return BidiAgent(model=model, tools=[get_time])
 
 
-async def run_one(scenario: Scenario, key: str, rec: Recorder, finished: asyncio.Event | None = None) -> None:
+async def run_one(
+    scenario: Scenario, key: str, rec: Recorder, finished: asyncio.Event | None = None, mic: bool = False
+) -> None:
     gate = asyncio.Event()
     gate.set()
     finished = finished or asyncio.Event()
@@ -162,7 +166,9 @@ async def run_one(scenario: Scenario, key: str, rec: Recorder, finished: asyncio
     if scenario.kind == "duplex":
         inputs = [Microphone(rec, scenario)]
     else:
-        inputs = [TextTurns(gate, len(scenario.turns_ms) if scenario.kind == "text" else 1)]
+        inputs = [TextTurns(gate, len(scenario.turns_ms) if scenario.kind == "text" else 1, rec)]
+        if mic:
+            inputs.append(Microphone(rec, scenario))  # the duplex ramp
     run = asyncio.get_running_loop().create_task(
         agent.run(inputs=inputs, outputs=[CountingOutput(rec, gate, finished)])
     )
@@ -199,7 +205,7 @@ async def run_sessions_ramp(args: Any) -> dict[str, Any]:
             rec = Recorder(scenario, latencies_ns=latencies)
             recorders.append(rec)
             key = f"{args.key}.s{len(tasks)}"
-            tasks.append(asyncio.get_running_loop().create_task(run_one(scenario, key, rec, stop)))
+            tasks.append(asyncio.get_running_loop().create_task(run_one(scenario, key, rec, stop, args.mic)))
 
     result = await run_ramp(
         RAMPS[args.profile],
