@@ -253,11 +253,13 @@ class Tap:
             self.ended = True
             self._write({"record": "end", "by": "server", **scrub(how, self._secrets)})
 
-    def failed(self, error: BaseException) -> None:
-        """The connection failed: a fault of the transport or the provider's refusal."""
+    def failed(self, error: BaseException, *, during: str | None = None) -> None:
+        """The connection failed: a fault of the transport or the provider's refusal (``during`` what, if not
+        reading: Nova's ``response`` to the request)."""
         if not self.ended:
             self.ended = True
-            self._write({"record": "end", "by": "error", "error": error_record(error, self._secrets)})
+            record = {"record": "end", "by": "error", "error": error_record(error, self._secrets)}
+            self._write(record if during is None else {**record, "during": during})
 
     def client_ended(self) -> None:
         if not self.ended:

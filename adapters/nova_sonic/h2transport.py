@@ -122,7 +122,7 @@ class RecordedStream:
         try:
             return await self._inner.wait_response()
         except BidiError as exc:
-            self._tap.failed(exc)
+            self._tap.failed(exc, during="response")
             raise
 
 
