@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any, Literal
 
+import anyio
 import attrs
 
 from adapters.recording import AudioFields, FrameCodec, JsonFrames
@@ -27,10 +28,10 @@ from adapters.testing.replay.connection import (
     error_from_record,
 )
 from adapters.testing.replay.recording_file import RecordingFile, load_recording
-from ports.errors import BidiUsageError
+from ports.errors import BidiError, BidiUsageError
 from ports.model import BidiModelSession, ConnectRequest, ModelCapabilities
 
-__all__ = ["ReplayModel"]
+__all__ = ["ReplayModel", "provider_events"]
 
 
 @attrs.frozen
@@ -83,6 +84,46 @@ def _nova_sonic() -> _Provider:
 
 
 _PROVIDERS: dict[str, Callable[[], _Provider]] = {"openai": _openai, "gemini": _gemini, "nova_sonic": _nova_sonic}
+
+
+async def provider_events(recording: RecordingFile) -> list[tuple[int, float, Any]]:
+    """Every event the provider's adapter made of the recording, as ``(connection, t, event)``.
+
+    Each connection's frames go through the real session (as in a replay, but
+    nothing is checked or waited for); ``t`` is when the frame that produced
+    the event was recorded. The timeline is drawn from these.
+    """
+    make = _PROVIDERS.get(recording.provider)
+    if make is None:
+        raise BidiUsageError(f"cannot read a recording of provider {recording.provider!r}")
+    provider = make()
+    model = provider.model(recording.model_id, recording.header.get("settings") or {})
+    found: list[tuple[int, float, Any]] = []
+    for script in recording.connections:
+        if script.refused:
+            continue
+        connection = ReplayConnection(
+            script,
+            provider.codec(),
+            audio_fields=provider.audio_fields,
+            speed=None,
+            match_audio="length",
+            ignore_keys=(),
+            wait_timeout_s=0,
+            raise_mismatch=False,
+            mismatches=[],
+            lenient=True,
+        )
+        with anyio.CancelScope() as scope, suppress(anyio.EndOfStream, BidiError):
+            async with provider.session(model, connection, script.connection_id, ConnectRequest()) as session:
+                try:
+                    while True:
+                        event = await session.receive()
+                        found.append((script.number, connection.last_t, event))
+                except (anyio.EndOfStream, BidiError):
+                    pass
+                scope.cancel()  # before leaving the session: Nova's then skips its goodbye
+    return found
 
 
 class ReplayModel:
