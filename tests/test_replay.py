@@ -10,7 +10,6 @@ something else is told where; and no credential reaches the file.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,12 @@ from bidi_core import (
 )
 from ports.events import BidiOutputEvent
 from tests.support import RecordingOutput, Texts, finals, run_until
-from tests.test_providers_common import (  # noqa: F401 - the provider fixture
-    FAST_RETRY,
-    Mic,
-    Provider,
-    _at,
-    get_weather,
-    provider,
-    simulator,
-)
+from tests.test_providers_common import FAST_RETRY, PROVIDERS, Mic, Provider, _at, get_weather, simulator
 
-Done = Callable[[list[BidiOutputEvent]], bool]
+
+@pytest.fixture(params=PROVIDERS, ids=[p.name for p in PROVIDERS])
+def provider(request: pytest.FixtureRequest) -> Provider:
+    return request.param  # type: ignore[no-any-return]
 
 
 class Speaker(RecordingOutput):

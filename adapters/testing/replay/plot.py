@@ -49,7 +49,7 @@ def draw_timeline(timeline: Timeline, path: str | os.PathLike[str], *, title: st
         elif e.kind in ("text", "tool_result"):
             y = row["user text"] if e.kind == "text" else row["tools"]
             ax.plot([e.t], [y], marker="o", color="#4c78a8" if e.kind == "text" else "#54a24b")
-            _annotate(ax, e.t, y, _label(e.text.removeprefix("tool result ")))
+            _annotate(ax, e.t, y, _label(e.text.removeprefix("tool result ")), below=e.kind == "tool_result")
         elif e.kind == "tool_call":
             ax.plot([e.t], [row["tools"]], marker="D", color="#f58518")
             _annotate(ax, e.t, row["tools"], _label(e.text.removeprefix("calls ")))
@@ -76,5 +76,5 @@ def draw_timeline(timeline: Timeline, path: str | os.PathLike[str], *, title: st
     plt.close(fig)
 
 
-def _annotate(ax: Any, t: float, y: float, text: str) -> None:
-    ax.annotate(text, (t, y), xytext=(4, 6), textcoords="offset points", fontsize=7)
+def _annotate(ax: Any, t: float, y: float, text: str, *, below: bool = False) -> None:
+    ax.annotate(text, (t, y), xytext=(4, -12 if below else 6), textcoords="offset points", fontsize=7)

@@ -75,6 +75,8 @@ def load_recording(path: str | os.PathLike[str]) -> RecordingFile:
                 record = json.loads(line)
                 kind = record["record"]
             except (ValueError, KeyError, TypeError):
+                if header is None:
+                    raise BidiUsageError(f"{path}: not a bidi-core recording (no header line)") from None
                 if line.endswith("\n"):
                     raise BidiUsageError(f"{path}:{number}: not a recording line") from None
                 break  # the last line, cut off by a crash: the rest is readable
