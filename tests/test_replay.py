@@ -26,6 +26,7 @@ from bidi_core import (
     BidiResponseStartEvent,
     BidiToolResultEvent,
     BidiToolUseEvent,
+    BidiTranscriptStreamEvent,
 )
 from ports.events import BidiOutputEvent
 from tests.support import RecordingOutput, Texts, finals, run_until
@@ -66,7 +67,7 @@ async def _converse(provider: Provider, model: Any) -> list[BidiOutputEvent]:
     Returns the events up to the one that completed the interruption (what comes after depends on when
     the stop lands)."""
     s = provider.sim
-    texts = Texts(["weather in Paris please", "tell me a story"])
+    texts = AfterAnswer(["weather in Paris please", "tell me a story"])
     speaker = Speaker(texts)
     mic = Mic(
         s.loud(400, **_at(provider)) + s.silence(700, **_at(provider)), speaker.story_flowing, provider.input_rate
@@ -197,6 +198,29 @@ async def test_a_client_that_sends_nothing_is_told_what_the_provider_waits_for(
 # ---------------------------------------------------------------- secrets
 
 
+class AfterAnswer(Texts):
+    """Types each line once the previous answer is complete *and* its final transcript came (Nova's comes
+    after the completion): typing between the two makes the history's order a race, so a reconnect's seed,
+    and the frames a replay compares, could differ from the call's."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines)
+        self.complete: set[str] = set()
+        self.final: set[str] = set()
+
+    async def observe(self, event: BidiOutputEvent) -> None:
+        if isinstance(event, BidiResponseCompleteEvent) and event.stop_reason == "complete":
+            self.complete.add(event.response_id)
+        elif isinstance(event, BidiTranscriptStreamEvent) and event.is_final and event.role == "assistant":
+            self.final.add(event.response_id or "")
+        else:
+            return
+        if self.complete & self.final:
+            self.complete.clear()
+            self.final.clear()
+            self.ready.set()
+
+
 async def test_no_credential_reaches_a_recording(provider: Provider, tmp_path: Path) -> None:
     """Two connections (the service drops the first): the file holds no secret of the model's, no header,
     no signature."""
@@ -205,7 +229,7 @@ async def test_no_credential_reaches_a_recording(provider: Provider, tmp_path: P
     scenario = s.Scenario(rules=[s.Rule(text_contains="drop", times=1, reply=s.Reply(drop=True))])
     async with simulator(provider, scenario=scenario) as sim:
         out = RecordingOutput()
-        texts = Texts(["hello", "now drop", "hello again"])
+        texts = AfterAnswer(["hello", "now drop", "hello again"])
 
         async def release_after_restart(event: BidiOutputEvent) -> None:
             if type(event).__name__ == "BidiConnectionRestartEvent":
@@ -228,7 +252,7 @@ async def test_no_credential_reaches_a_recording(provider: Provider, tmp_path: P
     # Replaying the drop: the agent reconnects as it did, onto the second recorded connection.
     replay = ReplayModel(path)
     out = RecordingOutput()
-    texts = Texts(["hello", "now drop", "hello again"])
+    texts = AfterAnswer(["hello", "now drop", "hello again"])
 
     async def release(event: BidiOutputEvent) -> None:
         if type(event).__name__ == "BidiConnectionRestartEvent":
