@@ -103,7 +103,16 @@ def _shape(events: list[BidiOutputEvent]) -> tuple[list[dict[str, Any]], list[di
     """The events in order, but the agent's own tool results apart: the tool runs beside the provider's
     traffic, so where its result falls among the provider's events is the scheduler's choice."""
     results = [e.to_dict() for e in events if isinstance(e, BidiToolResultEvent)]
-    return [e.to_dict() for e in events if not isinstance(e, BidiToolResultEvent)], results
+    return [_untimed(e.to_dict()) for e in events if not isinstance(e, BidiToolResultEvent)], results
+
+
+def _untimed(event: dict[str, Any]) -> dict[str, Any]:
+    """A response's ``timing`` with its measured seconds reduced to whether there were any: the replay
+    runs at its own pace (the recorded pace is ``speed=1.0``); the rest of it must be the same."""
+    timing = event.get("timing")
+    if isinstance(timing, dict):
+        event["timing"] = {k: (v is not None) if isinstance(v, float) else v for k, v in timing.items()}
+    return event
 
 
 async def test_a_recorded_session_replays_with_the_same_events_and_frames(provider: Provider, tmp_path: Path) -> None:
