@@ -13,6 +13,7 @@ The models also keep the keyword arguments they had before this class existed
 from __future__ import annotations
 
 import math
+import os
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,6 +44,16 @@ def _proxy(_instance: Any, _attribute: attrs.Attribute[Any], value: Any) -> None
         raise BidiUsageError(f"proxy must be an http://, https:// or socks5:// URL, got {shown!r}")
 
 
+def _record_to(_instance: Any, _attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not (isinstance(value, str | os.PathLike) and os.fspath(value)):
+        raise BidiUsageError(f"record_to must be a file path or None, got {type(value).__name__}")
+
+
+def _bool(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise BidiUsageError(f"{attribute.name} must be True or False, got {value!r}")
+
+
 @attrs.frozen
 class ConnectionOptions:
     """How a model connects to its provider.
@@ -60,6 +71,12 @@ class ConnectionOptions:
     ``socks5://``; WebSocket providers only, and it needs the ``proxy`` extra)
     is used for every connection; ``None`` means the one the environment
     names (``HTTPS_PROXY``, ``ALL_PROXY``, with ``NO_PROXY``), if any.
+
+    ``record_to`` (a path) records every connection of the model, every frame
+    both ways with its time, credentials removed, as JSON Lines
+    (``docs/recording.md``; ``adapters/recording.py``), which
+    ``adapters.testing.replay`` plays back offline; ``record_audio=False``
+    keeps only the length of each audio block.
     """
 
     connect_timeout_s: float = attrs.field(default=10.0, validator=_positive_seconds)
@@ -67,6 +84,8 @@ class ConnectionOptions:
     close_timeout_s: float = attrs.field(default=3.0, validator=_positive_seconds)
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, validator=_ssl_context)
     proxy: str | None = attrs.field(default=None, validator=_proxy, repr=False)
+    record_to: str | os.PathLike[str] | None = attrs.field(default=None, validator=_record_to)
+    record_audio: bool = attrs.field(default=True, validator=_bool)
 
     def __repr__(self) -> str:
         # The proxy URL may carry credentials (http://user:password@host).
@@ -74,7 +93,10 @@ class ConnectionOptions:
         context = "None" if self.ssl_context is None else "<ssl.SSLContext>"
         return (
             f"ConnectionOptions(connect_timeout_s={self.connect_timeout_s:g}, read_timeout_s={self.read_timeout_s:g}, "
-            f"close_timeout_s={self.close_timeout_s:g}, ssl_context={context}, proxy={proxy})"
+            f"close_timeout_s={self.close_timeout_s:g}, ssl_context={context}, proxy={proxy}"
+            + (f", record_to={os.fspath(self.record_to)!r}" if self.record_to is not None else "")
+            + (", record_audio=False" if not self.record_audio else "")
+            + ")"
         )
 
 

@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio
@@ -58,16 +58,27 @@ from adapters import _asyncio_stream
 from adapters._exceptions import unwrapped
 from adapters.connection import ConnectionOptions
 from adapters.liveness import Watchdog
+from adapters.recording import Tap
 from adapters.retry_after import retry_after_s
 from adapters.urls import redacted_url
-from ports.errors import BidiConnectionError, BidiProtocolError, BidiProviderError, BidiUsageError, redact
+from ports.errors import (
+    BidiConnectionError,
+    BidiError,
+    BidiProtocolError,
+    BidiProviderError,
+    BidiUsageError,
+    redact,
+)
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "ErrorForResponse",
+    "MessageSocket",
+    "RecordedSocket",
     "WebSocketClosed",
     "WebSocketConnection",
     "open_websocket",
+    "recorded",
     "ssl_context_for",
     "upgrade_refusal",
 ]
@@ -92,6 +103,60 @@ class WebSocketClosed(BidiConnectionError):
         super().__init__(f"the server closed the connection ({code}{': ' + reason if reason else ''})")
         self.code = code
         self.reason = reason
+
+
+class MessageSocket(Protocol):
+    """What a provider session needs of its WebSocket: whole messages each way.
+
+    :class:`WebSocketConnection` is the real one; :class:`RecordedSocket` records
+    one; ``adapters.testing.replay`` plays a recorded provider's side.
+    """
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def receive(self) -> str | bytes: ...
+
+
+def recorded(ws: WebSocketConnection, tap: Tap | None) -> MessageSocket:
+    """``ws`` itself, or with a ``tap`` (a model's recording) a :class:`RecordedSocket` around it."""
+    return ws if tap is None else RecordedSocket(ws, tap)
+
+
+class RecordedSocket:
+    """A :class:`MessageSocket` that tells a recording (``adapters/recording.py``) every message and the end.
+
+    Only a model with ``record_to`` gets one: the sessions of every other model
+    read their :class:`WebSocketConnection` directly.
+    """
+
+    def __init__(self, inner: MessageSocket, tap: Tap) -> None:
+        self._inner = inner
+        self._tap = tap
+
+    async def send_text(self, text: str) -> None:
+        await self._inner.send_text(text)
+        self._tap.sent(text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._inner.send_bytes(data)
+        self._tap.sent(data)
+
+    async def receive(self) -> str | bytes:
+        try:
+            message = await self._inner.receive()
+        except WebSocketClosed as exc:
+            if exc.code == 1000:
+                self._tap.server_ended(close_code=exc.code, reason=exc.reason)
+            else:
+                self._tap.failed(exc)
+            raise
+        except BidiError as exc:
+            self._tap.failed(exc)
+            raise
+        self._tap.received(message)
+        return message
 
 
 class WebSocketConnection:

@@ -319,3 +319,13 @@ async def test_nova_sends_its_default_system_prompt_only_when_the_agent_has_none
     assert sim.streams[0].system_prompt == sent
     with pytest.raises(BidiUsageError, match="default_system_prompt"):
         BidiNovaSonicModel(credentials=Credentials(AKID, SECRET), default_system_prompt=" ")
+
+
+def test_record_to_is_a_path_and_record_audio_a_bool() -> None:
+    from adapters.connection import ConnectionOptions
+
+    options = ConnectionOptions(record_to="call.jsonl", record_audio=False)
+    assert "record_to='call.jsonl'" in repr(options) and "record_audio=False" in repr(options)
+    for bad in ({"record_to": 5}, {"record_to": ""}, {"record_audio": "no"}):
+        with pytest.raises(BidiUsageError):
+            ConnectionOptions(**bad)  # type: ignore[arg-type]

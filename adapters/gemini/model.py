@@ -21,6 +21,7 @@ and handed to our WebSocket client, ``adapters/websocket.py``).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import itertools
 import logging
@@ -39,8 +40,10 @@ from adapters.connection import ConnectionOptions, merge_options
 from adapters.gemini.config import GeminiConfig, parse_provider_config
 from adapters.gemini.errors import error_for_response
 from adapters.gemini.session import GeminiLiveSession
+from adapters.gemini.wire import recorded_audio
+from adapters.recording import JsonFrames, Recording, record_connection
 from adapters.urls import redacted_url, websocket_url
-from adapters.websocket import open_websocket, ssl_context_for
+from adapters.websocket import MessageSocket, open_websocket, recorded, ssl_context_for
 from ports.audio import AudioFormat
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError
 from ports.model import ConnectRequest, ModelCapabilities
@@ -80,7 +83,8 @@ class BidiGeminiLiveModel:
     a proxy; ``connect_timeout_s`` and ``ssl_context`` (an ``ssl.SSLContext``,
     or as ``verify`` elsewhere ``False`` or a CA path) are the older spellings
     and must not contradict it. ``setup_timeout_s`` (15 s) bounds the wait
-    for ``setupComplete``.
+    for ``setupComplete``. ``connection.record_to`` records every connection
+    (``docs/recording.md``).
     """
 
     def __init__(
@@ -133,6 +137,7 @@ class BidiGeminiLiveModel:
         self.model_path = self._model_path(model_id)
         self.url = self._endpoint(base_url)
         self.config: GeminiConfig = parse_provider_config(provider_config, vertex=self.vertexai)
+        self._provider_config = copy.deepcopy(dict(provider_config or {}))
         context = ssl_context if isinstance(ssl_context, ssl.SSLContext) or ssl_context is None else None
         if context is None and ssl_context is not None:
             context = ssl_context_for(ssl_context)  # False, or a CA path, as ``verify`` elsewhere
@@ -148,6 +153,43 @@ class BidiGeminiLiveModel:
             max_connection_s=max_connection_s,
             supports_images=True,
         )
+        self._recording = Recording.from_options(
+            self.connection,
+            provider="gemini",
+            model_id=model_id,
+            settings=self.recording_settings(),
+            audio_fields=recorded_audio,
+            codec=JsonFrames,
+        )
+
+    def recording_settings(self) -> dict[str, Any]:
+        """What a recording says of this model, enough for :meth:`for_replay` to build it again."""
+        return {
+            "provider_config": self._provider_config,
+            "vertexai": self.vertexai,
+            "model_path": self.model_path,
+            "api_version": self.api_version,
+            "max_connection_s": self._capabilities.max_connection_s,
+            "setup_timeout_s": self._setup_timeout_s,
+        }
+
+    @classmethod
+    def for_replay(cls, model_id: str, settings: Mapping[str, Any]) -> BidiGeminiLiveModel:
+        """The model a recording was made with, without credentials (``adapters.testing.replay``)."""
+        vertex = bool(settings.get("vertexai"))
+        model = cls(
+            model_id,
+            api_key=None if vertex else "replay",
+            access_token="replay" if vertex else None,
+            vertexai=vertex,
+            project="replay" if vertex else None,
+            api_version=settings.get("api_version"),
+            provider_config=settings.get("provider_config"),
+            max_connection_s=settings.get("max_connection_s"),
+            setup_timeout_s=settings.get("setup_timeout_s", 15.0),
+        )
+        model.model_path = settings.get("model_path", model.model_path)
+        return model
 
     def _model_path(self, model_id: str) -> str:
         if not self.vertexai:
@@ -251,17 +293,28 @@ class BidiGeminiLiveModel:
         connection_id = f"gemini-{next(_ids)}"
         headers, secrets = await self._headers()
         logger.debug("connecting %s to %s", connection_id, redacted_url(self.url, *secrets))
-        async with open_websocket(
-            self.url,
-            headers,
-            secrets=secrets,
-            options=self._options(),
-            error_for_response=partial(error_for_response, secrets=secrets),
-        ) as ws:
-            session = GeminiLiveSession(ws, connection_id, self._capabilities, self.config, secrets)
-            await session.open(self.model_path, request, timeout_s=self._setup_timeout_s)
-            yield session
+        with record_connection(self._recording, connection_id, self.url, secrets) as tap:
+            async with (
+                open_websocket(
+                    self.url,
+                    headers,
+                    secrets=secrets,
+                    options=self._options(),
+                    error_for_response=partial(error_for_response, secrets=secrets),
+                ) as ws,
+                self.open_session(recorded(ws, tap), connection_id, request, secrets) as session,
+            ):
+                yield session
         logger.debug("%s closed", connection_id)
+
+    @asynccontextmanager
+    async def open_session(
+        self, ws: MessageSocket, connection_id: str, request: ConnectRequest, secrets: tuple[str, ...] = ()
+    ) -> AsyncIterator[GeminiLiveSession]:
+        """The session over an open socket: :meth:`connect` after the upgrade (a replay's socket, too)."""
+        session = GeminiLiveSession(ws, connection_id, self._capabilities, self.config, secrets)
+        await session.open(self.model_path, request, timeout_s=self._setup_timeout_s)
+        yield session
 
 
 def _default_credentials_token() -> str:

@@ -60,7 +60,7 @@ from adapters.gemini.errors import close_error
 from adapters.gemini.history import history_turns
 from adapters.gemini.wire import tool_response_body
 from adapters.responses import ResponseTracker
-from adapters.websocket import WebSocketClosed, WebSocketConnection
+from adapters.websocket import MessageSocket, WebSocketClosed
 from ports.errors import BidiConnectionError, BidiProtocolError, BidiUsageError
 from ports.events import (
     BidiAudioInputEvent,
@@ -96,7 +96,7 @@ class GeminiLiveSession:
 
     def __init__(
         self,
-        ws: WebSocketConnection,
+        ws: MessageSocket,
         connection_id: str,
         capabilities: ModelCapabilities,
         config: GeminiConfig,

@@ -33,6 +33,7 @@ from adapters.gemini.config import GeminiConfig
 from ports.model import ConnectRequest, ToolSpec
 
 __all__ = [
+    "recorded_audio",
     "AudioChunks",
     "Blob",
     "ClientContent",
@@ -447,6 +448,25 @@ def encode_client_message(message: ClientMessage) -> str:
     """The JSON text of one client message: ``{"<oneof key>": {...}}``, camelCase."""
     body = converter.unstructure(message)
     return json.dumps({_CLIENT_KEYS[type(message)]: body}, separators=(",", ":"))
+
+
+def recorded_audio(message: Any) -> list[tuple[dict[str, Any], str]]:
+    """Where a decoded message (either way) carries base64 audio, for recordings without audio."""
+    found: list[tuple[dict[str, Any], str]] = []
+    if not isinstance(message, dict):
+        return found
+    realtime = message.get("realtimeInput")
+    if isinstance(realtime, dict):
+        blobs = [realtime.get("audio"), *(realtime.get("mediaChunks") or [])]
+        found += [(b, "data") for b in blobs if isinstance(b, dict) and str(b.get("mimeType", "")).startswith("audio/")]
+    content = message.get("serverContent")
+    turn = content.get("modelTurn") if isinstance(content, dict) else None
+    parts = turn.get("parts") if isinstance(turn, dict) else None
+    for part in parts if isinstance(parts, list) else []:
+        blob = part.get("inlineData") if isinstance(part, dict) else None
+        if isinstance(blob, dict) and str(blob.get("mimeType", "")).startswith("audio/"):
+            found.append((blob, "data"))
+    return found
 
 
 def audio_input(b64_audio: str, sample_rate: int) -> str:

@@ -31,6 +31,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -45,9 +46,10 @@ from hpack import NeverIndexedHeaderTuple
 from adapters._exceptions import unwrapped
 from adapters.connection import ConnectionOptions
 from adapters.liveness import Watchdog
+from adapters.recording import Tap
 from ports.errors import BidiConnectionError, BidiError, BidiProtocolError
 
-__all__ = ["ErrorForResponse", "H2Stream", "open_stream"]
+__all__ = ["ErrorForResponse", "H2Stream", "RecordedStream", "RequestStream", "open_stream", "recorded"]
 
 logger = logging.getLogger("bidi_core.adapters.nova_sonic")
 
@@ -57,6 +59,71 @@ ErrorForResponse = Callable[[int, Mapping[str, str], bytes], BidiError]
 _READ_SIZE = 65536
 _SENSITIVE = frozenset({"authorization", "x-amz-security-token"})
 _MAX_ERROR_BODY = 16384
+
+
+class RequestStream(Protocol):
+    """What a Nova session needs of its stream: :class:`H2Stream`, a :class:`RecordedStream`, or a replay's."""
+
+    @property
+    def usable(self) -> bool: ...
+
+    @property
+    def response_headers(self) -> Mapping[str, str]: ...
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def end(self) -> None: ...
+
+    async def receive(self) -> bytes | None: ...
+
+    async def wait_response(self) -> int: ...
+
+
+def recorded(stream: H2Stream, tap: Tap | None) -> RequestStream:
+    """``stream`` itself, or with a ``tap`` (a model's recording) a :class:`RecordedStream` around it."""
+    return stream if tap is None else RecordedStream(stream, tap)
+
+
+class RecordedStream:
+    """A :class:`RequestStream` that tells a recording (``adapters/recording.py``) every message and the end."""
+
+    def __init__(self, inner: RequestStream, tap: Tap) -> None:
+        self._inner = inner
+        self._tap = tap
+
+    @property
+    def usable(self) -> bool:
+        return self._inner.usable
+
+    @property
+    def response_headers(self) -> Mapping[str, str]:
+        return self._inner.response_headers
+
+    async def send(self, data: bytes) -> None:
+        await self._inner.send(data)
+        self._tap.sent(data)
+
+    async def end(self) -> None:
+        await self._inner.end()
+
+    async def receive(self) -> bytes | None:
+        try:
+            data = await self._inner.receive()
+        except BidiError as exc:
+            self._tap.failed(exc)
+            raise
+        if data is None:
+            self._tap.server_ended(end_of_stream=True)
+        else:
+            self._tap.received(data)
+        return data
+
+    async def wait_response(self) -> int:
+        try:
+            return await self._inner.wait_response()
+        except BidiError as exc:
+            self._tap.failed(exc, during="response")
+            raise
 
 
 class H2Stream:

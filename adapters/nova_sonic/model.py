@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import os
@@ -20,9 +21,12 @@ from botocore.httpsession import get_cert_path  # type: ignore[import-untyped]
 from adapters.connection import ConnectionOptions, merge_options
 from adapters.nova_sonic.config import MODELS, NOVA_2_SONIC, NovaSonicConfig, parse_provider_config
 from adapters.nova_sonic.errors import error_for_response
-from adapters.nova_sonic.h2transport import open_stream
+from adapters.nova_sonic.frames import NovaFrames
+from adapters.nova_sonic.h2transport import RequestStream, open_stream, recorded
 from adapters.nova_sonic.session import NovaSonicSession
 from adapters.nova_sonic.signing import AwsCredentials, EventSigner, sign_request
+from adapters.nova_sonic.wire import recorded_audio
+from adapters.recording import Recording, record_connection
 from ports.audio import AudioFormat
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError, redact
 from ports.model import ConnectRequest, ModelCapabilities
@@ -121,6 +125,7 @@ class BidiNovaSonicModel:
     spellings and must not contradict it. ``response_timeout_s`` (5 s) is how
     long ``connect()`` waits for the service to accept the request before
     going on (a later refusal surfaces from ``receive()``).
+    ``connection.record_to`` records every stream (``docs/recording.md``).
     """
 
     def __init__(
@@ -162,6 +167,7 @@ class BidiNovaSonicModel:
         if self.connection.proxy is not None:
             raise BidiUsageError("Nova Sonic connects directly (HTTP/2 over TLS): it takes no proxy")
         self.config: NovaSonicConfig = parse_provider_config(provider_config, model_id)
+        self._provider_config = copy.deepcopy(dict(provider_config or {}))
         if credentials is not None and not hasattr(credentials, "get_frozen_credentials"):
             raise BidiUsageError("credentials must be botocore Credentials (with get_frozen_credentials())")
         if boto_session is not None and not hasattr(boto_session, "get_credentials"):
@@ -203,6 +209,41 @@ class BidiNovaSonicModel:
             max_connection_s=float(max_stream_s),
             supports_images=False,
         )
+        self._recording = Recording.from_options(
+            self.connection,
+            provider="nova_sonic",
+            model_id=model_id,
+            settings=self.recording_settings(),
+            audio_fields=recorded_audio,
+            codec=NovaFrames,
+        )
+
+    def recording_settings(self) -> dict[str, Any]:
+        """What a recording says of this model, enough for :meth:`for_replay` to build it again."""
+        return {
+            "provider_config": self._provider_config,
+            "region": self.region,
+            "max_stream_s": self._capabilities.max_connection_s,
+            "default_system_prompt": self.default_system_prompt,
+        }
+
+    @classmethod
+    def for_replay(cls, model_id: str, settings: Mapping[str, Any]) -> BidiNovaSonicModel:
+        """The model a recording was made with, without credentials (``adapters.testing.replay``)."""
+        from botocore.credentials import Credentials  # type: ignore[import-untyped]
+
+        return cls(
+            model_id,
+            region=settings.get("region", DEFAULT_REGION),
+            credentials=Credentials("REPLAY", "replay-secret"),
+            provider_config=settings.get("provider_config"),
+            max_stream_s=settings.get("max_stream_s", STREAM_LIMIT_S),
+            default_system_prompt=settings.get("default_system_prompt", DEFAULT_SYSTEM_PROMPT),
+        )
+
+    def replay_signer(self) -> EventSigner:
+        """A signer for a replayed stream (``adapters.testing.replay``): nothing checks its signatures."""
+        return EventSigner(AwsCredentials("REPLAY", "replay-secret", None), self.region, "0" * 64)
 
     @staticmethod
     def _make_ssl_context(verify: bool | str | None, given: ssl.SSLContext | None, session: Any) -> ssl.SSLContext:
@@ -301,38 +342,52 @@ class BidiNovaSonicModel:
         ]
         secrets = (*secrets, signed.seed_signature)
         logger.debug("connecting %s to %s (key %s)", connection_id, self.endpoint_url, credentials.access_key)
-        async with open_stream(
-            self._host,
-            self._port,
-            headers,
-            ssl_context=self._ssl_context,
-            error_for_response=partial(error_for_response, secrets=secrets),
-            options=self.connection,
-        ) as stream:
-            signer = EventSigner(credentials, self.region, signed.seed_signature)
-            session = NovaSonicSession(
-                stream,
-                signer,
-                connection_id=connection_id,
-                capabilities=self._capabilities,
-                config=self.config,
-                secrets=secrets,
-                close_timeout_s=self.connection.close_timeout_s,
-            )
-            if not request.system_prompt:
-                request = attrs.evolve(request, system_prompt=self.default_system_prompt)
-            try:
-                try:
-                    await session.open(request)
-                except BidiConnectionError as exc:
-                    raise await session.explain(exc) from None
-                with anyio.move_on_after(self._response_timeout_s):
-                    # The service answers the request headers once it accepted them; a refusal
-                    # (bad signature, unknown model) raises here. Without an answer in time we go
-                    # on: a later refusal surfaces from receive().
-                    await stream.wait_response()
-                logger.debug("%s open (%d history items)", connection_id, len(request.history))
-                yield session
-            finally:
-                await session.close()
+        with record_connection(self._recording, connection_id, self.endpoint_url + self.path, secrets) as tap:
+            async with open_stream(
+                self._host,
+                self._port,
+                headers,
+                ssl_context=self._ssl_context,
+                error_for_response=partial(error_for_response, secrets=secrets),
+                options=self.connection,
+            ) as stream:
+                signer = EventSigner(credentials, self.region, signed.seed_signature)
+                async with self.open_session(recorded(stream, tap), signer, connection_id, request, secrets) as session:
+                    yield session
         logger.debug("%s closed", connection_id)
+
+    @asynccontextmanager
+    async def open_session(
+        self,
+        stream: RequestStream,
+        signer: EventSigner,
+        connection_id: str,
+        request: ConnectRequest,
+        secrets: tuple[str, ...] = (),
+    ) -> AsyncIterator[NovaSonicSession]:
+        """The session over an open stream: :meth:`connect` once the request is sent (a replay's stream, too)."""
+        session = NovaSonicSession(
+            stream,
+            signer,
+            connection_id=connection_id,
+            capabilities=self._capabilities,
+            config=self.config,
+            secrets=secrets,
+            close_timeout_s=self.connection.close_timeout_s,
+        )
+        if not request.system_prompt:
+            request = attrs.evolve(request, system_prompt=self.default_system_prompt)
+        try:
+            try:
+                await session.open(request)
+            except BidiConnectionError as exc:
+                raise await session.explain(exc) from None
+            with anyio.move_on_after(self._response_timeout_s):
+                # The service answers the request headers once it accepted them; a refusal
+                # (bad signature, unknown model) raises here. Without an answer in time we go
+                # on: a later refusal surfaces from receive().
+                await stream.wait_response()
+            logger.debug("%s open (%d history items)", connection_id, len(request.history))
+            yield session
+        finally:
+            await session.close()

@@ -47,7 +47,7 @@ from adapters.nova_sonic import wire
 from adapters.nova_sonic.config import NovaSonicConfig
 from adapters.nova_sonic.errors import error_for_message
 from adapters.nova_sonic.eventstream import EventStreamDecoder, Message
-from adapters.nova_sonic.h2transport import H2Stream
+from adapters.nova_sonic.h2transport import RequestStream
 from adapters.nova_sonic.history import history_turns, split_utf8
 from adapters.nova_sonic.signing import EventSigner
 from adapters.nova_sonic.wire import tool_result_content
@@ -100,7 +100,7 @@ class NovaSonicSession:
 
     def __init__(
         self,
-        stream: H2Stream,
+        stream: RequestStream,
         signer: EventSigner,
         *,
         connection_id: str,

@@ -66,6 +66,7 @@ __all__ = [
     "encode_event",
     "is_interruption",
     "parse_output_event",
+    "recorded_audio",
     "text_content",
     "tool_configuration",
     "tool_result_content",
@@ -285,6 +286,14 @@ def tool_result_content(result: BidiToolResultEvent) -> str:
 
 
 _CHUNK_HEADERS = {":message-type": "event", ":event-type": "chunk", ":content-type": "application/json"}
+
+
+def recorded_audio(message: Any) -> list[tuple[dict[str, Any], str]]:
+    """Where a decoded event (either way) carries base64 audio, for recordings without audio."""
+    event = message.get("event") if isinstance(message, dict) else None
+    if not isinstance(event, dict):
+        return []
+    return [(event[name], "content") for name in ("audioInput", "audioOutput") if isinstance(event.get(name), dict)]
 
 
 def encode_chunk(event_json: bytes) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import os
@@ -15,8 +16,10 @@ from adapters.connection import ConnectionOptions, merge_options
 from adapters.openai.config import OpenAIConfig, parse_provider_config
 from adapters.openai.errors import error_for_response
 from adapters.openai.session import OpenAIRealtimeSession
+from adapters.openai.wire import recorded_audio
+from adapters.recording import JsonFrames, Recording, record_connection
 from adapters.urls import redacted_url, websocket_url
-from adapters.websocket import open_websocket, ssl_context_for
+from adapters.websocket import MessageSocket, open_websocket, recorded, ssl_context_for
 from ports.audio import AudioFormat
 from ports.errors import BidiUsageError
 from ports.model import ConnectRequest, ModelCapabilities
@@ -47,6 +50,7 @@ class BidiOpenAIRealtimeModel:
     a proxy. ``verify`` is the older spelling of the TLS trust: ``None`` (the
     system's CA store), ``False`` (no verification), an ``ssl.SSLContext`` or a
     CA file or directory path; it must not contradict ``connection``.
+    ``connection.record_to`` records every connection (``docs/recording.md``).
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class BidiOpenAIRealtimeModel:
         base = base_url or os.environ.get("OPENAI_REALTIME_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
         self.base_url = websocket_url(base or DEFAULT_BASE_URL)
         self.config: OpenAIConfig = parse_provider_config(provider_config)
+        self._provider_config = copy.deepcopy(dict(provider_config or {}))
         self._extra_headers = dict(extra_headers or {})
         context = verify if isinstance(verify, ssl.SSLContext) or verify is None else ssl_context_for(verify)
         self.connection = merge_options(connection, ssl_context=context)
@@ -86,6 +91,28 @@ class BidiOpenAIRealtimeModel:
             resumable=False,
             max_connection_s=max_connection_s,
             supports_images=True,
+        )
+        self._recording = Recording.from_options(
+            self.connection,
+            provider="openai",
+            model_id=model_id,
+            settings=self.recording_settings(),
+            audio_fields=recorded_audio,
+            codec=JsonFrames,
+        )
+
+    def recording_settings(self) -> dict[str, Any]:
+        """What a recording says of this model, enough for :meth:`for_replay` to build it again."""
+        return {"provider_config": self._provider_config, "max_connection_s": self._capabilities.max_connection_s}
+
+    @classmethod
+    def for_replay(cls, model_id: str, settings: Mapping[str, Any]) -> BidiOpenAIRealtimeModel:
+        """The model a recording was made with, without credentials (``adapters.testing.replay``)."""
+        return cls(
+            model_id,
+            api_key="replay",
+            provider_config=settings.get("provider_config"),
+            max_connection_s=settings.get("max_connection_s", SESSION_LIMIT_S),
         )
 
     def __repr__(self) -> str:
@@ -123,15 +150,26 @@ class BidiOpenAIRealtimeModel:
         connection_id = f"openai-{next(_ids)}"
         secrets = (self._api_key,)
         logger.debug("connecting %s to %s", connection_id, redacted_url(self.url, *secrets))
-        async with open_websocket(
-            self.url,
-            self._headers(),
-            secrets=secrets,
-            options=self.connection,
-            error_for_response=partial(error_for_response, secrets=secrets),
-        ) as ws:
-            session = OpenAIRealtimeSession(ws, connection_id, self._capabilities, self.config)
-            await session.open(self._model_id, request)
-            logger.debug("%s open (%d history items)", connection_id, len(request.history))
-            yield session
+        with record_connection(self._recording, connection_id, self.url, secrets) as tap:
+            async with (
+                open_websocket(
+                    self.url,
+                    self._headers(),
+                    secrets=secrets,
+                    options=self.connection,
+                    error_for_response=partial(error_for_response, secrets=secrets),
+                ) as ws,
+                self.open_session(recorded(ws, tap), connection_id, request) as session,
+            ):
+                yield session
         logger.debug("%s closed", connection_id)
+
+    @asynccontextmanager
+    async def open_session(
+        self, ws: MessageSocket, connection_id: str, request: ConnectRequest
+    ) -> AsyncIterator[OpenAIRealtimeSession]:
+        """The session over an open socket: :meth:`connect` after the upgrade (a replay's socket, too)."""
+        session = OpenAIRealtimeSession(ws, connection_id, self._capabilities, self.config)
+        await session.open(self._model_id, request)
+        logger.debug("%s open (%d history items)", connection_id, len(request.history))
+        yield session

@@ -35,7 +35,7 @@ from adapters.openai import wire
 from adapters.openai.config import SAMPLE_RATE, OpenAIConfig
 from adapters.openai.errors import close_error, in_band_error
 from adapters.openai.history import history_items
-from adapters.websocket import WebSocketClosed, WebSocketConnection
+from adapters.websocket import MessageSocket, WebSocketClosed
 from ports.errors import BidiUsageError
 from ports.events import (
     BidiAudioInputEvent,
@@ -67,7 +67,7 @@ class OpenAIRealtimeSession:
     """A :class:`ports.model.BidiModelSession` over one Realtime WebSocket."""
 
     def __init__(
-        self, ws: WebSocketConnection, connection_id: str, capabilities: ModelCapabilities, config: OpenAIConfig
+        self, ws: MessageSocket, connection_id: str, capabilities: ModelCapabilities, config: OpenAIConfig
     ) -> None:
         self._ws = ws
         self._connection_id = connection_id

@@ -23,6 +23,7 @@ from ports.model import ConnectRequest, ToolSpec
 
 __all__ = [
     "AUDIO_DELTA",
+    "recorded_audio",
     "CLIENT_EVENT_TYPES",
     "ConversationItemCreate",
     "ErrorEvent",
@@ -437,6 +438,17 @@ for _cls in (
 def encode_client_event(event: ClientEvent) -> str:
     """The JSON text of one client event."""
     return json.dumps(converter.unstructure(event), separators=(",", ":"))
+
+
+def recorded_audio(message: Any) -> list[tuple[dict[str, Any], str]]:
+    """Where a decoded message (either way) carries base64 audio, for recordings without audio."""
+    if isinstance(message, dict):
+        kind = message.get("type")
+        if kind == "input_audio_buffer.append":
+            return [(message, "audio")]
+        if kind in (AUDIO_DELTA, "response.audio.delta"):
+            return [(message, "delta")]
+    return []
 
 
 def audio_append(b64_audio: str) -> str:
