@@ -159,6 +159,22 @@ def fuzz(session: nox.Session) -> None:
     )
 
 
+@nox.session(name="harness-search", python=PYTHONS[0])
+def harness_search(session: nox.Session) -> None:
+    """Not on CI: the harness's search for planted bugs on asyncio as well as Trio (the default suite
+    searches on Trio only; tests/test_harness_finds_bugs.py says why)."""
+    session.install("-e", ".[dev]")
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/test_harness_finds_bugs.py",
+        *session.posargs,
+        env={"BIDI_HARNESS_SEARCH_BACKENDS": "asyncio,trio"},
+    )
+
+
 @nox.session(name="serve-load", python=PYTHONS[0])
 def serve_load(session: nox.Session) -> None:
     """Not on CI: ``python -m adapters.web`` with 2 workers in front of the benchmark load server, ramped
