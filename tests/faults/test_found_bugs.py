@@ -183,3 +183,27 @@ async def test_nova_a_stream_the_service_ends_at_its_limit_is_continued() -> Non
         await run_until(agent, [user], [out, watch], lambda: any("second" in f for f in finals(out, "assistant")))
     assert out.of(BidiConnectionRestartEvent)[0].reason == "connection_lost"
     assert [i[1] for i in sim.user_inputs if i[0] == "text"] == ["first", "second"]
+
+
+async def test_openai_a_service_that_never_opens_the_session_is_retried_and_nothing_said_is_lost() -> None:
+    """Before: the connection counted as open once the upgrade was accepted; the user's line was written to a
+    service that never said session.created, and after the read timeout the new session got it only as
+    history: the question was never answered. Now the session is open at session.created (within the
+    connect timeout); until then nothing is written, and the line is asked on the next connection."""
+    from adapters.connection import ConnectionOptions
+
+    async with oa.OpenAIRealtimeSimulator(api_key=OPENAI_KEY, silent_connections=[0]) as sim:
+        model = BidiOpenAIRealtimeModel(
+            api_key=OPENAI_KEY,
+            base_url=sim.base_url,
+            connection=ConnectionOptions(connect_timeout_s=0.5, close_timeout_s=0.5),
+        )
+        agent = BidiAgent(model=model, reconnect=ReconnectPolicy(initial_backoff_s=0.01, max_backoff_s=0.05))
+        out = RecordingOutput()
+        await run_until(agent, [ScriptedInput(["hello"])], [out], lambda: "You said: hello" in finals(out, "assistant"))
+    assert len(sim.connections) == 2
+    assert [m["type"] for m in sim.connections[1].received] == [
+        "session.update",
+        "conversation.item.create",
+        "response.create",  # asked, not only remembered
+    ]
