@@ -160,11 +160,14 @@ class Fails(Outcome):
     says: tuple[str, ...] = ()
     fatal: bool = False
     closed: bool = True
+    asked: int | None = None
+    """How many times the service was asked (retried ``asked - 1`` times), when it must be exact."""
     ends_by_itself = True
 
     @property
     def label(self) -> str:  # type: ignore[override]
-        return ("raises " if not self.closed else "") + self.error.__name__ + (", not retried" if self.fatal else "")
+        tried = f", after {self.asked} attempts" if self.asked else ""
+        return ("raises " if not self.closed else "") + self.error.__name__ + (", not retried" if self.fatal else tried)
 
     def check(self, played: Played) -> None:
         assert played.ended_by_itself
@@ -176,10 +179,12 @@ class Fails(Outcome):
             assert secret not in text
         if self.closed:
             assert played.closes() == ["error"], played.closes()
+        asked = len(_accepted(played.sim)) + len(_refused(played.sim))
         if self.fatal:
             assert getattr(played.error, "retryable", None) is False
-            asked = len(_accepted(played.sim)) + len(_refused(played.sim))
             assert asked <= 1, asked
+        if self.asked is not None:
+            assert asked == self.asked, asked
 
 
 @attrs.frozen

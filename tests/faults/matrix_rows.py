@@ -34,7 +34,7 @@ from tests.faults.matrix_dialects import (
     untrusted,
     wrong_key,
 )
-from tests.faults.matrix_engine import Case, InputBroke, Outcome, OutputBroke, Script, Setup
+from tests.faults.matrix_engine import RETRY, Case, InputBroke, Outcome, OutputBroke, Script, Setup
 from tests.faults.matrix_outcomes import (
     Continues,
     Ends,
@@ -115,6 +115,8 @@ def _tls_eof() -> list[Row]:
 
 
 ENDS = Ends()
+GIVES_UP = Fails(BidiProviderError, asked=RETRY.max_attempts)
+"""A refusal that never ends: retried as the policy says, then the last refusal is the error."""
 GEMINI_1007 = Fails(BidiProviderError, ("1007",), fatal=True)
 
 DISCONNECTS = [
@@ -191,6 +193,16 @@ HANDSHAKES = [
     _handshake(429, None, Recovers(), (NV.refused("throttling"), Recovers())),
     _handshake(503, "1", Recovers(wait_s=1.0), (NV.refused("unavailable", "1"), Recovers(wait_s=1.0))),
     _handshake(503, None, Recovers(), (NV.refused("unavailable"), Recovers())),
+    Row(
+        "handshake refused 429 every time",
+        "handshake",
+        "handshake",
+        {
+            "openai": (Setup(sim={"refusals": [refusal(429, times=99)]}), GIVES_UP),
+            "gemini": (Setup(sim={"refusals": [refusal(429, times=99)]}), GIVES_UP),
+            "nova_sonic": (Setup(sim={"faults": [nv.Fault("throttling", times=99)]}), GIVES_UP),
+        },
+    ),
     Row(
         "DNS failure",
         "handshake",
@@ -360,6 +372,14 @@ SILENCE = [
         nova_sonic=(_silent(NV.mid_response("silence")), SILENT),
     ),
     _row(
+        "silence mid-tool",
+        "silence",
+        "tool",
+        openai=(_silent(OA.mid_tool(silence=True)), SILENT),
+        gemini=(_silent(GM.mid_tool(silence=True)), SILENT),
+        nova_sonic=(_silent(NV.mid_tool("silence")), SILENT),
+    ),
+    _row(
         "silence: setup never answered",
         "silence",
         "handshake",
@@ -368,7 +388,7 @@ SILENCE = [
         nova_sonic=(_silent(Setup(sim={"faults": [nv.Fault("silence", stream=0)]})), Recovers(silent=True)),
     ),
     _row(
-        "server reads nothing (writes bounded)",
+        "server stops reading and answering",
         "silence",
         "response",
         openai=(_silent(OA.instead(deaf=True)), SILENT),
