@@ -4,7 +4,8 @@
 on the Python running nox, then ruff, the import contracts and mypy, all in
 one virtualenv. ``nox -s tests`` runs the suite on every Python from 3.11 to
 3.13 found on the machine and skips the missing ones (CI runs it beside
-``check``: ``.ci/run``).
+``check``: ``.ci/run``, with ``faults``, the whole fault matrix). The long
+runs (``sweep``, ``fuzz``, ``stress-suite``, ``mutate``...) are not in CI.
 """
 
 from __future__ import annotations
@@ -172,6 +173,24 @@ def harness_search(session: nox.Session) -> None:
         "tests/test_harness_finds_bugs.py",
         *session.posargs,
         env={"BIDI_HARNESS_SEARCH_BACKENDS": "asyncio,trio"},
+    )
+
+
+@nox.session(python=None)
+def faults(session: nox.Session) -> None:
+    """The fault matrix (tests/faults/): every scenario against each provider's simulator, on asyncio and
+    Trio, then the table (scenario x provider x backend) and the counts; in CI (.ci/run). The default
+    suite plays a sample. ``BIDI_FAULTS_TABLE=path`` also writes the table to a file; arguments go to
+    pytest (``nox -s faults -- -k nova``)."""
+    session.install("-e", ".[dev]")
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/faults/test_fault_matrix.py",
+        *session.posargs,
+        env={"BIDI_FAULTS": "all"},
     )
 
 

@@ -29,7 +29,6 @@ from adapters.gemini import BidiGeminiLiveModel
 from ports.errors import (
     BidiConnectionError,
     BidiError,
-    BidiProtocolError,
     BidiProviderError,
     BidiResumptionRejectedError,
 )
@@ -289,10 +288,14 @@ async def test_close_before_setup_complete_and_no_setup_complete() -> None:
         await collect([frame({"x": 1})], setup_timeout_s=0.2)
 
 
-async def test_malformed_json_is_a_protocol_error_with_the_raw_frame() -> None:
-    with pytest.raises(BidiProtocolError) as caught:
-        await collect([SETUP_COMPLETE, b"{not json", Close(1000)])
-    assert caught.value.raw == "{not json"
+async def test_a_frame_that_is_not_json_is_an_error_event_not_the_end() -> None:
+    """One bad frame in an intact stream costs that frame, not the connection (and the answer in progress),
+    as with OpenAI and Nova Sonic. Before: a retryable BidiProtocolError, so a reconnect."""
+    events: list[object] = []
+    with pytest.raises(BidiConnectionError, match="goAway"):  # the announced end, after the marker
+        await collect([SETUP_COMPLETE, b"{not json", b"\xff\xfe", frame({"goAway": {}}), Close(1000)], into=events)
+    assert [(type(e), getattr(e, "code", None)) for e in events[:2]] == [(BidiErrorEvent, "protocol_error")] * 2
+    assert "not JSON" in events[0].message  # type: ignore[attr-defined]
 
 
 async def test_unknown_messages_are_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:

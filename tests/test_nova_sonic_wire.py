@@ -379,6 +379,35 @@ def test_refusals_before_the_stream_are_typed_and_carry_the_request_id() -> None
     assert "wJalrXUtnFEMI" not in str(secret)
 
 
+@pytest.mark.parametrize(
+    ("error_type", "body", "says"),
+    [
+        (
+            "InvalidSignatureException",
+            b'{"message": "The request signature we calculated does not match"}',
+            "HTTP 403 (the AWS credentials were not accepted): The request signature",
+        ),
+        (
+            "UnrecognizedClientException",
+            b'{"message": "The security token included in the request is invalid."}',
+            "HTTP 403 (the AWS credentials were not accepted): The security token",
+        ),
+        (
+            "AccessDeniedException",
+            b'{"message": "You don\'t have access to the model with the specified model ID."}',
+            "HTTP 403 (the AWS credentials may not do this): You don't have access",
+        ),
+        ("", b"", "HTTP 403 (the AWS credentials were not accepted): the request was refused"),
+    ],
+)
+def test_a_refused_request_names_the_credential(error_type: str, body: bytes, says: str) -> None:
+    """Before: "HTTP 403: You don't have access to the model ..." and, from a gateway with no body,
+    "HTTP 403: the request was refused": nothing said the AWS credentials were the matter."""
+    headers = {"x-amzn-errortype": error_type} if error_type else {}
+    error = error_for_response(403, headers, body)
+    assert says in str(error) and not error.retryable
+
+
 def test_a_secret_where_a_raw_body_is_cut_is_not_quoted_in_part() -> None:
     """A body that is not JSON is quoted only in part; the cut must not split a secret
     past the redaction (the service quotes the session token in its canonical request)."""

@@ -52,6 +52,8 @@ async def serve_frames(listener: anyio.abc.SocketListener, to_send: list[str | b
             if any(isinstance(e, Request) for e in ws.events()):
                 break
         await stream.send(ws.send(AcceptConnection()))
+        # The service's first event on every connection: the session is open (then anything may come).
+        await stream.send(ws.send(TextMessage(data='{"type": "session.created", "session": {}}')))
         for frame in to_send:
             message = BytesMessage(data=frame) if isinstance(frame, bytes) else TextMessage(data=frame)
             await stream.send(ws.send(message))

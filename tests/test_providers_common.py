@@ -105,7 +105,7 @@ def _openai_typed(sim: Any) -> list[str]:
     typed: list[str] = []
     for record in sim.connections:
         messages = [m for m in record.received if isinstance(m, dict)]
-        for message, after in zip(messages, [*messages[1:], {}], strict=True):
+        for message, after in zip(messages, [*messages[1:], {}][: len(messages)], strict=True):
             item = message.get("item", {})
             answered = message.get("type") == "conversation.item.create" and after.get("type") == "response.create"
             if answered and item.get("type") == "message" and item.get("role") == "user":

@@ -47,6 +47,7 @@ RECORDS: list[dict[str, Any]] = [
         "connection_id": "openai-1",
         "url": "wss://api.openai.com/v1/realtime",
     },
+    _frame(0.005, "in", {"type": "session.created", "session": {}}),  # the service's first event, always
     _frame(0.010, "out", {"type": "session.update", "session": {"type": "realtime"}}),
     _frame(
         0.100,

@@ -61,7 +61,7 @@ from adapters.gemini.history import history_turns
 from adapters.gemini.wire import tool_response_body
 from adapters.responses import ResponseTracker
 from adapters.websocket import MessageSocket, WebSocketClosed
-from ports.errors import BidiConnectionError, BidiProtocolError, BidiUsageError
+from ports.errors import BidiConnectionError, BidiUsageError
 from ports.events import (
     BidiAudioInputEvent,
     BidiAudioStreamEvent,
@@ -161,8 +161,8 @@ class GeminiLiveSession:
                 while True:
                     frame = await self._receive_frame(resuming_before_setup=resuming)
                     try:
-                        message = self._decode(frame)
-                    except wire.MalformedServerMessage as exc:
+                        message = wire.decode_server_message(frame)
+                    except (wire.MalformedServerMessage, wire.NotJSON) as exc:
                         self._pending.append(self._malformed(exc))
                         continue
                     if isinstance(message, wire.AudioChunks):
@@ -293,8 +293,8 @@ class GeminiLiveSession:
                 logger.debug("%s: the service ended the session", self._connection_id)
                 raise anyio.EndOfStream from None
             try:
-                decoded = self._decode(frame)
-            except wire.MalformedServerMessage as exc:
+                decoded = wire.decode_server_message(frame)
+            except (wire.MalformedServerMessage, wire.NotJSON) as exc:
                 return self._malformed(exc)
             if isinstance(decoded, wire.AudioChunks):
                 pending.extend(self._audio(decoded.chunks))
@@ -303,15 +303,11 @@ class GeminiLiveSession:
         return pending.popleft()
 
     @staticmethod
-    def _malformed(exc: wire.MalformedServerMessage) -> BidiErrorEvent:
+    def _malformed(exc: wire.MalformedServerMessage | wire.NotJSON) -> BidiErrorEvent:
+        """One bad message (a wrong shape, or not a JSON object at all) in a stream whose framing is intact:
+        reported, and the connection goes on (a reconnect would cost the response in progress)."""
         logger.warning("malformed Gemini message: %s", exc)
         return BidiErrorEvent(message=f"malformed server message: {exc}", code="protocol_error")
-
-    def _decode(self, frame: str | bytes) -> wire.ServerMessage | wire.AudioChunks:
-        try:
-            return wire.decode_server_message(frame)
-        except wire.NotJSON as exc:
-            raise BidiProtocolError(f"Gemini sent a frame that is not a JSON object ({exc})", raw=frame) from None
 
     def _start(self, out: list[ModelEvent]) -> str:
         """The open response's id; the first output of a turn opens one (``adapters/responses.py``)."""

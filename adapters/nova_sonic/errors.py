@@ -112,7 +112,9 @@ def error_for_message(
 def error_for_response(
     status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()
 ) -> NovaSonicProviderError:
-    """The error for a request refused before the stream started (403 bad signature, 400, 429, 5xx)."""
+    """The error for a request refused before the stream started (403 bad signature, 400, 429, 5xx).
+
+    A 401 or 403 names the credential (the AWS credentials), whatever the body says, never its secret."""
     request_id = headers.get("x-amzn-requestid")
     kind = headers.get("x-amzn-errortype", "")
     message = ""
@@ -125,7 +127,11 @@ def error_for_response(
         # Redacted before it is cut: a secret cut in two would no longer be found whole.
         message = redact(body.decode("utf-8", "replace"), *secrets)[:_MAX_RAW_MESSAGE]
     name = _exception_name(kind) if kind else f"HTTP{status}"
-    message = redact(f"HTTP {status}: {message or 'the request was refused'}", *secrets)
+    why = ""
+    if status in (401, 403):  # AWS's own text may not say what was refused (a gateway's may be empty)
+        refused = "may not do this" if name == "AccessDeniedException" else "were not accepted"
+        why = f" (the AWS credentials {refused})"
+    message = redact(f"HTTP {status}{why}: {message or 'the request was refused'}", *secrets)
     retryable = status == 429 or status >= 500 or name in ("ExpiredTokenException", "ThrottlingException")
     return NovaSonicProviderError(
         message, code=name, retryable=retryable, request_id=request_id, retry_after_s=read_retry_after(headers)

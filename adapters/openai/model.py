@@ -170,6 +170,6 @@ class BidiOpenAIRealtimeModel:
     ) -> AsyncIterator[OpenAIRealtimeSession]:
         """The session over an open socket: :meth:`connect` after the upgrade (a replay's socket, too)."""
         session = OpenAIRealtimeSession(ws, connection_id, self._capabilities, self.config)
-        await session.open(self._model_id, request)
+        await session.open(self._model_id, request, timeout_s=self.connection.connect_timeout_s)
         logger.debug("%s open (%d history items)", connection_id, len(request.history))
         yield session

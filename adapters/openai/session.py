@@ -36,7 +36,7 @@ from adapters.openai.config import SAMPLE_RATE, OpenAIConfig
 from adapters.openai.errors import close_error, in_band_error
 from adapters.openai.history import history_items
 from adapters.websocket import MessageSocket, WebSocketClosed
-from ports.errors import BidiUsageError
+from ports.errors import BidiConnectionError, BidiUsageError
 from ports.events import (
     BidiAudioInputEvent,
     BidiAudioStreamEvent,
@@ -84,6 +84,7 @@ class OpenAIRealtimeSession:
         self._unanswered: set[str] = set()
         self._create_when_done = False
         self._pending: deque[ModelEvent] = deque()  # decoded, not yet returned by receive()
+        self._created = False  # the service said session.created: the session is open
         self.rate_limits: list[wire.RateLimit] = []
 
     @property
@@ -109,12 +110,39 @@ class OpenAIRealtimeSession:
                 raise anyio.EndOfStream from None
             raise
 
-    async def open(self, model_id: str, request: ConnectRequest) -> None:
-        """Configure the session (``wire.build_setup``) and seed it with the history (``history.py``)."""
+    async def open(self, model_id: str, request: ConnectRequest, timeout_s: float) -> None:
+        """Configure the session (``wire.build_setup``), seed it with the history (``history.py``), and wait
+        up to ``timeout_s`` for the service's ``session.created``.
+
+        The service says ``session.created`` first on every connection
+        (docs/protocols/openai.md#connection). A service that accepted the upgrade but never says it
+        is stuck: what the core would send it is lost as a question (a new session gets it only as
+        history, unanswered), so the connection fails to open and the input waits for the next one.
+        Events read meanwhile are kept for :meth:`receive`.
+        """
         wire.warm_up()
         await self._send(wire.build_setup(model_id, self._config, request))
         for item in history_items(request.history):
             await self._send(item)
+        early: list[ModelEvent] = []
+        with anyio.move_on_after(timeout_s):
+            while not self._created:
+                try:
+                    frame = await self._ws.receive()
+                except WebSocketClosed as exc:
+                    error = close_error(exc)
+                    if error is None:
+                        raise BidiConnectionError("OpenAI closed the connection before opening the session") from None
+                    raise error from None
+                try:
+                    event = wire.event_from_dict(wire.loads_server_event(frame))
+                except wire.MalformedServerEvent as exc:
+                    early.append(BidiErrorEvent(message=f"malformed server message: {exc}", code="protocol_error"))
+                    continue
+                early.extend(await self._translate(event))
+        if not self._created:
+            raise BidiConnectionError(f"OpenAI did not open the session (no session.created) within {timeout_s:g} s")
+        self._pending.extendleft(reversed(early))
 
     async def send(self, item: ModelInput) -> None:
         if isinstance(item, BidiAudioInputEvent):
@@ -254,6 +282,7 @@ class OpenAIRealtimeSession:
             return []
         if isinstance(event, wire.SessionCreated | wire.SessionUpdated):
             logger.debug("%s", event.type)
+            self._created = True
             return []
         if isinstance(event, wire.UnknownServerEvent):
             if event.type not in _ACKNOWLEDGED:

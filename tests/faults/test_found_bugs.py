@@ -27,9 +27,10 @@ from bidi_core import (
     BidiResponseCompleteEvent,
     BidiTextInputEvent,
     BidiTranscriptStreamEvent,
+    ReconnectPolicy,
 )
 from ports.model import ConnectRequest, ModelCapabilities
-from tests.support import RecordingOutput, ScriptedInput
+from tests.support import RecordingOutput, ScriptedInput, finals, run_until
 
 OPENAI_KEY = "sk-found-bugs-not-a-real-key-0123456789"
 GEMINI_KEY = "AIza-found-bugs-not-a-real-key-0123456789"
@@ -143,3 +144,66 @@ def test_a_refused_upgrade_names_the_credential_even_without_a_body(status: int,
 
     assert f"(HTTP {status}: the API key {says})" in str(openai_refusal(status, {}, b""))
     assert f"(HTTP {status}: the API key or access token {says})" in str(gemini_refusal(status, {}, b""))
+
+
+async def test_nova_a_stream_the_service_ends_at_its_limit_is_continued() -> None:
+    """Before: the simulator ended a stream at its limit with a ValidationException of a text we made up,
+    which the adapter rightly reads as fatal: the conversation ended with an error at the limit. Users
+    report a ModelTimeoutException there (docs/protocols/nova_sonic.md#limits), retryable: the
+    conversation goes on in a new stream, seeded with the history, and what the user says next is answered."""
+    from botocore.credentials import Credentials
+
+    from adapters.nova_sonic import BidiNovaSonicModel
+    from adapters.testing import nova_sonic_simulator as nv
+
+    restarted = anyio.Event()
+    said: list[str] = []
+
+    async def user() -> str:
+        if said:  # "second" once the limit has passed and the stream was replaced
+            await restarted.wait()
+        if len(said) == 2:
+            await anyio.sleep_forever()
+        said.append(["first", "second"][len(said)])
+        return said[-1]
+
+    async def watch(event: object) -> None:
+        if isinstance(event, BidiConnectionRestartEvent):
+            restarted.set()
+
+    async with nv.NovaSonicSimulator(credentials={"AKIDLIMIT": "limit-secret"}, stream_lifetime_s=1.0) as sim:
+        model = BidiNovaSonicModel(
+            endpoint_url=sim.endpoint_url,
+            region="us-east-1",
+            verify=sim.ca_cert_pem_path,
+            credentials=Credentials("AKIDLIMIT", "limit-secret"),
+        )  # its max_stream_s is the real 8 minutes: the core does not rotate before this service's limit
+        agent = BidiAgent(model=model, reconnect=ReconnectPolicy(initial_backoff_s=0.01, max_backoff_s=0.05))
+        out = RecordingOutput()
+        await run_until(agent, [user], [out, watch], lambda: any("second" in f for f in finals(out, "assistant")))
+    assert out.of(BidiConnectionRestartEvent)[0].reason == "connection_lost"
+    assert [i[1] for i in sim.user_inputs if i[0] == "text"] == ["first", "second"]
+
+
+async def test_openai_a_service_that_never_opens_the_session_is_retried_and_nothing_said_is_lost() -> None:
+    """Before: the connection counted as open once the upgrade was accepted; the user's line was written to a
+    service that never said session.created, and after the read timeout the new session got it only as
+    history: the question was never answered. Now the session is open at session.created (within the
+    connect timeout); until then nothing is written, and the line is asked on the next connection."""
+    from adapters.connection import ConnectionOptions
+
+    async with oa.OpenAIRealtimeSimulator(api_key=OPENAI_KEY, silent_connections=[0]) as sim:
+        model = BidiOpenAIRealtimeModel(
+            api_key=OPENAI_KEY,
+            base_url=sim.base_url,
+            connection=ConnectionOptions(connect_timeout_s=0.5, close_timeout_s=0.5),
+        )
+        agent = BidiAgent(model=model, reconnect=ReconnectPolicy(initial_backoff_s=0.01, max_backoff_s=0.05))
+        out = RecordingOutput()
+        await run_until(agent, [ScriptedInput(["hello"])], [out], lambda: "You said: hello" in finals(out, "assistant"))
+    assert len(sim.connections) == 2
+    assert [m["type"] for m in sim.connections[1].received] == [
+        "session.update",
+        "conversation.item.create",
+        "response.create",  # asked, not only remembered
+    ]

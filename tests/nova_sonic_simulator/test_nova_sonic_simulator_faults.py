@@ -35,8 +35,8 @@ async def test_stream_limit_ends_the_stream() -> None:
     async with NovaSonicSimulator(stream_lifetime_s=0.3) as sim, connect(sim) as client:
         await _open_and_start(client)
         await client.wait_for(lambda: client.ended)
-        assert client.exceptions[0][0] == "validationException"
-        assert "maximum duration" in client.exceptions[0][1]
+        assert client.exceptions[0][0] == "modelTimeoutException"  # what users report at the limit
+        assert client.exceptions[0][1] == "Model has timed out in processing the request. Try your request again."
         assert sim.streams[0].ended_by == "exception"
 
 

@@ -50,8 +50,10 @@ class Reply(kit.Reply):
       TCP buffers are full).
     * ``go_away``: send ``goAway`` (``timeLeft`` = the simulator's ``go_away_lead_s``) and end the connection
       that long after; the reply itself still plays.
-    * ``after_chunks``: ``drop``, ``reset``, ``close`` or ``silence`` mid-reply instead, after this many
-      ``modelTurn`` chunks (a fault in the middle of a turn; at the end of the speech if it has fewer chunks).
+    * ``after_chunks``: ``go_away``, ``drop``, ``reset``, ``close`` or ``silence`` mid-reply instead, after
+      this many ``modelTurn`` chunks (a fault in the middle of a turn; at the end of the speech if it has
+      fewer chunks): ``go_away=True, close=(1000, "")`` is the connection limit announced and reached
+      while the model speaks.
     * ``raw``: frames sent as they are, unchecked, before anything else (faults: not JSON, a wrong
       shape): ``str`` as text frames, ``bytes`` as binary frames.
     * ``garble``: bytes written on the connection as they are, outside any frame (a frame header

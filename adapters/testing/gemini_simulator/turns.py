@@ -148,7 +148,7 @@ class Turns:
             return True
         if reply.after_chunks is None and await self.fault(reply):
             return True
-        if reply.go_away:
+        if reply.go_away and reply.after_chunks is None:
             await self.s.go_away()
         return False
 
@@ -178,8 +178,11 @@ class Turns:
         say, calls = spoken_words(reply, turn, self.s.declared_tools, results=results)
         if say:
             await self._speak(gen, say, reply)
-        if reply.after_chunks is not None and await self.fault(reply):
-            return
+        if reply.after_chunks is not None:
+            if reply.go_away:  # the limit announced in the middle of the answer
+                await self.s.go_away()
+            if await self.fault(reply):
+                return
         if calls:
             function_calls: list[dict[str, Any]] = [
                 {

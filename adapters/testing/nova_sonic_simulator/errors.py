@@ -95,11 +95,10 @@ class ServiceException:
 
     @classmethod
     def stream_limit(cls, seconds: float) -> ServiceException:
-        """The stream's lifetime (8 minutes, botocore's model says) ran out. The text is inference."""
-        return cls(
-            "validationException",
-            f"The bidirectional stream has reached its maximum duration of {seconds:g} seconds. Start a new stream.",
-        )
+        """The stream's lifetime (8 minutes, botocore's model says) ran out: users report a
+        ``ModelTimeoutException`` with the usual text about 8 minutes into a stream
+        (docs/protocols/nova_sonic.md#limits), so that is what the simulator sends."""
+        return cls.model_timeout()
 
     @classmethod
     def bad_signature(cls, detail: str) -> ServiceException:

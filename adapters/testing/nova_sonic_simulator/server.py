@@ -56,7 +56,7 @@ class NovaSonicSimulator:
     * ``region``: the region of the credential scope;
     * ``scenario``: what the model says (:class:`~.scenario.Scenario`); ``faults``: :class:`~.scenario.Fault`;
     * ``stream_lifetime_s``: the 8-minute stream limit, scaled down in tests; after it a
-      ``validationException`` ends the stream;
+      ``modelTimeoutException`` ends the stream (what users report at the limit);
     * ``silence_timeout_s``: no audio or text input this long ends the stream with a
       ``validationException`` mentioning ``InternalErrorCode=531``;
     * ``max_frame_size`` / ``initial_window_size``: the server's HTTP/2 SETTINGS (the largest DATA
