@@ -161,7 +161,7 @@ def fuzz(session: nox.Session) -> None:
 @nox.session(name="shell-machine", python=PYTHONS[0])
 def shell_machine(session: nox.Session) -> None:
     """The shell's stateful test at length (not in CI): 500 examples of up to 60 steps per backend
-    (tests/test_agent_machine.py; the default suite runs 4 of 25)."""
+    (tests/test_agent_machine.py; the default suite runs 10 of 25)."""
     session.install("-e", ".[dev]")
     env = {
         "BIDI_SHELL_EXAMPLES": os.environ.get("BIDI_SHELL_EXAMPLES", "500"),

@@ -65,7 +65,7 @@ from ports.events import (
     BidiUsageEvent,
 )
 
-EXAMPLES = int(os.environ.get("BIDI_SHELL_EXAMPLES", "4"))
+EXAMPLES = int(os.environ.get("BIDI_SHELL_EXAMPLES", "10"))
 STEPS = int(os.environ.get("BIDI_SHELL_STEPS", "25"))
 
 FAST = ReconnectPolicy(initial_backoff_s=0.001, max_backoff_s=0.002, stable_after_s=3600)
