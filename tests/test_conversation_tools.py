@@ -192,6 +192,26 @@ def test_stop_conversation_tool_closes_with_user_request_and_sends_no_result() -
         step(conv, text("still there?"))
 
 
+def test_a_failing_stop_conversation_still_ends_the_conversation_and_the_user_hears_why() -> None:
+    """The model meant to end the call (say it got the arguments wrong): the conversation ends all the
+    same, as asked, and the failure is reported before the close, like any tool's."""
+    conv = tool_use(connected(), "t1", "stop_conversation", why="bye")
+    failed = BidiToolResultEvent("t1", "stop_conversation", "error", "unexpected argument 'why'")
+    expect(
+        conv,
+        ToolFinished(failed, ends_conversation=True, error_type="BidiToolError"),
+        evolve(conv, phase=Phase.CLOSED, pending_tools=frozenset()),
+        (
+            Emit(BidiErrorEvent("unexpected argument 'why'", code="tool_error", details="BidiToolError")),
+            Emit(failed),
+            AppendHistory(recorded(failed)),
+            *CLOSE_TIMERS,
+            Emit(BidiConnectionCloseEvent("user_request", "c1")),
+            Close("user_request"),
+        ),
+    )
+
+
 def test_provider_tool_cancellation_withdraws_the_call() -> None:
     conv = tool_use(connected(), "t1", "lookup")
     conv = tool_use(conv, "t2", "lookup")
