@@ -16,7 +16,8 @@ conversation emitted, never with the agent's state:
 * each output received exactly the events the model predicts, in order, after
   every step: a slow queued output (the harness's), an inline output whose
   device buffer fills (``offer`` declines audio, which then waits in the
-  queue), and an inline output that takes everything on the spot;
+  queue), and an inline output that takes everything on the spot; and the
+  agent's queue for each holds exactly what the model says still waits;
 * a barge-in, or a connection lost mid-response, purges exactly the audio
   queued for each output at that moment, and nothing else (not the chunk an
   output is playing, never an event that is not audio);
@@ -433,7 +434,7 @@ class ShellMachine(AgentMachine):
         super()._check(conv)
         expected = self._expected[conv.number]
         if not conv.free_running:  # else the conversation is being ended: checked in _finished
-            self._check_lanes(expected)
+            self._check_lanes(conv, expected)
         assert conv.events == expected.emitted, "the harness's plain output missed or reordered events"
         sent = [e for e in expected.emitted if from_provider(e)]
         script = expected.script
@@ -441,8 +442,16 @@ class ShellMachine(AgentMachine):
         usage = conv.agent.usage
         assert [usage.input_tokens, usage.output_tokens, usage.total_tokens] == script.usage
 
-    def _check_lanes(self, expected: Expected) -> None:
+    def _check_lanes(self, conv: Conversation, expected: Expected) -> None:
         self._feed(expected)
+        # The agent's queue of each output, in run()'s order: ours, the harness's slow one, its observer.
+        queues = conv.agent._outputs
+        assert len(queues) == len(expected.lanes) + 1
+        for (watched, lane), queue in zip(expected.lanes, queues, strict=False):
+            waiting = list(queue._items)
+            assert waiting == list(lane.queue), (
+                f"{watched.name}'s queue holds {_story(waiting)}\nthe model expected {_story(lane.queue)}"
+            )
         for watched, lane in expected.lanes:
             assert watched.events == lane.received, (
                 f"{watched.name} received {_story(watched.events)}\nthe model expected {_story(lane.received)}"
