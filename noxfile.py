@@ -194,6 +194,18 @@ def faults(session: nox.Session) -> None:
     )
 
 
+@nox.session(name="shell-machine", python=PYTHONS[0])
+def shell_machine(session: nox.Session) -> None:
+    """The shell's stateful test at length (not in CI): 500 examples of up to 60 steps per backend
+    (tests/test_agent_machine.py; the default suite runs 10 of 25)."""
+    session.install("-e", ".[dev]")
+    env = {
+        "BIDI_SHELL_EXAMPLES": os.environ.get("BIDI_SHELL_EXAMPLES", "500"),
+        "BIDI_SHELL_STEPS": os.environ.get("BIDI_SHELL_STEPS", "60"),
+    }
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "--timeout", "0", "tests/test_agent_machine.py", env=env)
+
+
 @nox.session(name="serve-load", python=PYTHONS[0])
 def serve_load(session: nox.Session) -> None:
     """Not on CI: ``python -m adapters.web`` with 2 workers in front of the benchmark load server, ramped

@@ -44,7 +44,7 @@ from bidi_core.state import (
     Result,
     remember_interrupted,
 )
-from ports.errors import BidiConnectionError, BidiError, BidiProtocolError, BidiResumptionRejectedError
+from ports.errors import BidiConnectionError, BidiProtocolError, BidiProviderError, BidiResumptionRejectedError
 from ports.events import (
     BidiConnectionCloseEvent,
     BidiConnectionExpiringEvent,
@@ -69,9 +69,9 @@ def retryable(error: BaseException) -> bool:
     :class:`BidiError` is a bug in an adapter, and hiding it would hide the bug."""
     if isinstance(error, BidiProtocolError):
         return True
-    if isinstance(error, BidiError):
-        return bool(getattr(error, "retryable", False))
-    return False
+    if isinstance(error, BidiProviderError | BidiConnectionError):
+        return error.retryable  # the only errors that say whether retrying may help
+    return False  # a usage error included
 
 
 def open(conv: Conversation) -> Effect:
@@ -170,7 +170,7 @@ def leave(conv: Conversation, reason: str, details: str | None) -> Result:
     if conv.response_id is not None:
         rid = conv.response_id
         cut: StopReason = "interrupted" if conv.phase is Phase.INTERRUPTED else "error"
-        effects += [ClearPlayback(rid), Emit(BidiResponseCompleteEvent(response_id=rid, stop_reason=cut))]
+        effects = [ClearPlayback(rid), Emit(BidiResponseCompleteEvent(response_id=rid, stop_reason=cut))]
         conv = attrs.evolve(
             conv, interrupted_ids=remember_interrupted(conv, rid), audible_id=None, played_ms=0.0, received_ms=0.0
         )

@@ -68,8 +68,9 @@ def accept(conv: Conversation, item: Any, issued_on: str | None = None) -> Resul
         and not (box.in_flight and record_only(conv, box.in_flight[0]))
     ):
         # User input on a live connection with room: one copy of the outbox and of the state, the
-        # same result as the general path below (tests/test_outbox.py checks it).
-        box, entry = box.accept_in_flight(item, history_of(item), issued_on)
+        # same result as the general path below (tests/test_outbox.py checks it). User input was
+        # issued by no connection (only a tool result has ``issued_on``).
+        box, entry = box.accept_in_flight(item, history_of(item))
         return attrs.evolve(conv, outbox=box), send_entry(conv, entry)
     box = box.accept(item, config.max_buffered_audio, history_of(item), issued_on)
     return hand_off(attrs.evolve(conv, outbox=box))

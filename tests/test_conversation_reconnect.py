@@ -44,6 +44,7 @@ from ports.errors import (
     BidiProtocolError,
     BidiProviderError,
     BidiResumptionRejectedError,
+    BidiUsageError,
 )
 from ports.events import (
     BidiAudioInputEvent,
@@ -585,8 +586,9 @@ def test_a_backoff_timer_firing_on_an_open_connection_is_ignored() -> None:
         BidiProviderError("invalid api key", code="401"),
         BidiConnectionError("TLS certificate rejected", retryable=False),
         RuntimeError("a bug in an adapter"),
+        BidiUsageError("provider_config: unknown key 'voicee'"),  # a BidiError that says nothing of retrying
     ],
-    ids=["provider-refusal", "not-retryable", "not-a-bidi-error"],
+    ids=["provider-refusal", "not-retryable", "not-a-bidi-error", "usage-error"],
 )
 def test_a_failure_no_connection_can_help_closes_at_once(error: BaseException) -> None:
     conv = expect(

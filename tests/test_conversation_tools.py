@@ -41,10 +41,12 @@ from bidi_core.shell_events import (
     StopRequested,
     ToolCancelled,
     ToolFinished,
+    UserInput,
     Written,
 )
 from ports.errors import BidiConnectionError
 from ports.events import (
+    BidiAudioInputEvent,
     BidiConnectionCloseEvent,
     BidiConnectionStartEvent,
     BidiErrorEvent,
@@ -188,6 +190,26 @@ def test_stop_conversation_tool_closes_with_user_request_and_sends_no_result() -
     conv = expect(conv, StopRequested(), conv)
     with pytest.raises(IllegalTransition):
         step(conv, text("still there?"))
+
+
+def test_a_failing_stop_conversation_still_ends_the_conversation_and_the_user_hears_why() -> None:
+    """The model meant to end the call (say it got the arguments wrong): the conversation ends all the
+    same, as asked, and the failure is reported before the close, like any tool's."""
+    conv = tool_use(connected(), "t1", "stop_conversation", why="bye")
+    failed = BidiToolResultEvent("t1", "stop_conversation", "error", "unexpected argument 'why'")
+    expect(
+        conv,
+        ToolFinished(failed, ends_conversation=True, error_type="BidiToolError"),
+        evolve(conv, phase=Phase.CLOSED, pending_tools=frozenset()),
+        (
+            Emit(BidiErrorEvent("unexpected argument 'why'", code="tool_error", details="BidiToolError")),
+            Emit(failed),
+            AppendHistory(recorded(failed)),
+            *CLOSE_TIMERS,
+            Emit(BidiConnectionCloseEvent("user_request", "c1")),
+            Close("user_request"),
+        ),
+    )
 
 
 def test_provider_tool_cancellation_withdraws_the_call() -> None:
@@ -336,6 +358,28 @@ def test_a_cancelled_call_of_an_earlier_connection_is_only_recorded() -> None:
     )
     # What the user says next goes as usual.
     say(conv, "anyone?")
+
+
+def test_what_the_user_says_behind_a_cancelled_result_still_being_written_goes_out_behind_it() -> None:
+    """A call we cancelled on its own connection is answered (``cancelled``) so the model is not left
+    waiting; while the writer still holds that answer, the user's microphone goes on: its audio is
+    handed to the same connection right behind it, in order."""
+    conv = tool_use(connected(), "t1", "lookup")
+    cancelled = BidiToolResultEvent("t1", "lookup", "cancelled", "The tool call was cancelled.")
+    answer = Entry(0, cancelled, recorded(cancelled), "c1")
+    conv = expect(
+        conv,
+        ToolCancelled("t1"),
+        evolve(conv, phase=Phase.LISTENING, pending_tools=frozenset(), outbox=Outbox(in_flight=(answer,), next_seq=1)),
+        (Emit(cancelled), AppendHistory(recorded(cancelled)), SendToModel(cancelled, 0)),
+    )
+    block = BidiAudioInputEvent(b"\x00\x00" * 320, sample_rate=16000)
+    conv = expect(
+        conv,
+        UserInput(block),
+        evolve(conv, outbox=Outbox(in_flight=(answer, Entry(1, block, None)), next_seq=2, audio=1)),
+        (SendToModel(block, 1),),
+    )
 
 
 def test_a_tool_outliving_its_connection_keeps_the_next_one_tool_calling_then_answers_as_text() -> None:

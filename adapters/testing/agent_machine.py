@@ -77,6 +77,7 @@ from adapters.testing.harness import (
     running_tasks,
     tagged_audio,
     wait_quiet,
+    watch,
 )
 from adapters.testing.json_schema import invalid_tool_arguments, tool_arguments
 from adapters.testing.scripted import End, ScriptedModel
@@ -126,7 +127,11 @@ class AgentMachine(RuleBasedStateMachine):
     (the scripted model's), ``slow_output`` (add an output that plays audio
     only as fast as time passes), ``invalid_tool_arguments`` (the model
     sometimes gets a tool's arguments wrong), ``settle_timeout_s`` (how long
-    a step may take to settle: your slowest tool). Give the agent a fast
+    a step may take to settle: your slowest tool), ``step_ms`` (real time
+    every step takes besides ``time_passes``; 0 lets time pass only there, so
+    what a slow output has played at each step is exactly known). Outputs with
+    an ``offer`` method keep it under the harness's watch (their inline path
+    is tested). Give the agent a fast
     ``ReconnectPolicy`` and a short ``drain_timeout_s``.
     """
 
@@ -136,6 +141,7 @@ class AgentMachine(RuleBasedStateMachine):
     slow_output: ClassVar[bool] = True
     invalid_tool_arguments: ClassVar[bool] = True
     settle_timeout_s: ClassVar[float] = 5.0
+    step_ms: ClassVar[float] = STEP_MS
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -254,7 +260,8 @@ class AgentMachine(RuleBasedStateMachine):
         async with anyio.create_task_group() as tg:
             if cancel_in is not None:
                 tg.start_soon(self._cancel_after, conv, cancel_in)
-            self._tick(conv, STEP_MS)  # time passed since the last step
+            if self.step_ms:
+                self._tick(conv, self.step_ms)  # time passed since the last step
             action(conv)
             await self._settle(conv)
             tg.cancel_scope.cancel()
@@ -286,7 +293,7 @@ class AgentMachine(RuleBasedStateMachine):
         conv.agent = self.make_agent(conv.model)
         inputs = list(self.make_inputs(conv.user))
         for index, output in enumerate(self.make_outputs(conv.speaker)):
-            conv.user_outputs.append(WatchedOutput(output, f"{_name(output)} #{index + 1}"))
+            conv.user_outputs.append(watch(output, f"{_name(output)} #{index + 1}"))
         conv.outputs = list(conv.user_outputs)
         if self.slow_output:
             conv.outputs.append(WatchedOutput(SlowOutput(conv), "slow output"))

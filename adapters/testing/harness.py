@@ -40,11 +40,13 @@ from ports.events import (
 __all__ = [
     "ScriptedUser",
     "Speaker",
+    "WatchedInlineOutput",
     "WatchedOutput",
     "busy_threads",
     "running_tasks",
     "tagged_audio",
     "wait_quiet",
+    "watch",
 ]
 
 # --------------------------------------------------------------------------- tagged audio
@@ -228,6 +230,10 @@ class WatchedOutput:
             await start(agent)
 
     async def __call__(self, event: BidiOutputEvent) -> None:
+        self._see(event)
+        await self.inner(event)
+
+    def _see(self, event: BidiOutputEvent) -> None:
         self.events.append(event)
         if isinstance(event, BidiResponseStartEvent):
             self.started.append(event.response_id)
@@ -237,12 +243,28 @@ class WatchedOutput:
             self.fenced.update(self.started)
             if self._on_interruption is not None:
                 self._on_interruption()
-        await self.inner(event)
 
     async def stop(self) -> None:
         stop = getattr(self.inner, "stop", None)
         if stop is not None:
             await stop()
+
+
+class WatchedInlineOutput(WatchedOutput):
+    """A :class:`WatchedOutput` of an output that takes events on the spot (``offer``, a
+    :class:`ports.io.BidiInlineOutput`): what it accepts there reached it as well."""
+
+    def offer(self, event: BidiOutputEvent) -> bool:
+        taken = bool(self.inner.offer(event))
+        if taken:
+            self._see(event)
+        return taken
+
+
+def watch(output: Any, name: str, on_interruption: Callable[[], None] | None = None) -> WatchedOutput:
+    """A watched ``output``, inline (with ``offer``) if the output is."""
+    kind = WatchedInlineOutput if callable(getattr(output, "offer", None)) else WatchedOutput
+    return kind(output, name, on_interruption)
 
 
 # --------------------------------------------------------------------------- quiet, tasks, threads
