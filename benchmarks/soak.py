@@ -366,6 +366,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     parser.add_argument("--json", help="write the result here (default: benchmarks/results/soak-...)")
     parser.add_argument("--update-readme", action="store_true", help="paste the result into benchmarks/README.md")
     parser.add_argument("--no-png", action="store_true")
+    parser.add_argument("--report", help="no soak: judge and print saved results (a.json,b.json) again")
     args = parser.parse_args(argv)
     seconds = args.minutes * 60
     settings = Settings(
@@ -388,6 +389,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
 
 def main(argv: list[str] | None = None) -> int:
     settings, args = parse_args(argv)
+    if args.report:
+        saved = [json.loads(Path(p).read_text()) for p in args.report.split(",")]
+        for result in saved:
+            result["checks"] = checks(result)
+            result["passed"] = all(c["passed"] for c in result["checks"])
+            print_result(result)
+        if args.update_readme:
+            update_readme(BENCH / "README.md", saved)
+        return 0 if all(r["passed"] for r in saved) else 1
     backends = settings.backend.split(",")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: list[dict[str, Any]] = []

@@ -84,12 +84,14 @@ def checks(result: dict[str, Any]) -> list[dict[str, Any]]:
     load_rows = [r for r in result["rows"] if r["phase"] == "load"]
     due = settings["sessions"] * (end["t"] - warm["t"]) / 0.02
     pace = (end["mic_sent"] - warm["mic_sent"]) / due if due else 1.0
-    if end.get("backlog", 0) > warm.get("backlog", 0) + 10 * settings["sessions"] or pace < 0.9:
+    grew = end.get("backlog", 0) > warm.get("backlog", 0) + 10 * settings["sessions"]
+    waited = sum(r.get("starved", 0) for r in load_rows) / max(len(load_rows), 1)
+    if grew or pace < 0.9:
         behind = (
-            f"; the client fell behind real time (microphone at {pace:.0%} of its pace, unsent blocks "
-            f"{warm.get('backlog', 0)} -> {end.get('backlog', 0)}, waiting for a CPU "
-            f"{sum(r.get('starved', 0) for r in load_rows) / max(len(load_rows), 1):.0%} of the time): "
-            "the growth includes that backlog"
+            f"; the client did not keep real time: microphone at {pace:.0%} of its pace, unsent microphone "
+            f"blocks {warm.get('backlog', 0)} -> {end.get('backlog', 0)}"
+            + (" (the growth holds them)" if grew else "")
+            + f", runnable but waiting for a CPU {waited:.0%} of the time"
         )
     check(
         "memory",
@@ -248,14 +250,14 @@ def write_png(result: dict[str, Any], path: Path) -> None:
         return
     rows = result["rows"]
     t = [r["t"] / 60 for r in rows]
-    fig, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True)
+    fig, axes = plt.subplots(5, 1, figsize=(8, 11), sharex=True)
     for ax, key, label in zip(
         axes,
-        ("rss_mb", "fds", "tasks", "threads"),
-        ("RSS (MB)", "file descriptors", "tasks", "threads"),
+        ("rss_mb", "backlog", "fds", "tasks", "threads"),
+        ("RSS (MB)", "unsent mic blocks", "file descriptors", "tasks", "threads"),
         strict=True,
     ):
-        ax.plot(t, [r[key] for r in rows], marker=".")
+        ax.plot(t, [r.get(key, 0) for r in rows], marker=".")
         ax.set_ylabel(label)
         ax.axvline(result["after_warmup"]["t"] / 60, color="grey", linestyle=":")
         ax.axvline(result["end_of_load"]["t"] / 60, color="grey", linestyle=":")
