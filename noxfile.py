@@ -89,6 +89,19 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
+@nox.session(python=PYTHONS[0])
+def soak(session: nox.Session) -> None:
+    """Not on CI: 100 real-time conversations for 10 minutes on asyncio, then on Trio, with barge-ins,
+    tool calls and forced reconnects, against the load server (benchmarks/soak.py; about 21 minutes).
+
+    Fails if memory grows after the warm-up, descriptors, tasks or threads are left over, or any audio
+    is lost or reordered. Arguments go to the script (``nox -s soak -- --minutes 10 --sessions 100
+    --backend trio``; ``--update-readme`` pastes the result into benchmarks/README.md).
+    """
+    session.install("-e", ".[trio,openai]", "matplotlib")
+    session.run("python", "-m", "benchmarks.soak", *session.posargs)
+
+
 @nox.session(name="sdk-crosscheck", python="3.12")
 def sdk_crosscheck(session: nox.Session) -> None:
     """Optional, not on CI: the official AWS SDK (Python 3.12+, asyncio only) drives the

@@ -258,12 +258,29 @@ class WebSocketConnection:
     async def send_text(self, text: str) -> None:
         if self._closed is not None:
             raise self._closed
-        await self._write(self._ws.send(_TEXT(data=text)))
+        try:
+            frame = self._ws.send(_TEXT(data=text))
+        except LocalProtocolError:
+            raise self._closing() from None
+        await self._write(frame)
 
     async def send_bytes(self, data: bytes) -> None:
         if self._closed is not None:
             raise self._closed
-        await self._write(self._ws.send(_BYTES(data=data)))
+        try:
+            frame = self._ws.send(_BYTES(data=data))
+        except LocalProtocolError:
+            raise self._closing() from None
+        await self._write(frame)
+
+    def _closing(self) -> WebSocketClosed:
+        """Why wsproto refuses to send: the peer's close frame came in the same read as messages
+        ``receive()`` has not handed out yet (its close is then waiting among them, and ``receive()``
+        will answer it), or the connection failed; either way, the connection is closed."""
+        for item in self._pending:
+            if isinstance(item, ws_events.CloseConnection):
+                return WebSocketClosed(item.code, item.reason or "")
+        return WebSocketClosed(1006, f"the connection is {self._ws.state.name.lower().replace('_', ' ')}")
 
     async def receive(self) -> str | bytes:
         """The next whole message (text or binary)."""

@@ -337,6 +337,25 @@ async def test_a_close_frame_gives_its_code_and_reason_and_is_answered() -> None
     assert [type(e) for e in server.received] == [ev.CloseConnection]
 
 
+async def test_sending_after_a_close_frame_was_read_but_not_yet_received_is_that_close() -> None:
+    # The close frame arrives in the same read as the message before it: wsproto has seen it, receive()
+    # has not handed it out yet. A send made on that message (an answer, the writer's next audio block)
+    # must say "closed, with this code", never leak wsproto's LocalProtocolError (found by the soak).
+    talk = accept_then(ev.TextMessage("answer me"), ev.CloseConnection(1012, "service restart"))
+    async with serving(talk) as server:
+        with anyio.fail_after(10):
+            async with open_websocket(server.url(), {}) as ws:
+                assert await ws.receive() == "answer me"
+                with pytest.raises(WebSocketClosed) as on_text:
+                    await ws.send_text("the answer")
+                with pytest.raises(WebSocketClosed) as on_bytes:
+                    await ws.send_bytes(b"audio")
+                with pytest.raises(WebSocketClosed) as on_receive:
+                    await ws.receive()
+    assert {(e.value.code, e.value.reason) for e in (on_text, on_bytes, on_receive)} == {(1012, "service restart")}
+    assert [type(e) for e in server.received] == [ev.CloseConnection]  # answered, nothing sent after it
+
+
 async def test_a_normal_close_without_reason() -> None:
     async with serving(accept_then(ev.CloseConnection(1000))) as server:
         with anyio.fail_after(10):
