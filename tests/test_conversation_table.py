@@ -206,6 +206,17 @@ def test_closed_never_leaves_closed(event_type: type) -> None:
             assert effects == ()
 
 
+def test_a_handler_leading_to_a_phase_its_entry_does_not_name_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table is the documentation of what may happen: a handler that takes the conversation somewhere
+    its entry does not declare is a bug in the table, reported with the pair and where it led."""
+    conv = Conversation()
+    entry = TRANSITIONS[(Phase.CONNECTING, StopRequested)]
+    assert Phase.CLOSED in entry.targets
+    monkeypatch.setitem(TRANSITIONS, (Phase.CONNECTING, StopRequested), attrs.evolve(entry, targets=frozenset()))
+    with pytest.raises(AssertionError, match=r"^CONNECTING x StopRequested led to CLOSED, not in the table$"):
+        step(conv, StopRequested())
+
+
 def test_closed_accepts_only_shutdown_stragglers() -> None:
     closed_types = {t for (p, t) in TRANSITIONS if p is Phase.CLOSED}
     assert closed_types == {

@@ -149,6 +149,29 @@ async def test_taking_from_a_queue_still_over_its_bound_does_not_wake_a_producer
         assert roomy == [1]
 
 
+async def test_a_full_output_holding_up_the_reader_is_logged_once_by_name(caplog: pytest.LogCaptureFixture) -> None:
+    """The reader waits for a full output before it reads the provider again: a stalled conversation
+    is explained in the debug log by which output is full and how much it holds, once per stall."""
+    queue = OutputQueue(2, "PhoneLine")
+    queue.put(audio("r1"))
+    queue.put(audio("r1"))
+    caplog.set_level("DEBUG", logger="bidi_core.queues")
+
+    async def producer() -> None:
+        await queue.wait_for_room()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(producer)
+        await anyio.wait_all_tasks_blocked()
+        queue.put(audio("r1"))  # still over the bound after the next get: the producer waits on
+        await queue.get()
+        await anyio.wait_all_tasks_blocked()
+        await queue.get()
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("bidi_core.queues", "DEBUG", "output PhoneLine is full (2 events); waiting")
+    ]
+
+
 async def test_closing_releases_a_producer_waiting_for_room() -> None:
     queue = OutputQueue(1, "speaker")
     queue.put(audio("r1"))
@@ -165,7 +188,8 @@ async def test_closing_releases_a_producer_waiting_for_room() -> None:
         queue.close()
         await anyio.wait_all_tasks_blocked()
         assert released.is_set()
-    assert len(queue) == 1  # what was queued stays for the consumer
+    assert len(queue) == 1  # what was queued stays for the consumer, which still gets it, then the end
+    assert await drain(queue) == [audio("r1")]
 
 
 async def test_a_full_closed_queue_has_room_for_nobody_to_wait_on() -> None:
