@@ -35,7 +35,6 @@ real-time pace: ``benchmarks/README.md``.)
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import time
 import urllib.request
@@ -43,7 +42,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import anyio
@@ -60,6 +59,7 @@ from adapters.connection import ConnectionOptions
 from adapters.liveness import Watchdog
 from adapters.recording import Tap
 from adapters.retry_after import retry_after_s
+from adapters.tls import ssl_context_for
 from adapters.urls import redacted_url
 from ports.errors import (
     BidiConnectionError,
@@ -439,64 +439,6 @@ class WebSocketConnection:
                     await self._stream.aclose()
                 except Exception:
                     logger.debug("closing the stream failed", exc_info=True)
-
-
-# --------------------------------------------------------------------------- TLS
-
-_default_contexts: dict[bool, ssl.SSLContext] = {}
-
-
-def _default_context(verified: bool) -> ssl.SSLContext:
-    """The process's one default context (made once: loading the CA store costs CPU, ``benchmarks/README.md``)."""
-    context = _default_contexts.get(verified)
-    if context is None:
-        context = ssl.create_default_context()  # honours SSL_CERT_FILE / SSL_CERT_DIR
-        if not verified:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        elif not context.cert_store_stats()["x509_ca"] and not _system_ca_dir():
-            _load_certifi(context)
-        _default_contexts[verified] = context
-    return context
-
-
-def _system_ca_dir() -> bool:
-    capath = os.environ.get("SSL_CERT_DIR") or ssl.get_default_verify_paths().capath
-    with suppress(OSError):
-        return bool(capath and os.listdir(capath))
-    return False
-
-
-def _load_certifi(context: ssl.SSLContext) -> None:
-    """No system CA store (some Python builds on macOS and Windows): use certifi's if it is installed."""
-    try:
-        import certifi
-    except ImportError:
-        logger.debug("no system CA certificates and no certifi: wss:// will fail to verify")
-        return
-    context.load_verify_locations(certifi.where())
-
-
-def ssl_context_for(verify: Any) -> ssl.SSLContext:
-    """The TLS trust ``verify`` names: ``None``/``True`` the process's default
-    context (the system's CA store, ``SSL_CERT_FILE``/``SSL_CERT_DIR``
-    honoured), ``False`` no verification, an ``ssl.SSLContext`` itself, or the
-    path of a CA file or directory."""
-    if isinstance(verify, ssl.SSLContext):
-        return verify
-    if verify is None or verify is True:
-        return _default_context(True)
-    if verify is False:
-        return _default_context(False)
-    if isinstance(verify, str | os.PathLike):
-        path = os.fspath(verify)
-        try:
-            if os.path.isdir(path):
-                return ssl.create_default_context(capath=path)
-            return ssl.create_default_context(cafile=path)
-        except (OSError, ssl.SSLError) as exc:
-            raise BidiUsageError(f"cannot load the CA certificates at {path!r}: {exc}") from None
-    raise BidiUsageError(f"verify must be None, a bool, an ssl.SSLContext or a CA path, got {type(verify).__name__}")
 
 
 # --------------------------------------------------------------------------- connecting
