@@ -137,8 +137,9 @@ def stress_suite(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def sweep(session: nox.Session) -> None:
-    """The cancellation sweep at length (not in CI): 340 cut points per provider and backend, so 1,020 per
-    backend, over the three simulators (tests/test_cancellation_sweep.py; the default suite runs 5)."""
+    """The cancellation sweep at length (not in CI): 340 distinct cut points per provider and backend, so
+    1,020 per backend, over the three simulators (tests/test_cancellation_sweep.py; the default suite runs 5).
+    Hypothesis's statistics say how many points ran and how each fell (cut, or past the end)."""
     session.install("-e", ".[dev]")
     examples = os.environ.get("BIDI_SWEEP_EXAMPLES", "340")
     session.run(
@@ -148,6 +149,7 @@ def sweep(session: nox.Session) -> None:
         "no:cacheprovider",
         "--timeout",
         "0",
+        "--hypothesis-show-statistics",
         "tests/test_cancellation_sweep.py",
         *session.posargs,
         env={"BIDI_SWEEP_EXAMPLES": examples},

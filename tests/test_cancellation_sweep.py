@@ -4,8 +4,10 @@ One scripted conversation per provider (its simulator on 127.0.0.1): a tool
 call and its answer, a long spoken story the user talks over (barge-in), a
 line that makes the service drop the connection (a reconnect), then "bye",
 answered with ``stop_conversation``. Hypothesis picks the point of the cut:
-the N-th output event the agent delivers (deterministic, no wall time). At
-that event the test cancels the scope around ``run()``; afterwards
+the N-th output event the agent delivers, then K more scheduler checkpoints
+of a task of the test's own (no wall time), so the cut also falls between
+output events: inside a write, a tool, a reconnect's handshake. There the test
+cancels the scope around ``run()``; afterwards
 
 * the cancellation propagated unchanged: the scope caught it, nothing else was raised;
 * no task of ours (``our_tasks()``: the agent's, its outputs', inputs', tools', timers');
@@ -27,8 +29,9 @@ import threading
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bidi_core import BidiAgent, BidiConnectionRestartEvent, stop_conversation, tool
@@ -44,6 +47,9 @@ from tests.test_providers_common import FAST_RETRY, PROVIDERS, Provider, _at
 
 EXAMPLES = int(os.environ.get("BIDI_SWEEP_EXAMPLES", "5"))
 MAX_POINT = 90  # a few more output events than the whole conversation delivers (67-81): the last ones end by itself
+MAX_STEPS = 24
+"""Checkpoints after the output event: 90 x 25 = 2,250 distinct points per provider, so the long run's
+340 per provider and backend are all different."""
 
 _POOLED_THREADS = ("AnyIO worker thread", "Trio thread", "asyncio_", "ThreadPoolExecutor")
 
@@ -141,32 +147,60 @@ def _scenario(provider: Provider) -> Any:
     )
 
 
-async def _one_point(provider: Provider, cut_at: int) -> None:
+async def _one_point(provider: Provider, cut_at: int, steps: int) -> None:
     fds, threads = _open_fds(), _our_threads()
     async with provider.start(scenario=_scenario(provider), speedup=4.0) as sim:
         agent = BidiAgent(model=provider.model(sim), tools=[get_weather, stop_conversation], reconnect=FAST_RETRY)
-        returned = False
+        returned = fired = False
         with anyio.CancelScope() as scope:
-            user = User(provider, cut_at, scope.cancel)
-            with anyio.fail_after(30):  # a hang is a failure, not a stuck suite; never reached when all is well
-                await agent.run([user], [user.output])
-            returned = True
+
+            def cancel() -> None:
+                nonlocal fired
+                fired = True
+                scope.cancel()
+
+            async def cancel_later() -> None:
+                for _ in range(steps):
+                    await anyio.lowlevel.checkpoint()
+                cancel()
+
+            async with anyio.create_task_group() as cutter:
+                user = User(provider, cut_at, cancel if steps == 0 else lambda: cutter.start_soon(cancel_later))
+                with anyio.fail_after(30):  # a hang is a failure, not a stuck suite; never reached when all is well
+                    await agent.run([user], [user.output])
+                returned = True
+                cutter.cancel_scope.cancel()  # run() ended by itself before the cut came
         user.close()
-        # Cut: the cancellation ended run() and the scope caught it (anything else would have escaped here).
-        # Not cut (the point lies past the end): run() ended by itself.
-        assert scope.cancel_called == (user.seen >= cut_at)
-        assert scope.cancelled_caught != returned, (scope.cancel_called, returned)
+        # Nothing but the cut cancelled the scope, and nothing else was raised (it would have escaped here).
+        assert scope.cancel_called == fired
+        if steps == 0:
+            # Cut inside an output: run() cannot end without a checkpoint, so the cancellation ended it and the
+            # scope caught it. Not cut (the point lies past the end): run() ended by itself.
+            assert fired == (user.seen >= cut_at)
+            assert scope.cancelled_caught != returned, (fired, returned)
+        elif fired:
+            # Cut between two checkpoints of anything: run() raised the cancellation, or had just finished.
+            assert scope.cancelled_caught or returned
+        else:
+            assert returned and not scope.cancelled_caught
         assert our_tasks() == set()
         assert agent.phase.value == "closed"
     assert _our_threads() <= threads
     assert _open_fds() <= fds
+    # How the points fell (``--hypothesis-show-statistics``, as ``nox -s sweep`` runs it).
+    if fired:
+        event("cut: run() raised the cancellation" if not returned else "cut: as run() ended")
+    else:
+        event("not cut: past the end")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts file descriptors in /proc/self/fd")
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cut_at=st.integers(min_value=1, max_value=MAX_POINT))
-async def test_cancelling_a_whole_conversation_anywhere_leaves_nothing(provider: Provider, cut_at: int) -> None:
-    await _one_point(provider, cut_at)
+@given(cut_at=st.integers(min_value=1, max_value=MAX_POINT), steps=st.integers(min_value=0, max_value=MAX_STEPS))
+async def test_cancelling_a_whole_conversation_anywhere_leaves_nothing(
+    provider: Provider, cut_at: int, steps: int
+) -> None:
+    await _one_point(provider, cut_at, steps)
 
 
 async def test_the_uncut_conversation_runs_every_stage_and_ends_by_itself(provider: Provider) -> None:
