@@ -45,6 +45,7 @@ graceful close lets the outputs play out.
 from __future__ import annotations
 
 import attrs
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
@@ -612,3 +613,6 @@ ConversationMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestConversationMachine = ConversationMachine.TestCase
+# All CPU, no waiting: about 20 s alone, several times that beside CPU hogs (nox -s stress-suite). The suite's
+# 60 s guard is for hangs; this one's is proportionate to the work, so only a real hang trips it.
+TestConversationMachine.pytestmark = [pytest.mark.timeout(600)]
