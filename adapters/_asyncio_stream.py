@@ -6,7 +6,8 @@ calls for every message that arrives on its own, which is every message of a
 real-time voice session. The benchmarks measured its share of the
 client's CPU at 100 real-time sessions (``benchmarks/README.md``). This
 stream keeps reading on and pauses only when data piles up unread (flow
-control), and uses asyncio's own TLS (``loop.create_connection(ssl=...)``).
+control), and uses asyncio's own TLS (``loop.create_connection(ssl=...)``) over a
+socket it connects itself (:func:`_open_socket`).
 
 It is an :class:`anyio.abc.ByteStream` with anyio's semantics where the
 WebSocket relies on them: ``receive`` raises ``EndOfStream`` at the end,
@@ -22,6 +23,7 @@ bytes still buffered then never left. On Trio the WebSocket uses
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections import deque
 from typing import Any
@@ -178,14 +180,95 @@ class AsyncioStream(anyio.abc.ByteStream):
 
 
 async def connect(host: str, port: int, ssl_context: ssl.SSLContext | None, *, tls_hostname: str | None) -> Any:
-    """A TCP (TLS with ``ssl_context``) connection as an :class:`AsyncioStream`."""
+    """A TCP (TLS with ``ssl_context``) connection as an :class:`AsyncioStream`.
+
+    TLS starts on the connected transport (``loop.start_tls``) rather than inside
+    ``create_connection(ssl=...)``: cut during the handshake, ``start_tls`` closes the socket's own
+    transport, where ``create_connection`` only closes the TLS layer, which then says goodbye over a
+    socket left open for up to its 30 s shutdown timeout."""
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_connection(
-        lambda: _Protocol(loop),
-        host,
-        port,
-        ssl=ssl_context,
-        server_hostname=tls_hostname if ssl_context is not None else None,
-        happy_eyeballs_delay=0.25,
-    )
+    sock = await _open_socket(loop, host, port)
+    try:
+        transport, protocol = await loop.create_connection(lambda: _Protocol(loop), sock=sock)
+    except BaseException:
+        sock.close()  # cut before the transport took it (a transport that did is closing already)
+        raise
+    if ssl_context is not None:
+        try:
+            tls = await loop.start_tls(transport, protocol, ssl_context, server_hostname=tls_hostname)
+        except BaseException:
+            transport.abort()  # start_tls closed it gracefully; nothing is left to say
+            raise
+        assert tls is not None
+        transport = protocol.transport = tls
     return AsyncioStream(transport, protocol)
+
+
+_NEXT_ATTEMPT_AFTER_S = 0.25
+"""RFC 8305's "Connection Attempt Delay": the next address is tried when the previous failed, or after this."""
+
+
+async def _open_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    """A connected TCP socket to ``host``: its addresses tried one after the other, the next started
+    when the previous failed or after 250 ms, the families alternating (RFC 8305), in a task group.
+
+    Not ``loop.create_connection(happy_eyeballs_delay=...)``: asyncio's race (``staggered_race``, as of
+    Python 3.13) leaves the winning socket open when it is cancelled just as an attempt succeeds, a
+    descriptor nobody closes until the collector does (the cancellation sweep found it). Here every
+    socket an attempt opened is closed unless it is the one returned."""
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    errors: list[OSError] = []
+    winner: socket.socket | None = None
+
+    async def attempt(info: Any, failed: anyio.Event, tg: anyio.abc.TaskGroup) -> None:
+        nonlocal winner
+        family, kind, proto, _, address = info
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            failed.set()
+            return
+        except BaseException:
+            sock.close()
+            raise
+        if winner is None:
+            winner = sock
+            tg.cancel_scope.cancel()  # the other attempts, and the wait for the next one
+        else:
+            sock.close()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for info in _interleaved(infos):
+                failed = anyio.Event()
+                tg.start_soon(attempt, info, failed, tg)
+                with anyio.move_on_after(_NEXT_ATTEMPT_AFTER_S):
+                    await failed.wait()
+    except BaseException:
+        if winner is not None:
+            winner.close()
+        raise
+    if winner is not None:
+        return winner
+    if not errors:
+        raise OSError(f"no address for {host!r}")
+    if len(errors) == 1:
+        raise errors[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in errors)}")
+
+
+def _interleaved(infos: list[Any]) -> list[Any]:
+    """The resolver's addresses with their families alternating, each family's in the resolver's order."""
+    by_family: dict[int, list[Any]] = {}
+    for info in infos:
+        by_family.setdefault(info[0], []).append(info)
+    queues = list(by_family.values())
+    out: list[Any] = []
+    while queues:
+        out += [q.pop(0) for q in queues]
+        queues = [q for q in queues if q]
+    return out

@@ -147,7 +147,8 @@ def _scenario(provider: Provider) -> Any:
     )
 
 
-async def _one_point(provider: Provider, cut_at: int, steps: int) -> None:
+async def _one_point(provider: Provider, cut_at: int, steps: int) -> str:
+    """One cut; how it fell."""
     fds, threads = _open_fds(), _our_threads()
     async with provider.start(scenario=_scenario(provider), speedup=4.0) as sim:
         agent = BidiAgent(model=provider.model(sim), tools=[get_weather, stop_conversation], reconnect=FAST_RETRY)
@@ -187,11 +188,9 @@ async def _one_point(provider: Provider, cut_at: int, steps: int) -> None:
         assert agent.phase.value == "closed"
     assert _our_threads() <= threads
     assert _open_fds() <= fds
-    # How the points fell (``--hypothesis-show-statistics``, as ``nox -s sweep`` runs it).
     if fired:
-        event("cut: run() raised the cancellation" if not returned else "cut: as run() ended")
-    else:
-        event("not cut: past the end")
+        return "cut: run() raised the cancellation" if not returned else "cut: as run() ended"
+    return "not cut: past the end"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts file descriptors in /proc/self/fd")
@@ -200,7 +199,8 @@ async def _one_point(provider: Provider, cut_at: int, steps: int) -> None:
 async def test_cancelling_a_whole_conversation_anywhere_leaves_nothing(
     provider: Provider, cut_at: int, steps: int
 ) -> None:
-    await _one_point(provider, cut_at, steps)
+    # How the points fell: ``--hypothesis-show-statistics``, as ``nox -s sweep`` runs it.
+    event(await _one_point(provider, cut_at, steps))
 
 
 async def test_the_uncut_conversation_runs_every_stage_and_ends_by_itself(provider: Provider) -> None:

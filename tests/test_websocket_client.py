@@ -8,7 +8,10 @@ refuse with a status, never answer, or close with a code. The client is
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import os
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 import trustme
 from anyio.streams.tls import TLSListener
@@ -437,3 +441,63 @@ async def test_a_proxy_without_httpx_installed_is_a_usage_error(monkeypatch: pyt
     with pytest.raises(BidiUsageError, match="NO_PROXY"):
         async with open_websocket("ws://example.invalid/v1", {}):
             pass
+
+
+# ---------------------------------------------------------------- cancellation
+
+
+def _sockets_to(port: int) -> set[str]:
+    """This process's descriptors that are TCP sockets connected to ``port`` (the client ends; the server's
+    ends, in this process too, have it as their local port)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as fh:
+            for line in list(fh)[1:]:
+                fields = line.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") in inodes:
+                found.add(fd)
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+async def test_a_cut_anywhere_in_the_opening_leaves_no_socket_open(
+    tls: bool, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    """Cancel ``open_websocket`` (resolving, connecting, TLS, the upgrade) after each count of checkpoints
+    in turn: every socket it made is closed as the cancellation leaves it, none left for the garbage
+    collector (switched off here, so a socket only the collector would close stays open and is seen).
+    asyncio's own happy eyeballs left the winning socket open when cut just as it connected (the
+    cancellation sweep found it)."""
+    options = ConnectionOptions(ssl_context=client_tls) if tls else ConnectionOptions()
+    cut = opened = 0
+    gc.disable()
+    try:
+        async with serving(accept_then(), ssl_context=server_tls if tls else None) as server:
+            for steps in range(80):
+                with anyio.CancelScope() as scope:
+
+                    async def cancel_later(steps: int = steps, scope: anyio.CancelScope = scope) -> None:
+                        for _ in range(steps):
+                            await anyio.lowlevel.checkpoint()
+                        scope.cancel()
+
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(cancel_later)
+                        with anyio.fail_after(10):
+                            async with open_websocket(server.url(), HEADERS, options=options):
+                                opened += 1
+                                await anyio.sleep_forever()
+                cut += scope.cancelled_caught
+                # A transport closes its socket on the event loop's next turn: wait for that, not longer.
+                with anyio.fail_after(5):
+                    while _sockets_to(server.port):  # noqa: ASYNC110 (no event says a descriptor closed)
+                        await anyio.sleep(0.01)
+    finally:
+        gc.enable()
+    assert cut == 80 and opened > 0  # cut before, during and after the opening
