@@ -93,12 +93,12 @@ class Outbox:
             return False
         return self.audio < max_audio or not isinstance(item, BidiAudioInputEvent)
 
-    def accept_in_flight(
-        self, item: ModelInput, history: Message | None = None, issued_on: str | None = None
-    ) -> tuple[Outbox, Entry]:
+    def accept_in_flight(self, item: ModelInput, history: Message | None = None) -> tuple[Outbox, Entry]:
         """:meth:`accept` then :meth:`hand` in one copy, when :meth:`can_hand_at_once`
-        (every microphone block of a live connection); the entry handed."""
-        entry = Entry(self.next_seq, item, history, issued_on)
+        (every microphone block of a live connection); the entry handed. User
+        input only: a tool result (the one item issued on a connection) takes
+        the general path."""
+        entry = Entry(self.next_seq, item, history)
         box = Outbox(
             (),
             (*self.in_flight, entry),

@@ -121,7 +121,7 @@ class BidiTool:
 def _yields(func: Callable[..., Any]) -> bool:
     """Whether calling ``func`` makes a generator (a function's or, for a callable object, its ``__call__``'s)."""
     if not (inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, functools.partial)):
-        func = getattr(type(func), "__call__", func)  # noqa: B004 - a callable object: its __call__ runs
+        func = type(func).__call__  # a callable object (``tool`` refused the rest): its __call__ runs
     return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
 
 
@@ -355,7 +355,7 @@ async def _run(found: BidiTool, call: BidiToolUseEvent) -> ToolOutcome:
     # Without a timeout there is no deadline to tell apart: no cancel scope (one costs
     # time on every call, on Trio most of this function's cost: benchmarks/README.md).
     deadline = anyio.move_on_after(found.timeout) if found.timeout is not None else None
-    value: Any = None
+    value: Any  # set by every path that reads it: only a call that returned is a success
     failure: Exception | None = None
     try:
         if deadline is None:

@@ -96,6 +96,14 @@ def test_input_while_connecting_is_flushed_in_order_on_connect() -> None:
             evolve(conv, outbox=evolve(box, in_flight=box.in_flight[1:], written=n, audio=box.audio - (seq in (2, 4)))),
         )
     assert conv.outbox == Outbox(next_seq=5, written=4, dropped_audio=1)
+    # The next block goes straight out (the window has room); the drop stays counted.
+    a4 = audio(4)
+    expect(
+        conv,
+        UserInput(a4),
+        evolve(conv, outbox=Outbox((), (Entry(5, a4),), next_seq=6, audio=1, written=4, dropped_audio=1)),
+        (SendToModel(a4, 5),),
+    )
 
 
 def test_the_send_window_bounds_what_the_writer_holds() -> None:

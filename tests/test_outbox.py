@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 import attrs
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -132,6 +133,66 @@ def test_unconfirmed_items_are_bounded_when_the_provider_never_confirms() -> Non
     box, _ = _write(box, keep=3)
     assert [e.item for e in box.unconfirmed] == [_text("d"), _text("e"), _text("f")]
     assert box.confirmed == 3
+
+
+@pytest.mark.parametrize("keep", [None, 100], ids=["never-confirms", "resumable"])
+def test_a_report_for_an_item_not_held_changes_nothing(keep: int | None) -> None:
+    # A report repeated, or late (the item was written and forgotten already), or for a number
+    # never issued must not count anything as written: what is in flight was not written.
+    box = Outbox()
+    for s in "abcd":
+        box = box.accept(_text(s), 10)
+    box, _ = box.hand(2)
+    box, _, _ = box.mark_written(0, None)
+    box, _ = box.hand(2)
+    assert [e.seq for e in box.in_flight] == [1, 2]
+    assert [e.seq for e in box.waiting] == [3]
+    for seq in (0, 99):
+        assert box.mark_written(seq, keep) == (box, None, False)
+
+
+def test_each_confirmation_counts_from_the_start_of_the_connection() -> None:
+    # The provider's count covers everything it holds of this connection; confirming one item,
+    # then two, leaves the third and fourth to be sent again to a resumed session.
+    box = Outbox()
+    for s in "abcd":
+        box = box.accept(_text(s), 10)
+    box, _ = _write(box, keep=100)
+    box = box.confirm(1).confirm(2)
+    assert [e.item for e in box.unconfirmed] == [_text("c"), _text("d")]
+    box, written = _write(box.leave_connection().begin_connection(resumed=True), keep=100)
+    assert [e.item for e in written] == [_text("c"), _text("d")]
+
+
+def test_a_fresh_session_counts_its_confirmations_from_zero() -> None:
+    # Resumption refused: the new session's confirmations are of its own writes; once it confirmed
+    # them, a later resumed session gets nothing twice.
+    box = Outbox().accept(_text("a"), 10).accept(_text("b"), 10)
+    box, _ = _write(box, keep=100)
+    box = box.confirm(None)
+    box = box.leave_connection().begin_connection(resumed=False)
+    box = box.accept(_text("c"), 10).accept(_text("d"), 10)
+    box, _ = _write(box, keep=100)
+    box = box.confirm(2)
+    assert box.unconfirmed == ()
+    assert _write(box.leave_connection().begin_connection(resumed=True), keep=100)[1] == []
+
+
+def test_audio_forgotten_past_the_unconfirmed_bound_frees_its_place_under_the_cap() -> None:
+    # A resumable provider that does not confirm: past the bound, the oldest unconfirmed item is
+    # forgotten, and an audio block among them no longer counts against the cap: the next
+    # blocks up to the cap are all kept.
+    box = Outbox().accept(_audio(0), 2)
+    box, _ = _write(box, keep=3)
+    for s in "xyz":
+        box = box.accept(_text(s), 2)
+    box, _ = _write(box, keep=3)
+    assert [e.item for e in box.unconfirmed] == [_text("x"), _text("y"), _text("z")]
+    assert box.audio == 0
+    box = box.accept(_audio(1), 2).accept(_audio(2), 2)
+    assert [e.item for e in box.waiting] == [_audio(1), _audio(2)]
+    assert box.dropped_audio == 0
+    assert box.audio == 2
 
 
 def test_audio_beyond_the_cap_drops_the_oldest_waiting_block_and_counts_it() -> None:
@@ -355,3 +416,5 @@ async def test_the_agent_holds_no_more_user_audio_than_the_readme_promises() -> 
         # The oldest blocks went; the newest are kept, in order.
         waiting = [int.from_bytes(e.item.audio, "little") for e in agent.conversation.outbox.waiting]  # type: ignore[union-attr]
         assert waiting == list(range(400 - len(waiting), 400))
+    # The count is still there once the conversation is over (for the call's report).
+    assert agent.dropped_audio == 400 - cap

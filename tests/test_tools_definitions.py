@@ -111,6 +111,14 @@ class Streaming:
         yield city
 
 
+class Station:
+    """An object whose method yields: the bound method is a generator function too."""
+
+    def readings(self, city: str) -> Iterator[str]:
+        """Yield readings."""
+        yield city
+
+
 @pytest.mark.parametrize(
     ("func", "message"),
     [
@@ -118,12 +126,23 @@ class Streaming:
         (agenerate, "tool 'agenerate': a tool returns one value; it cannot be a generator"),
         (functools.partial(generate, "Paris"), "tool 'generate': a tool returns one value; it cannot be a generator"),
         (Streaming(), "tool 'Streaming': a tool returns one value; it cannot be a generator"),
+        (Station().readings, "tool 'readings': a tool returns one value; it cannot be a generator"),
         (Forecaster, f"@tool takes a function, got {Forecaster!r}"),
         (Point, f"@tool takes a function, got {Point!r}"),
         (42, "@tool takes a function, got 42"),
         ("plain", "@tool takes a function, got 'plain'"),
     ],
-    ids=["generator", "async-generator", "partial-generator", "generator-object", "class", "class2", "int", "str"],
+    ids=[
+        "generator",
+        "async-generator",
+        "partial-generator",
+        "generator-object",
+        "generator-method",
+        "class",
+        "class2",
+        "int",
+        "str",
+    ],
 )
 def test_what_does_not_return_one_value_is_refused(func: Any, message: str) -> None:
     with pytest.raises(BidiUsageError, match=re.escape(message)):
