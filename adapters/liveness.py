@@ -33,12 +33,26 @@ _MAX_PING_INTERVAL_S = 10.0
 class Watchdog:
     """When bytes last arrived on one connection, and what to do when they stop."""
 
-    __slots__ = ("last_rx", "ping_interval_s", "read_timeout_s")
+    __slots__ = ("_stopped", "last_rx", "ping_interval_s", "read_timeout_s")
 
     def __init__(self, read_timeout_s: float) -> None:
         self.read_timeout_s = read_timeout_s
         self.ping_interval_s = min(_MAX_PING_INTERVAL_S, read_timeout_s * 2 / 3)
         self.last_rx = time.monotonic()
+        self._stopped: anyio.Event | None = None
+
+    def stop(self) -> None:
+        """Make :meth:`run` return at its next wait, for a connection that ends.
+
+        Returning rather than being cancelled matters for memory: on asyncio,
+        anyio's task group keeps a cancelled task's ``CancelledError`` in a
+        reference cycle (its done callback's frame), and that error's traceback
+        holds this task's frames, which hold the connection: its socket, parser
+        and buffers would then wait for the garbage collector's rare full pass
+        (``benchmarks/README.md``, "The soak")."""
+        if self._stopped is None:
+            self._stopped = anyio.Event()
+        self._stopped.set()
 
     def received(self) -> None:
         """Bytes arrived (hot paths may set :attr:`last_rx` themselves)."""
@@ -49,14 +63,17 @@ class Watchdog:
         ping: Callable[[], Awaitable[None]],
         on_silence: Callable[[BidiConnectionError], Awaitable[None]],
     ) -> None:
-        """Ping a quiet connection; hand a silent one to ``on_silence`` and return.
+        """Ping a quiet connection; hand a silent one to ``on_silence`` and return (or return once stopped).
 
         ``ping`` must not raise for a connection that cannot send any more
         (it suppresses its transport's errors); the silence then still ends
         the connection.
         """
         pinged_at = -1.0
-        while True:
+        if self._stopped is None:
+            self._stopped = anyio.Event()
+        stopped = self._stopped
+        while not stopped.is_set():
             now = time.monotonic()
             quiet = now - self.last_rx
             if quiet >= self.read_timeout_s:
@@ -66,4 +83,5 @@ class Watchdog:
                 pinged_at = now
                 await ping()
             until = self.ping_interval_s if quiet < self.ping_interval_s else self.read_timeout_s
-            await anyio.sleep(max(until - quiet, 0.01))
+            with anyio.move_on_after(max(until - quiet, 0.01)):
+                await stopped.wait()

@@ -34,6 +34,7 @@ real-time pace: ``benchmarks/README.md``.)
 
 from __future__ import annotations
 
+import copy
 import logging
 import ssl
 import time
@@ -42,7 +43,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -103,6 +104,27 @@ class WebSocketClosed(BidiConnectionError):
         super().__init__(f"the server closed the connection ({code}{': ' + reason if reason else ''})")
         self.code = code
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[WebSocketClosed], tuple[int, str]]:
+        return type(self), (self.code, self.reason)  # copied (``_again``) and pickled by code and reason
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _again(error: _E) -> _E:
+    """A fresh copy of an error a connection keeps, to raise.
+
+    A connection remembers why it can no longer be used (closed, torn, silent,
+    sent too much) and raises that again on every later call. Raised itself,
+    the kept error would get a traceback whose frames hold the connection,
+    which holds the error: a reference cycle. The connection's socket, parser
+    and buffers, long-lived and so in the collector's oldest generation, then
+    outlive it until the collector's rare full pass, and memory grows with
+    every connection that ended (``benchmarks/README.md``, "The soak"). A copy
+    has a traceback of its own that nothing of the connection holds.
+    """
+    return copy.copy(error)
 
 
 class MessageSocket(Protocol):
@@ -221,6 +243,14 @@ class WebSocketConnection:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    @property
+    def close_timeout_s(self) -> float:
+        return self._close_timeout_s
+
+    def stop_watching(self) -> None:
+        """Make :meth:`watch` return (the connection is ending)."""
+        self._watchdog.stop()
+
     async def watch(self) -> None:
         """Run the liveness watchdog (``adapters/liveness.py``) until the server goes silent."""
         self._watchdog.received()
@@ -244,20 +274,20 @@ class WebSocketConnection:
     async def _write(self, data: bytes) -> None:
         async with self._write_lock:
             if self._torn is not None:
-                raise self._torn
+                raise _again(self._torn)
             try:
                 await self._stream.send(data)
             except Exception as exc:  # anyio's Broken/ClosedResourceError, OSError, ssl.SSLError
                 # The watchdog closing a silent server's stream under a blocked write: say that, not how.
                 self._torn = self._dead or BidiConnectionError(f"sending failed: {type(exc).__name__}")
-                raise self._torn from None
+                raise _again(self._torn) from None
             except BaseException:
                 self._torn = BidiConnectionError("a write was cut off half-way; the connection cannot be written to")
                 raise
 
     async def send_text(self, text: str) -> None:
         if self._closed is not None:
-            raise self._closed
+            raise _again(self._closed)
         try:
             frame = self._ws.send(_TEXT(data=text))
         except LocalProtocolError:
@@ -266,7 +296,7 @@ class WebSocketConnection:
 
     async def send_bytes(self, data: bytes) -> None:
         if self._closed is not None:
-            raise self._closed
+            raise _again(self._closed)
         try:
             frame = self._ws.send(_BYTES(data=data))
         except LocalProtocolError:
@@ -285,7 +315,7 @@ class WebSocketConnection:
     async def receive(self) -> str | bytes:
         """The next whole message (text or binary)."""
         if self._too_big is not None:
-            raise self._too_big
+            raise _again(self._too_big)
         pending = self._pending
         while True:
             while pending:
@@ -300,11 +330,11 @@ class WebSocketConnection:
                 if message is not None:
                     return message
             if self._closed is not None:
-                raise self._closed
+                raise _again(self._closed)
             chunk = await self._read()
             if self._stream_ended:
                 self._closed = WebSocketClosed(1006, "connection lost without a close frame")
-                raise self._closed
+                raise _again(self._closed)
             self._feed(chunk)
 
     def _feed(self, data: bytes) -> None:
@@ -345,7 +375,7 @@ class WebSocketConnection:
                     break
                 length = int.from_bytes(data[pos + 2 : start], "big")
                 if length > MAX_MESSAGE_BYTES:
-                    raise self._oversized(f"a frame of {length} bytes")
+                    raise _again(self._oversized(f"a frame of {length} bytes"))
             end = start + length
             if end > size:
                 self._rest_need = end - pos
@@ -392,7 +422,7 @@ class WebSocketConnection:
             self._parts.append(event.data)
             self._parts_size += len(event.data)
             if self._parts_size > MAX_MESSAGE_BYTES:
-                raise self._oversized(f"a message of more than {self._parts_size} bytes")
+                raise _again(self._oversized(f"a message of more than {self._parts_size} bytes"))
             if event.message_finished:
                 self._parts_size = 0
                 parts, self._parts = self._parts, []
@@ -406,7 +436,7 @@ class WebSocketConnection:
             self._closed = WebSocketClosed(event.code, event.reason or "")
             with suppress(BidiConnectionError, LocalProtocolError):
                 await self._write(self._ws.send(event.response()))
-            raise self._closed
+            raise _again(self._closed)
         return None  # Pong and anything else: liveness is tracked by bytes arriving
 
     async def _read(self) -> bytes:
@@ -416,11 +446,11 @@ class WebSocketConnection:
             data = b""
         except Exception as exc:  # Broken/ClosedResourceError, OSError, ssl.SSLError, or the watchdog closed it
             if self._dead is not None:
-                raise self._dead from None
+                raise _again(self._dead) from None
             raise BidiConnectionError(f"receiving failed: {type(exc).__name__}") from None
         if not data:
             if self._dead is not None:
-                raise self._dead
+                raise _again(self._dead)
             self._stream_ended = True
         else:
             self._watchdog.last_rx = time.monotonic()
@@ -606,7 +636,10 @@ async def _watched(ws: WebSocketConnection) -> AsyncIterator[None]:
             try:
                 yield
             finally:
-                tg.cancel_scope.cancel()
+                # Stopped, not cancelled (see Watchdog.stop); cancelled only if it does not stop in time
+                # (a ping blocked on a peer that reads nothing).
+                ws.stop_watching()
+                tg.cancel_scope.deadline = min(tg.cancel_scope.deadline, anyio.current_time() + ws.close_timeout_s)
 
 
 @asynccontextmanager

@@ -643,7 +643,6 @@ class BidiAgent:
             tg.cancel_scope.cancel()
 
     async def _reader(self, session: BidiModelSession, connection_id: str) -> None:
-        error: Exception | None = None
         try:
             while True:
                 event = await session.receive()
@@ -660,8 +659,12 @@ class BidiAgent:
         except Exception as exc:
             if not isinstance(exc, BidiError):
                 logger.exception("model session failed unexpectedly")
-            error = exc
-        self._dispatch(ConnectionEnded(connection_id, error))
+            # Handed on from here, never kept in a local: the error's traceback holds this frame,
+            # so a local holding it would be a reference cycle, and the whole connection it reaches
+            # (socket, parser, buffers) would wait for the garbage collector's rare full pass.
+            self._dispatch(ConnectionEnded(connection_id, exc))
+            return
+        self._dispatch(ConnectionEnded(connection_id, None))
 
     async def _writer(self, session: BidiModelSession, fifo: SendFifo, connection_id: str) -> None:
         try:

@@ -130,10 +130,10 @@ class OpenAIRealtimeSession:
                 try:
                     frame = await self._ws.receive()
                 except WebSocketClosed as exc:
-                    error = close_error(exc)
-                    if error is None:
-                        raise BidiConnectionError("OpenAI closed the connection before opening the session") from None
-                    raise error from None
+                    # No local for the error: its traceback holds this frame (a reference cycle).
+                    raise close_error(exc) or BidiConnectionError(
+                        "OpenAI closed the connection before opening the session"
+                    ) from None
                 try:
                     event = wire.event_from_dict(wire.loads_server_event(frame))
                 except wire.MalformedServerEvent as exc:
@@ -216,10 +216,8 @@ class OpenAIRealtimeSession:
             try:
                 frame = await ws_receive()
             except WebSocketClosed as exc:
-                error = close_error(exc)
-                if error is None:
-                    raise anyio.EndOfStream from None
-                raise error from None
+                # No local for the error: its traceback holds this frame (a reference cycle).
+                raise close_error(exc) or anyio.EndOfStream() from None
             try:
                 data = loads(frame)
                 if data["type"] == wire.AUDIO_DELTA:
