@@ -174,6 +174,7 @@ class BidiAgent:
         self._tool_scopes: dict[str, anyio.CancelScope] = {}
         self._timer_scopes: dict[str, anyio.CancelScope] = {}
         self._dispatching = False
+        self._tools_unstarted = 0
         self._deferred: deque[Event] = deque()
         self._watch = Observation(observers)
         self.hooks = Hooks()
@@ -558,9 +559,17 @@ class BidiAgent:
         assert self._tg is not None
         scope = anyio.CancelScope()
         self._tool_scopes[call.tool_use_id] = scope
-        self._spawn(self._run_tool, call, scope, name=f"tool {call.name} {call.tool_use_id}")
+        # Until its task begins, the reader lets it go first (_let_tools_run); not a tool that ends
+        # the conversation: what came with its call (the goodbye's end, the usage) is stepped first.
+        found = self.tool_registry.get(call.name)
+        first = found is None or not found.ends_conversation
+        if first:
+            self._tools_unstarted += 1
+        self._spawn(self._run_tool, call, scope, first, name=f"tool {call.name} {call.tool_use_id}")
 
-    async def _run_tool(self, call: BidiToolUseEvent, scope: anyio.CancelScope) -> None:
+    async def _run_tool(self, call: BidiToolUseEvent, scope: anyio.CancelScope, first: bool) -> None:
+        if first:
+            self._tools_unstarted -= 1
         logger.debug("running tool %s (%s)", call.name, call.tool_use_id)
         ended = None
         try:
@@ -655,6 +664,8 @@ class BidiAgent:
                 self._dispatch(event)
                 if type(event) in SIGNALS:
                     self._watch.took(event)
+                if self._tools_unstarted:
+                    await self._let_tools_run()
         except anyio.EndOfStream:
             pass  # the provider ended the connection normally
         except Exception as exc:
@@ -662,6 +673,23 @@ class BidiAgent:
                 logger.exception("model session failed unexpectedly")
             error = exc
         self._dispatch(ConnectionEnded(connection_id, error))
+
+    async def _let_tools_run(self) -> None:
+        """Let the tool calls the last event started run before the rest of what was read
+        (not ``stop_conversation``, which would close the conversation before it).
+
+        A provider sends a call's frames in one burst (the arguments, the item done, the
+        response done, a usage report); without this the tool task would wait until the reader
+        has worked through all of them, and an instant tool's result would then wait for the
+        writer behind the reader again. So the reader steps aside until every tool it started
+        has begun and the writer has taken what was handed to it (an instant tool's result),
+        at most three times: Trio runs the tasks of one round in either order, so the tool,
+        then the writer, may each need one more. A slow tool costs the reader a checkpoint or
+        two per call; a writer stuck on a full socket, at most three."""
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+            if not self._tools_unstarted and not len(self._fifo):
+                return
 
     async def _writer(self, session: BidiModelSession, fifo: SendFifo, connection_id: str) -> None:
         try:
