@@ -46,6 +46,7 @@ OTHERS = {
     "audio_handoff": "device thread <-> event loop handoff of BidiAudioIO (benchmarks/audio_handoff.py)",
     "telemetry": "CPU per chunk with no observer, the otel observer without and with an SDK (benchmarks/telemetry.py)",
     "phone_barge_in": "the Twilio bridge's barge-in and lead at the simulated caller (benchmarks/phone_barge_in.py)",
+    "tool_trace": "many tool round trips in one session, optionally stamped step by step (benchmarks/tool_trace.py)",
 }
 IMPORTS = {
     "raw": "import asyncio, json, base64, wsproto",
