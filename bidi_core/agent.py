@@ -559,8 +559,7 @@ class BidiAgent:
         assert self._tg is not None
         scope = anyio.CancelScope()
         self._tool_scopes[call.tool_use_id] = scope
-        # Until its task begins, the reader lets it go first (_let_tools_run); not a tool that ends
-        # the conversation: what came with its call (the goodbye's end, the usage) is stepped first.
+        # It goes first (_let_tools_run), unless it ends the conversation: its burst is stepped first.
         found = self.tool_registry.get(call.name)
         first = found is None or not found.ends_conversation
         if first:
@@ -675,17 +674,9 @@ class BidiAgent:
         self._dispatch(ConnectionEnded(connection_id, error))
 
     async def _let_tools_run(self) -> None:
-        """Let the tool calls the last event started run before the rest of what was read
-        (not ``stop_conversation``, which would close the conversation before it).
-
-        A provider sends a call's frames in one burst (the arguments, the item done, the
-        response done, a usage report); without this the tool task would wait until the reader
-        has worked through all of them, and an instant tool's result would then wait for the
-        writer behind the reader again. So the reader steps aside until every tool it started
-        has begun and the writer has taken what was handed to it (an instant tool's result),
-        at most three times: Trio runs the tasks of one round in either order, so the tool,
-        then the writer, may each need one more. A slow tool costs the reader a checkpoint or
-        two per call; a writer stuck on a full socket, at most three."""
+        """Step aside (at most three checkpoints: Trio runs a round's tasks in either order) until
+        the tools just started have begun and the writer took what it was handed: an instant
+        tool's result then goes out before the reader steps the rest of the provider's burst."""
         for _ in range(3):
             await anyio.lowlevel.checkpoint()
             if not self._tools_unstarted and not len(self._fifo):
