@@ -6,7 +6,6 @@ refusal (the WebSocket upgrade, Nova's HTTP/2 request) reads it here.
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Mapping
 
@@ -22,6 +21,8 @@ def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # here: an HTTP-date is rare, and email.utils costs more to import than all of this
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

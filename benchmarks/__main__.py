@@ -46,6 +46,7 @@ OTHERS = {
     "audio_handoff": "device thread <-> event loop handoff of BidiAudioIO (benchmarks/audio_handoff.py)",
     "telemetry": "CPU per chunk with no observer, the otel observer without and with an SDK (benchmarks/telemetry.py)",
     "phone_barge_in": "the Twilio bridge's barge-in and lead at the simulated caller (benchmarks/phone_barge_in.py)",
+    "tool_trace": "many tool round trips in one session, optionally stamped step by step (benchmarks/tool_trace.py)",
 }
 IMPORTS = {
     "raw": "import asyncio, json, base64, wsproto",
@@ -234,25 +235,31 @@ def run_client(command: list[str], extra: list[str], timeout_s: float, cpu: int,
 
 def import_times(clients: list[str], reference_python: str | None, runs: int) -> dict[str, dict[str, Any]]:
     """Wall time of the imports alone, in a fresh interpreter, median of ``runs``
-    (after one unmeasured run that writes the bytecode caches)."""
-    out = {}
+    (after one unmeasured round that writes the bytecode caches). The clients take
+    turns, one import each per round, so a burst of load from other processes
+    falls on all of them rather than on whichever was being measured.
+
+    ``PYTHONDONTWRITEBYTECODE`` is dropped for these runs: with it set (as in some
+    containers) bidi-core's sources were compiled on every import while the floors'
+    modules, installed with their bytecode, were not, which added ~30-50 ms to the
+    bidi columns alone. An installed library has its bytecode; so does the one measured."""
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    commands: dict[str, tuple[str, str]] = {}
     for client in clients:
-        if client.endswith("*"):
-            continue
         python = reference_python if client == "reference" else sys.executable
-        if python is None:
+        if client.endswith("*") or python is None:
             continue
         code = f"import time; t = time.perf_counter(); {IMPORTS[client.split('@')[0]]}; print(time.perf_counter() - t)"
-        samples = []
-        for _ in range(runs + 1):
+        commands[client] = (python, code)
+    samples: dict[str, list[float]] = {client: [] for client in commands}
+    for round_ in range(runs + 1):
+        for client, (python, code) in commands.items():
             done = subprocess.run(
-                [python, "-c", code], cwd=client_cwd(client), capture_output=True, text=True, timeout=120
+                [python, "-c", code], cwd=client_cwd(client), capture_output=True, text=True, timeout=120, env=env
             )
-            if done.returncode == 0:
-                samples.append(float(done.stdout.strip().splitlines()[-1]))
-        samples = samples[1:]
-        out[client] = {"median_s": statistics.median(samples) if samples else None, "samples_s": samples}
-    return out
+            if done.returncode == 0 and round_ > 0:
+                samples[client].append(float(done.stdout.strip().splitlines()[-1]))
+    return {c: {"median_s": statistics.median(got) if got else None, "samples_s": got} for c, got in samples.items()}
 
 
 def strip_samples(run: dict[str, Any]) -> dict[str, Any]:

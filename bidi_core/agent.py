@@ -174,6 +174,7 @@ class BidiAgent:
         self._tool_scopes: dict[str, anyio.CancelScope] = {}
         self._timer_scopes: dict[str, anyio.CancelScope] = {}
         self._dispatching = False
+        self._tools_unstarted = 0
         self._deferred: deque[Event] = deque()
         self._watch = Observation(observers)
         self.hooks = Hooks()
@@ -558,9 +559,16 @@ class BidiAgent:
         assert self._tg is not None
         scope = anyio.CancelScope()
         self._tool_scopes[call.tool_use_id] = scope
-        self._spawn(self._run_tool, call, scope, name=f"tool {call.name} {call.tool_use_id}")
+        # It goes first (_let_tools_run), unless it ends the conversation: its burst is stepped first.
+        found = self.tool_registry.get(call.name)
+        first = found is None or not found.ends_conversation
+        if first:
+            self._tools_unstarted += 1
+        self._spawn(self._run_tool, call, scope, first, name=f"tool {call.name} {call.tool_use_id}")
 
-    async def _run_tool(self, call: BidiToolUseEvent, scope: anyio.CancelScope) -> None:
+    async def _run_tool(self, call: BidiToolUseEvent, scope: anyio.CancelScope, first: bool) -> None:
+        if first:
+            self._tools_unstarted -= 1
         logger.debug("running tool %s (%s)", call.name, call.tool_use_id)
         ended = None
         try:
@@ -654,6 +662,8 @@ class BidiAgent:
                 self._dispatch(event)
                 if type(event) in SIGNALS:
                     self._watch.took(event)
+                if self._tools_unstarted:
+                    await self._let_tools_run()
         except anyio.EndOfStream:
             pass  # the provider ended the connection normally
         except Exception as exc:
@@ -665,6 +675,15 @@ class BidiAgent:
             self._dispatch(ConnectionEnded(connection_id, exc))
             return
         self._dispatch(ConnectionEnded(connection_id, None))
+
+    async def _let_tools_run(self) -> None:
+        """Step aside (at most three checkpoints: Trio runs a round's tasks in either order) until
+        the tools just started have begun and the writer took what it was handed: an instant
+        tool's result then goes out before the reader steps the rest of the provider's burst."""
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+            if not self._tools_unstarted and not len(self._fifo):
+                return
 
     async def _writer(self, session: BidiModelSession, fifo: SendFifo, connection_id: str) -> None:
         try:

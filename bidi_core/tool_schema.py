@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, Union
 
 import attrs
-import docstring_parser
 
 from ports.errors import BidiUsageError
 
@@ -423,6 +422,8 @@ def describe(func: Callable[..., Any], name: str) -> tuple[str, dict[str, str]]:
     text = inspect.getdoc(target)
     if not text:
         return _words(name), {}
+    import docstring_parser  # here, not at the top: only a tool with a docstring needs it (benchmarks/README.md)
+
     try:
         doc = docstring_parser.parse(text)
     except docstring_parser.ParseError:

@@ -68,6 +68,7 @@ class WriteAttempts(ScriptedModel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.attempts: list[tuple[str, ModelInput]] = []
+        self.received_before: list[int] = []  # for each attempt: the events the agent had received by then
 
     @asynccontextmanager
     async def connect(self, request: ConnectRequest) -> AsyncIterator[ScriptedSession]:
@@ -76,6 +77,7 @@ class WriteAttempts(ScriptedModel):
 
             async def attempt(item: ModelInput) -> None:
                 self.attempts.append((session.connection_id, item))
+                self.received_before.append(session.received)
                 await send(item)
 
             session.send = attempt  # type: ignore[method-assign]
@@ -113,6 +115,43 @@ async def test_a_call_of_an_unknown_tool_answers_the_model_with_an_error_and_the
     assert [(e.code, e.message, e.details) for e in errors] == [("tool_error", message, "BidiToolError")]
     assert not any(isinstance(e, BidiConnectionCloseEvent) for e in seen)
     model.assert_done()
+
+
+async def test_an_instant_tool_is_answered_before_the_reader_takes_the_events_behind_the_call() -> None:
+    """A provider sends a call together with what follows it (its response's usage and
+    end, more events); the reader lets the tool and then the writer go first, so the
+    result is being written before the reader takes the first event behind the call
+    (the tool round trip in benchmarks/README.md), and nothing is lost or reordered."""
+
+    @tool
+    async def clock() -> str:
+        """The time."""
+        return "12:00"
+
+    call = [BidiResponseStartEvent("r1"), BidiToolUseEvent("t1", "clock", {})]
+    behind = [USAGE, BidiResponseCompleteEvent("r1", "tool_use"), transcript("ok", rid="r1")]
+    model = WriteAttempts(
+        [
+            Step(emit=[*call, *behind]),
+            Step(expect=Expect(BidiToolResultEvent, tool_use_id="t1"), emit=response("r2", transcript("Noon."))),
+        ]
+    )
+    agent = BidiAgent(model=model, tools=[clock])
+    async with agent:
+        seen = await receive_until(agent, completes("r2"))
+    (at,) = [n for (_, item), n in zip(model.attempts, model.received_before, strict=True) if item == result_of(seen)]
+    assert at == len(call)
+    assert [type(e) for e in seen if not isinstance(e, BidiToolResultEvent)][: len(call) + len(behind) + 1] == [
+        BidiConnectionStartEvent,
+        *(type(e) for e in call),
+        *(type(e) for e in behind),
+    ]
+    model.assert_done()
+
+
+def result_of(events: list[BidiOutputEvent]) -> BidiToolResultEvent:
+    (result,) = [e for e in events if isinstance(e, BidiToolResultEvent)]
+    return result
 
 
 async def test_a_stop_conversation_call_that_fails_still_ends_the_conversation() -> None:

@@ -272,10 +272,14 @@ async def test_a_hook_that_raises_is_reported_and_the_conversation_goes_on(kind:
     async with agent:
         await agent.send("Book me a flight to Oslo.")
         seen = await receive_until(agent, lambda e: isinstance(e, BidiResponseCompleteEvent) and e.response_id == "r2")
+        if not any(isinstance(e, BidiErrorEvent) for e in seen):
+            # A notification hook runs in the hooks' own task: its failure may be reported after
+            # what the model said next (the tool's result goes out before the rest of the burst).
+            seen += await receive_until(agent, lambda e: isinstance(e, BidiErrorEvent))
     errors = [e for e in seen if isinstance(e, BidiErrorEvent)]
     assert [(e.code, e.details) for e in errors] == [("hook_error", "RuntimeError")]
     assert kind in errors[0].message
     assert answered(model) == {"t1": ("success", "booked to Oslo")}  # after a failed after-hook: the tool's own
     assert any(isinstance(e, BidiInterruptionEvent) for e in seen)
-    assert isinstance(seen[-1], BidiResponseCompleteEvent)
+    assert any(isinstance(e, BidiResponseCompleteEvent) and e.response_id == "r2" for e in seen)  # it went on
     assert not any(isinstance(e, BidiConnectionCloseEvent) for e in seen)
