@@ -55,6 +55,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from adapters import _asyncio_stream
 from adapters._exceptions import unwrapped
+from adapters._ws_frames import OP_BINARY, OP_TEXT, masked_frame
 from adapters.connection import ConnectionOptions
 from adapters.liveness import Watchdog
 from adapters.recording import Tap
@@ -174,7 +175,9 @@ class WebSocketConnection:
     mask, reserved bits, an unknown opcode) hands the rest of the connection
     to wsproto for good.
 
-    Writes: every frame is written whole under one lock, so tasks that write
+    Writes: a whole message is framed by ``adapters/_ws_frames.py`` (the bytes
+    wsproto would build, cheaper) while the connection is open and without
+    extensions, everything else by wsproto. Every frame is written whole under one lock, so tasks that write
     (the provider's sender, its reader answering a ping or sending a message
     of its own, the watchdog) never interleave inside a frame. A write cut
     off half-way (cancelled, or failed) may have left part of a frame on the
@@ -211,6 +214,9 @@ class WebSocketConnection:
         self._dead: BidiConnectionError | None = None  # the watchdog gave up on the server
         self._torn: BidiConnectionError | None = None  # a write was cut off: no more writes
         self._watchdog = Watchdog(read_timeout_s)
+        # Whole messages are framed by _ws_frames unless an extension was negotiated (we offer none;
+        # a connection made elsewhere might have): then wsproto frames them, applying it.
+        self._own_frames = getattr(getattr(connection, "_proto", None), "extensions", None) == []
         if first_frames:
             with suppress(BidiProtocolError):  # too big: kept in _too_big, raised by the first receive()
                 self._feed(first_frames)
@@ -258,19 +264,25 @@ class WebSocketConnection:
     async def send_text(self, text: str) -> None:
         if self._closed is not None:
             raise self._closed
-        try:
-            frame = self._ws.send(_TEXT(data=text))
-        except LocalProtocolError:
-            raise self._closing() from None
+        if self._own_frames and self._ws.state is ConnectionState.OPEN:
+            frame = masked_frame(OP_TEXT, text.encode())  # what wsproto would build, cheaper (_ws_frames.py)
+        else:
+            try:
+                frame = self._ws.send(_TEXT(data=text))
+            except LocalProtocolError:
+                raise self._closing() from None
         await self._write(frame)
 
     async def send_bytes(self, data: bytes) -> None:
         if self._closed is not None:
             raise self._closed
-        try:
-            frame = self._ws.send(_BYTES(data=data))
-        except LocalProtocolError:
-            raise self._closing() from None
+        if self._own_frames and self._ws.state is ConnectionState.OPEN:
+            frame = masked_frame(OP_BINARY, bytes(data))
+        else:
+            try:
+                frame = self._ws.send(_BYTES(data=data))
+            except LocalProtocolError:
+                raise self._closing() from None
         await self._write(frame)
 
     def _closing(self) -> WebSocketClosed:
