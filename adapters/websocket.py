@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -56,15 +56,14 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from adapters import _asyncio_stream
 from adapters._exceptions import unwrapped
+from adapters._ws_frames import OP_BINARY, OP_TEXT, masked_frame
 from adapters.connection import ConnectionOptions
 from adapters.liveness import Watchdog
-from adapters.recording import Tap
 from adapters.retry_after import retry_after_s
 from adapters.tls import ssl_context_for
 from adapters.urls import redacted_url
 from ports.errors import (
     BidiConnectionError,
-    BidiError,
     BidiProtocolError,
     BidiProviderError,
     BidiUsageError,
@@ -74,12 +73,9 @@ from ports.errors import (
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "ErrorForResponse",
-    "MessageSocket",
-    "RecordedSocket",
     "WebSocketClosed",
     "WebSocketConnection",
     "open_websocket",
-    "recorded",
     "ssl_context_for",
     "upgrade_refusal",
 ]
@@ -127,60 +123,6 @@ def _again(error: _E) -> _E:
     return copy.copy(error)
 
 
-class MessageSocket(Protocol):
-    """What a provider session needs of its WebSocket: whole messages each way.
-
-    :class:`WebSocketConnection` is the real one; :class:`RecordedSocket` records
-    one; ``adapters.testing.replay`` plays a recorded provider's side.
-    """
-
-    async def send_text(self, text: str) -> None: ...
-
-    async def send_bytes(self, data: bytes) -> None: ...
-
-    async def receive(self) -> str | bytes: ...
-
-
-def recorded(ws: WebSocketConnection, tap: Tap | None) -> MessageSocket:
-    """``ws`` itself, or with a ``tap`` (a model's recording) a :class:`RecordedSocket` around it."""
-    return ws if tap is None else RecordedSocket(ws, tap)
-
-
-class RecordedSocket:
-    """A :class:`MessageSocket` that tells a recording (``adapters/recording.py``) every message and the end.
-
-    Only a model with ``record_to`` gets one: the sessions of every other model
-    read their :class:`WebSocketConnection` directly.
-    """
-
-    def __init__(self, inner: MessageSocket, tap: Tap) -> None:
-        self._inner = inner
-        self._tap = tap
-
-    async def send_text(self, text: str) -> None:
-        await self._inner.send_text(text)
-        self._tap.sent(text)
-
-    async def send_bytes(self, data: bytes) -> None:
-        await self._inner.send_bytes(data)
-        self._tap.sent(data)
-
-    async def receive(self) -> str | bytes:
-        try:
-            message = await self._inner.receive()
-        except WebSocketClosed as exc:
-            if exc.code == 1000:
-                self._tap.server_ended(close_code=exc.code, reason=exc.reason)
-            else:
-                self._tap.failed(exc)
-            raise
-        except BidiError as exc:
-            self._tap.failed(exc)
-            raise
-        self._tap.received(message)
-        return message
-
-
 class WebSocketConnection:
     """One open WebSocket connection (client side) over an anyio byte stream.
 
@@ -196,7 +138,9 @@ class WebSocketConnection:
     mask, reserved bits, an unknown opcode) hands the rest of the connection
     to wsproto for good.
 
-    Writes: every frame is written whole under one lock, so tasks that write
+    Writes: a whole message is framed by ``adapters/_ws_frames.py`` (the bytes
+    wsproto would build, cheaper) while the connection is open and without
+    extensions, everything else by wsproto. Every frame is written whole under one lock, so tasks that write
     (the provider's sender, its reader answering a ping or sending a message
     of its own, the watchdog) never interleave inside a frame. A write cut
     off half-way (cancelled, or failed) may have left part of a frame on the
@@ -233,6 +177,9 @@ class WebSocketConnection:
         self._dead: BidiConnectionError | None = None  # the watchdog gave up on the server
         self._torn: BidiConnectionError | None = None  # a write was cut off: no more writes
         self._watchdog = Watchdog(read_timeout_s)
+        # Whole messages are framed by _ws_frames unless an extension was negotiated (we offer none;
+        # a connection made elsewhere might have): then wsproto frames them, applying it.
+        self._own_frames = getattr(getattr(connection, "_proto", None), "extensions", None) == []
         if first_frames:
             with suppress(BidiProtocolError):  # too big: kept in _too_big, raised by the first receive()
                 self._feed(first_frames)
@@ -288,19 +235,25 @@ class WebSocketConnection:
     async def send_text(self, text: str) -> None:
         if self._closed is not None:
             raise _again(self._closed)
-        try:
-            frame = self._ws.send(_TEXT(data=text))
-        except LocalProtocolError:
-            raise self._closing() from None
+        if self._own_frames and self._ws.state is ConnectionState.OPEN:
+            frame = masked_frame(OP_TEXT, text.encode())  # what wsproto would build, cheaper (_ws_frames.py)
+        else:
+            try:
+                frame = self._ws.send(_TEXT(data=text))
+            except LocalProtocolError:
+                raise self._closing() from None
         await self._write(frame)
 
     async def send_bytes(self, data: bytes) -> None:
         if self._closed is not None:
             raise _again(self._closed)
-        try:
-            frame = self._ws.send(_BYTES(data=data))
-        except LocalProtocolError:
-            raise self._closing() from None
+        if self._own_frames and self._ws.state is ConnectionState.OPEN:
+            frame = masked_frame(OP_BINARY, bytes(data))
+        else:
+            try:
+                frame = self._ws.send(_BYTES(data=data))
+            except LocalProtocolError:
+                raise self._closing() from None
         await self._write(frame)
 
     def _closing(self) -> WebSocketClosed:

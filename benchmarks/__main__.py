@@ -4,6 +4,7 @@
     python -m benchmarks --quick             # the same in about a minute
     python -m benchmarks --list              # the benchmarks there are
     python -m benchmarks stages              # CPU per chunk stage by stage (benchmarks/stages.py)
+    python -m benchmarks uplink [...]        # the up path per microphone block (benchmarks/uplink.py)
     python -m benchmarks audio_handoff [...] # benchmarks/audio_handoff.py, arguments passed on
     python -m benchmarks telemetry           # what observing costs per chunk (benchmarks/telemetry.py)
     python -m benchmarks phone_barge_in      # benchmarks/phone_barge_in.py (the phone bridge at the caller)
@@ -43,6 +44,7 @@ RAMPS = ("output", "duplex")
 """The sessions ramps: output audio only, or with every session streaming the microphone (``--mic``)."""
 OTHERS = {
     "stages": "bidi-core's CPU per audio chunk, stage by stage, in one process (benchmarks/stages.py)",
+    "uplink": "the duplex up path per microphone block, bidi-core beside the raw floor (benchmarks/uplink.py)",
     "audio_handoff": "device thread <-> event loop handoff of BidiAudioIO (benchmarks/audio_handoff.py)",
     "telemetry": "CPU per chunk with no observer, the otel observer without and with an SDK (benchmarks/telemetry.py)",
     "phone_barge_in": "the Twilio bridge's barge-in and lead at the simulated caller (benchmarks/phone_barge_in.py)",

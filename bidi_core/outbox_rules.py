@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import attrs
-
 from bidi_core.effects import (
     AppendHistory,
     Effect,
@@ -27,6 +25,7 @@ from bidi_core.state import (
     UNCONFIRMED_SLACK,
     Conversation,
     Result,
+    with_outbox,
 )
 from ports.events import (
     BidiErrorEvent,
@@ -71,9 +70,9 @@ def accept(conv: Conversation, item: Any, issued_on: str | None = None) -> Resul
         # same result as the general path below (tests/test_outbox.py checks it). User input was
         # issued by no connection (only a tool result has ``issued_on``).
         box, entry = box.accept_in_flight(item, history_of(item))
-        return attrs.evolve(conv, outbox=box), send_entry(conv, entry)
+        return with_outbox(conv, box), send_entry(conv, entry)
     box = box.accept(item, config.max_buffered_audio, history_of(item), issued_on)
-    return hand_off(attrs.evolve(conv, outbox=box))
+    return hand_off(with_outbox(conv, box))
 
 
 def hand_off(conv: Conversation) -> Result:
@@ -81,7 +80,7 @@ def hand_off(conv: Conversation) -> Result:
     if conv.phase not in LIVE_PHASES or not conv.outbox.waiting:
         return conv, ()
     box, entries = conv.outbox.hand(conv.config.send_window)
-    conv = attrs.evolve(conv, outbox=box)
+    conv = with_outbox(conv, box)
     effects: list[Effect] = []
     for entry in entries:
         effects += send_entry(conv, entry)
@@ -121,7 +120,7 @@ def settle_unsent(conv: Conversation) -> Conversation:
     box = conv.outbox
     while box.in_flight and record_only(conv, box.in_flight[0]):
         box = box.withdraw(box.in_flight[0].seq)
-    return conv if box is conv.outbox else attrs.evolve(conv, outbox=box)
+    return conv if box is conv.outbox else with_outbox(conv, box)
 
 
 def written(conv: Conversation, seq: int) -> Result:
@@ -131,7 +130,7 @@ def written(conv: Conversation, seq: int) -> Result:
     record comes back."""
     keep = conv.config.max_buffered_audio + UNCONFIRMED_SLACK if conv.capabilities.resumable else None
     box, entry, returned = conv.outbox.mark_written(seq, keep)
-    conv = settle_unsent(attrs.evolve(conv, outbox=box))
+    conv = settle_unsent(with_outbox(conv, box))
     if returned and entry is not None and entry.history is not None:
         return conv, (AppendHistory(entry.history),)
     return conv, ()

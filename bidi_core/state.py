@@ -5,6 +5,7 @@ clock, no async library."""
 from __future__ import annotations
 
 import enum
+import operator
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -142,6 +143,28 @@ class Conversation:
 
     def tool_call(self, tool_use_id: str) -> ToolCall | None:
         return next((c for c in self.pending_tools if c.tool_use_id == tool_use_id), None)
+
+
+def _around(cls: type, name: str) -> tuple[Callable[[Any], tuple[Any, ...]], Callable[[Any], tuple[Any, ...]]]:
+    """Getters of the fields before and after ``name``, in ``__init__`` order
+    (``operator.attrgetter`` with one name returns a value, not a tuple; none
+    of Conversation's fields is alone on its side)."""
+    fields = attrs.fields(cls)
+    assert all(field.init for field in fields), "with_outbox passes every field positionally"
+    names = [field.name for field in fields]
+    index = names.index(name)
+    return operator.attrgetter(*names[:index]), operator.attrgetter(*names[index + 1 :])
+
+
+_BEFORE_OUTBOX, _AFTER_OUTBOX = _around(Conversation, "outbox")
+
+
+def with_outbox(conv: Conversation, outbox: Outbox) -> Conversation:
+    """``attrs.evolve(conv, outbox=outbox)`` at about half the cost: every
+    microphone block changes the outbox twice (accepted, then written), and
+    ``attrs.evolve`` reads the 19 fields one by one in Python
+    (``benchmarks/README.md``, "The duplex up path")."""
+    return Conversation(*(*_BEFORE_OUTBOX(conv), outbox, *_AFTER_OUTBOX(conv)))
 
 
 Result: TypeAlias = tuple[Conversation, tuple[Effect, ...]]

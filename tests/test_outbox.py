@@ -22,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from bidi_core import BidiAgent
 from bidi_core.outbox import Entry, Outbox
+from bidi_core.state import Conversation, Phase, with_outbox
 from ports.events import BidiAudioInputEvent, BidiTextInputEvent, ModelEvent
 from ports.messages import TextMessage
 from ports.model import ConnectRequest, ModelCapabilities, ModelInput
@@ -220,6 +221,27 @@ def test_audio_in_flight_is_never_dropped_the_newest_block_is_instead() -> None:
     assert box.in_flight == handed
     assert box.waiting == ()
     assert box.dropped_audio == 1
+
+
+def test_with_outbox_changes_the_outbox_and_nothing_else() -> None:
+    # The per-block shortcut for attrs.evolve (bidi_core/state.py): every other field kept as it was.
+    values = {}
+    for field in attrs.fields(Conversation):
+        default = getattr(Conversation(), field.name)
+        values[field.name] = {
+            "phase": Phase.TOOL_CALLING,
+            "connection_id": "c1",
+            "response_id": "r1",
+            "audible_id": "r0",
+            "received_ms": 12.5,
+            "interrupted_ids": ("r-1",),
+            "rotation_due": "age",
+            "resume_handle": "h",
+            "failures": 2,
+        }.get(field.name, default if not isinstance(default, bool) else not default)
+    conv = Conversation(**values)
+    box = Outbox(next_seq=7)
+    assert with_outbox(conv, box) == attrs.evolve(conv, outbox=box)
 
 
 def test_text_is_never_dropped() -> None:

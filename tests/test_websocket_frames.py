@@ -193,3 +193,35 @@ async def test_a_write_cut_off_half_way_leaves_nothing_to_interleave_with() -> N
         await ws.send_text("from the reader")
     await ws.aclose()  # no close frame either
     assert bytes(stream.sent) == torn
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages=st.lists(st.tuples(st.booleans(), SIZES), max_size=8))
+def test_messages_sent_reach_a_wsproto_server_as_sent_each_with_its_own_mask(
+    anyio_backend: str, messages: list[tuple[bool, int]]
+) -> None:
+    """Whole messages going up are framed by adapters/_ws_frames.py, not wsproto: a wsproto server reads them."""
+    payloads: list[str | bytes] = [
+        ("é" if i % 2 else "a") * (size // 2) if text else bytes([i % 256]) * size
+        for i, (text, size) in enumerate(messages)
+    ]
+
+    async def send_all() -> bytes:
+        connection, _ = opened()
+        stream = ReplayStream([])
+        ws = WebSocketConnection(stream, connection)
+        assert ws._own_frames
+        for payload in payloads:
+            await (ws.send_text(payload) if isinstance(payload, str) else ws.send_bytes(payload))
+        await ws.send_bytes(b"\xff" * 8)
+        await ws.send_bytes(b"\xff" * 8)
+        return bytes(stream.sent)
+
+    sent = anyio.run(send_all, backend=anyio_backend)
+    _, server = opened()
+    server.receive_data(sent)
+    events = list(server.events())
+    assert all(e.message_finished for e in events)  # type: ignore[attr-defined]
+    assert [e.data for e in events] == [*payloads, b"\xff" * 8, b"\xff" * 8]  # type: ignore[attr-defined]
+    first, second = sent[-28:-14], sent[-14:]  # the two 8-byte frames: 2 header bytes, the key, the payload
+    assert first[2:6] != second[2:6]  # a fresh masking key per frame

@@ -41,9 +41,10 @@ from adapters.gemini.config import GeminiConfig, parse_provider_config
 from adapters.gemini.errors import error_for_response
 from adapters.gemini.session import GeminiLiveSession
 from adapters.gemini.wire import recorded_audio
+from adapters.message_socket import MessageSocket, recorded
 from adapters.recording import JsonFrames, Recording, record_connection
 from adapters.urls import redacted_url, websocket_url
-from adapters.websocket import MessageSocket, open_websocket, recorded, ssl_context_for
+from adapters.websocket import open_websocket, ssl_context_for
 from ports.audio import AudioFormat
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError
 from ports.model import ConnectRequest, ModelCapabilities

@@ -59,8 +59,9 @@ from adapters.gemini.config import OUTPUT_RATE, GeminiConfig
 from adapters.gemini.errors import close_error
 from adapters.gemini.history import history_turns
 from adapters.gemini.wire import tool_response_body
+from adapters.message_socket import MessageSocket
 from adapters.responses import ResponseTracker
-from adapters.websocket import MessageSocket, WebSocketClosed
+from adapters.websocket import WebSocketClosed
 from ports.errors import BidiConnectionError, BidiUsageError
 from ports.events import (
     BidiAudioInputEvent,

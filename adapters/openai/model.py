@@ -13,13 +13,14 @@ from functools import partial
 from typing import Any
 
 from adapters.connection import ConnectionOptions, merge_options
+from adapters.message_socket import MessageSocket, recorded
 from adapters.openai.config import OpenAIConfig, parse_provider_config
 from adapters.openai.errors import error_for_response
 from adapters.openai.session import OpenAIRealtimeSession
 from adapters.openai.wire import recorded_audio
 from adapters.recording import JsonFrames, Recording, record_connection
 from adapters.urls import redacted_url, websocket_url
-from adapters.websocket import MessageSocket, open_websocket, recorded, ssl_context_for
+from adapters.websocket import open_websocket, ssl_context_for
 from ports.audio import AudioFormat
 from ports.errors import BidiUsageError
 from ports.model import ConnectRequest, ModelCapabilities

@@ -31,11 +31,12 @@ from typing import Any
 
 import anyio
 
+from adapters.message_socket import MessageSocket
 from adapters.openai import wire
 from adapters.openai.config import SAMPLE_RATE, OpenAIConfig
 from adapters.openai.errors import close_error, in_band_error
 from adapters.openai.history import history_items
-from adapters.websocket import MessageSocket, WebSocketClosed
+from adapters.websocket import WebSocketClosed
 from ports.errors import BidiConnectionError, BidiUsageError
 from ports.events import (
     BidiAudioInputEvent,

@@ -243,7 +243,7 @@ class ReplayConnection:
 
 
 class ReplaySocket:
-    """A :class:`~adapters.websocket.MessageSocket` playing a recorded provider (OpenAI, Gemini)."""
+    """A :class:`~adapters.message_socket.MessageSocket` playing a recorded provider (OpenAI, Gemini)."""
 
     def __init__(self, connection: ReplayConnection) -> None:
         self._connection = connection
