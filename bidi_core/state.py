@@ -150,7 +150,7 @@ def _around(cls: type, name: str) -> tuple[Callable[[Any], tuple[Any, ...]], Cal
     (``operator.attrgetter`` with one name returns a value, not a tuple; none
     of Conversation's fields is alone on its side)."""
     fields = attrs.fields(cls)
-    assert all(field.init for field in fields), "with_outbox passes every field positionally"
+    assert all(field.init for field in fields)  # with_outbox passes every field positionally
     names = [field.name for field in fields]
     index = names.index(name)
     return operator.attrgetter(*names[:index]), operator.attrgetter(*names[index + 1 :])
