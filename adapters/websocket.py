@@ -34,7 +34,6 @@ real-time pace: ``benchmarks/README.md``.)
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import ssl
@@ -43,7 +42,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from functools import partial
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -55,7 +53,7 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from adapters import _asyncio_stream
-from adapters._exceptions import unwrapped
+from adapters._exceptions import again, unwrapped
 from adapters._ws_frames import OP_BINARY, OP_TEXT, masked_frame
 from adapters.connection import ConnectionOptions
 from adapters.liveness import Watchdog
@@ -102,25 +100,7 @@ class WebSocketClosed(BidiConnectionError):
         self.reason = reason
 
     def __reduce__(self) -> tuple[type[WebSocketClosed], tuple[int, str]]:
-        return type(self), (self.code, self.reason)  # copied (``_again``) and pickled by code and reason
-
-
-_E = TypeVar("_E", bound=BaseException)
-
-
-def _again(error: _E) -> _E:
-    """A fresh copy of an error a connection keeps, to raise.
-
-    A connection remembers why it can no longer be used (closed, torn, silent,
-    sent too much) and raises that again on every later call. Raised itself,
-    the kept error would get a traceback whose frames hold the connection,
-    which holds the error: a reference cycle. The connection's socket, parser
-    and buffers, long-lived and so in the collector's oldest generation, then
-    outlive it until the collector's rare full pass, and memory grows with
-    every connection that ended (``benchmarks/README.md``, "The soak"). A copy
-    has a traceback of its own that nothing of the connection holds.
-    """
-    return copy.copy(error)
+        return type(self), (self.code, self.reason)  # pickled (and copied) by code and reason
 
 
 class WebSocketConnection:
@@ -221,20 +201,20 @@ class WebSocketConnection:
     async def _write(self, data: bytes) -> None:
         async with self._write_lock:
             if self._torn is not None:
-                raise _again(self._torn)
+                raise again(self._torn)
             try:
                 await self._stream.send(data)
             except Exception as exc:  # anyio's Broken/ClosedResourceError, OSError, ssl.SSLError
                 # The watchdog closing a silent server's stream under a blocked write: say that, not how.
                 self._torn = self._dead or BidiConnectionError(f"sending failed: {type(exc).__name__}")
-                raise _again(self._torn) from None
+                raise again(self._torn) from None
             except BaseException:
                 self._torn = BidiConnectionError("a write was cut off half-way; the connection cannot be written to")
                 raise
 
     async def send_text(self, text: str) -> None:
         if self._closed is not None:
-            raise _again(self._closed)
+            raise again(self._closed)
         if self._own_frames and self._ws.state is ConnectionState.OPEN:
             frame = masked_frame(OP_TEXT, text.encode())  # what wsproto would build, cheaper (_ws_frames.py)
         else:
@@ -246,7 +226,7 @@ class WebSocketConnection:
 
     async def send_bytes(self, data: bytes) -> None:
         if self._closed is not None:
-            raise _again(self._closed)
+            raise again(self._closed)
         if self._own_frames and self._ws.state is ConnectionState.OPEN:
             frame = masked_frame(OP_BINARY, bytes(data))
         else:
@@ -268,7 +248,7 @@ class WebSocketConnection:
     async def receive(self) -> str | bytes:
         """The next whole message (text or binary)."""
         if self._too_big is not None:
-            raise _again(self._too_big)
+            raise again(self._too_big)
         pending = self._pending
         while True:
             while pending:
@@ -283,11 +263,11 @@ class WebSocketConnection:
                 if message is not None:
                     return message
             if self._closed is not None:
-                raise _again(self._closed)
+                raise again(self._closed)
             chunk = await self._read()
             if self._stream_ended:
                 self._closed = WebSocketClosed(1006, "connection lost without a close frame")
-                raise _again(self._closed)
+                raise again(self._closed)
             self._feed(chunk)
 
     def _feed(self, data: bytes) -> None:
@@ -328,7 +308,7 @@ class WebSocketConnection:
                     break
                 length = int.from_bytes(data[pos + 2 : start], "big")
                 if length > MAX_MESSAGE_BYTES:
-                    raise _again(self._oversized(f"a frame of {length} bytes"))
+                    raise again(self._oversized(f"a frame of {length} bytes"))
             end = start + length
             if end > size:
                 self._rest_need = end - pos
@@ -375,7 +355,7 @@ class WebSocketConnection:
             self._parts.append(event.data)
             self._parts_size += len(event.data)
             if self._parts_size > MAX_MESSAGE_BYTES:
-                raise _again(self._oversized(f"a message of more than {self._parts_size} bytes"))
+                raise again(self._oversized(f"a message of more than {self._parts_size} bytes"))
             if event.message_finished:
                 self._parts_size = 0
                 parts, self._parts = self._parts, []
@@ -389,7 +369,7 @@ class WebSocketConnection:
             self._closed = WebSocketClosed(event.code, event.reason or "")
             with suppress(BidiConnectionError, LocalProtocolError):
                 await self._write(self._ws.send(event.response()))
-            raise _again(self._closed)
+            raise again(self._closed)
         return None  # Pong and anything else: liveness is tracked by bytes arriving
 
     async def _read(self) -> bytes:
@@ -399,11 +379,11 @@ class WebSocketConnection:
             data = b""
         except Exception as exc:  # Broken/ClosedResourceError, OSError, ssl.SSLError, or the watchdog closed it
             if self._dead is not None:
-                raise _again(self._dead) from None
+                raise again(self._dead) from None
             raise BidiConnectionError(f"receiving failed: {type(exc).__name__}") from None
         if not data:
             if self._dead is not None:
-                raise _again(self._dead)
+                raise again(self._dead)
             self._stream_ended = True
         else:
             self._watchdog.last_rx = time.monotonic()

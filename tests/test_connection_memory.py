@@ -10,6 +10,11 @@ grows in memory between scans (the soak found it: ``benchmarks/README.md``,
 traceback holds, and the watchdog's task being cancelled (anyio's task group
 keeps a cancelled task's error, and its frames, in a cycle of its own).
 
+The same holds for Nova Sonic's HTTP/2 stream (``H2Stream``) and its session:
+kept failures raised again as copies, the watchdog stopped and the reader
+ended rather than cancelled, the service's in-stream exception never in a
+local of the frame that raises it.
+
 Each test runs with the collector off and counts the live objects of the
 kind that must be gone.
 """
@@ -23,11 +28,17 @@ import anyio
 import pytest
 from wsproto import events as ev
 
+from adapters.nova_sonic.h2transport import H2Stream
+from adapters.nova_sonic.session import NovaSonicSession
 from adapters.openai import BidiOpenAIRealtimeModel
 from adapters.openai.session import OpenAIRealtimeSession
 from adapters.testing import openai_simulator
+from adapters.testing.nova_sonic_simulator import Fault, NovaSonicSimulator
+from adapters.testing.pytest_plugin import NOVA_TEST_ACCESS_KEY, NOVA_TEST_SECRET_KEY, nova_sonic_model_for
 from adapters.websocket import WebSocketClosed, WebSocketConnection, open_websocket
 from bidi_core import BidiAgent, BidiConnectionStartEvent, BidiOutputEvent, BidiTranscriptStreamEvent, ReconnectPolicy
+from ports.events import BidiResponseCompleteEvent, BidiTextInputEvent
+from ports.model import ConnectRequest
 from tests.test_websocket_client import Peer, accept_then, serving
 
 KEY = "sk-test-not-a-real-key-0123456789"
@@ -100,4 +111,81 @@ async def test_a_reconnected_conversation_keeps_only_its_live_connection(no_coll
                         counts.append((live(OpenAIRealtimeSession), live(WebSocketConnection)))
                         break
     assert len(sim.connections) == 2
+    assert counts == [(1, 1)]
+
+
+# ---------------------------------------------------------------- Nova Sonic (HTTP/2)
+
+NOVA_FAULTS: dict[str, list[Fault]] = {
+    "closed by us": [],
+    "stream reset": [Fault("rst", after_events=8)],
+    "connection dropped": [Fault("drop", after_events=8)],
+    "service exception": [Fault("model_timeout", after_events=8)],
+}
+LATER_CALLS = {
+    "closed by us": [],
+    # A broken stream raises its failure again on every later call.
+    "stream reset": ["BidiConnectionError"] * 3,
+    "connection dropped": ["BidiConnectionError"] * 3,
+    # The service ends its side after its exception and still reads ours (we may send our goodbye).
+    "service exception": ["NovaSonicProviderError", "EndOfStream", None],
+}
+
+
+async def _failure(call: Awaitable[object]) -> str | None:
+    """The kind of error ``call`` raised (the error itself is not kept: its traceback holds the connection)."""
+    try:
+        await call
+    except (Exception, anyio.EndOfStream) as exc:
+        return type(exc).__name__
+    return None
+
+
+async def _to_the_end(session: NovaSonicSession) -> None:
+    while True:
+        await session.receive()
+
+
+@pytest.mark.parametrize("ending", list(NOVA_FAULTS))
+async def test_a_nova_stream_is_freed_without_the_collector(ending: str, no_collector: None) -> None:
+    before = (live(NovaSonicSession), live(H2Stream))
+    async with NovaSonicSimulator(
+        credentials={NOVA_TEST_ACCESS_KEY: NOVA_TEST_SECRET_KEY}, faults=NOVA_FAULTS[ending]
+    ) as sim:
+        with anyio.fail_after(10):
+            async with nova_sonic_model_for(sim).connect(ConnectRequest(system_prompt="Be brief.")) as session:
+                await session.send(BidiTextInputEvent("hello"))
+                if ending == "closed by us":
+                    while not isinstance(await session.receive(), BidiResponseCompleteEvent):
+                        pass
+                    failures = []
+                else:
+                    failures = [await _failure(_to_the_end(session)), await _failure(session.receive())]
+                    failures.append(await _failure(session.send(BidiTextInputEvent("late"))))
+                del session
+        assert failures == LATER_CALLS[ending]
+        assert (live(NovaSonicSession), live(H2Stream)) == before
+
+
+@pytest.mark.parametrize("ending", ["stream reset", "service exception"])
+async def test_a_reconnected_nova_conversation_keeps_only_its_live_stream(ending: str, no_collector: None) -> None:
+    async with NovaSonicSimulator(
+        credentials={NOVA_TEST_ACCESS_KEY: NOVA_TEST_SECRET_KEY}, faults=NOVA_FAULTS[ending]
+    ) as sim:
+        policy = ReconnectPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
+        agent = BidiAgent(model=nova_sonic_model_for(sim), reconnect=policy)
+        seen: list[BidiOutputEvent] = []
+        counts: list[tuple[int, int]] = []
+        with anyio.fail_after(10):
+            async with agent:
+                await agent.send("bye now")
+                async for event in agent.receive():
+                    seen.append(event)
+                    if isinstance(event, BidiConnectionStartEvent) and len(seen) > 1:
+                        await agent.send("still there?")
+                    if isinstance(event, BidiTranscriptStreamEvent) and event.is_final and event.role == "assistant":
+                        # The second stream answered: the first one ended a while ago.
+                        counts.append((live(NovaSonicSession), live(H2Stream)))
+                        break
+    assert len(sim.streams) == 2
     assert counts == [(1, 1)]

@@ -43,7 +43,7 @@ import h2.exceptions
 import h2.settings
 from hpack import NeverIndexedHeaderTuple
 
-from adapters._exceptions import unwrapped
+from adapters._exceptions import again, unwrapped
 from adapters.connection import ConnectionOptions
 from adapters.liveness import Watchdog
 from adapters.recording import Tap
@@ -171,6 +171,11 @@ class H2Stream:
     def failed(self) -> BidiError | None:
         return self._error
 
+    def _raised(self, otherwise: BidiError) -> BidiError:
+        """What to raise: a fresh copy of the stream's failure (``again`` in ``adapters/_exceptions.py``:
+        the kept error raised itself would hold this stream in a reference cycle), else ``otherwise``."""
+        return otherwise if self._error is None else again(self._error)
+
     @property
     def remote_ended(self) -> bool:
         return self._remote_ended
@@ -193,8 +198,9 @@ class H2Stream:
                 try:
                     await self._sock.send(data)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError) as exc:
-                    self._fail(BidiConnectionError(f"sending failed: {type(exc).__name__}"))
-                    raise self._error from None  # type: ignore[misc]
+                    failure = BidiConnectionError(f"sending failed: {type(exc).__name__}")  # kept, never raised
+                    self._fail(failure)
+                    raise self._raised(failure) from None
                 except BaseException:
                     # Cancelled half-way through a write: the peer may have half a frame.
                     self._fail(BidiConnectionError("a write was cancelled half-way; the connection is unusable"))
@@ -231,7 +237,7 @@ class H2Stream:
         # A stream the server ended is only half-closed: we may still send (the
         # service ends its side first after an error, and reads our goodbye).
         if self._error is not None:
-            raise self._error
+            raise again(self._error)
         if self._local_ended:
             raise BidiConnectionError("the request stream is already closed")
 
@@ -252,7 +258,7 @@ class H2Stream:
             try:
                 credit = min(self._conn.local_flow_control_window(self.stream_id), self._conn.max_outbound_frame_size)
             except h2.exceptions.StreamClosedError:
-                raise self._error or BidiConnectionError("the server closed the stream") from None
+                raise self._raised(BidiConnectionError("the server closed the stream")) from None
             if credit <= 0:
                 if starved_until is None:
                     starved_until = anyio.current_time() + self.read_timeout_s
@@ -268,7 +274,7 @@ class H2Stream:
             try:
                 self._conn.send_data(self.stream_id, chunk.tobytes())
             except h2.exceptions.ProtocolError as exc:  # the connection closed under us
-                raise self._error or BidiConnectionError(f"the connection cannot send: {exc}") from None
+                raise self._raised(BidiConnectionError(f"the connection cannot send: {exc}")) from None
             offset += len(chunk)
             await self._flush()
 
@@ -303,7 +309,7 @@ class H2Stream:
             if self._remote_ended and self.status == 200:
                 return None  # a complete response; a socket closed after it is no fault of the stream
             if self._error is not None:
-                raise self._error
+                raise again(self._error)
             await changed.wait()
 
     async def wait_response(self) -> int:
@@ -312,7 +318,7 @@ class H2Stream:
         while True:
             changed = self._changed
             if self._error is not None:
-                raise self._error
+                raise again(self._error)
             if self.status == 200:
                 return self.status
             await changed.wait()
@@ -400,8 +406,12 @@ class H2Stream:
         return True
 
     async def run_watchdog(self) -> None:
-        """Ping a quiet connection; fail a silent one (``adapters/liveness.py``)."""
+        """Ping a quiet connection; fail a silent one (``adapters/liveness.py``); return once stopped."""
         await self._watchdog.run(self._ping, self._silent)
+
+    def stop_watching(self) -> None:
+        """Make :meth:`run_watchdog` return (the connection is ending; see ``Watchdog.stop``)."""
+        self._watchdog.stop()
 
     async def _ping(self) -> None:
         if self._error is None:
@@ -487,7 +497,13 @@ async def open_stream(
                     yield stream
                 finally:
                     await stream.aclose(options.close_timeout_s)
-                    tg.cancel_scope.cancel()
+                    # Ended, not cancelled: a cancelled task's error holds its frames, and so this stream,
+                    # in a reference cycle (see Watchdog.stop). The closed socket ends the reader; both
+                    # are cancelled only if they do not end in time.
+                    stream.stop_watching()
+                    tg.cancel_scope.deadline = min(
+                        tg.cancel_scope.deadline, anyio.current_time() + options.close_timeout_s
+                    )
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(options.close_timeout_s), suppress(Exception):
             await sock.aclose()

@@ -374,10 +374,11 @@ class NovaSonicSession:
                 logger.warning("%s: malformed server event: %s", self._connection_id, exc)
                 return [BidiErrorEvent(message=f"malformed server event: {exc}"[:300], code="protocol_error")]
             return self._translate(event)
-        error = error_for_message(headers, message.payload, self.request_id, self._secrets)
-        if error is not None:
-            raise error
-        raise BidiProtocolError(f"unknown event-stream message type {kind!r}", raw=message.payload[:200])
+        # No local for the error: its traceback holds this frame, which would hold it (a reference cycle,
+        # and this session, its stream and socket would wait for the garbage collector's rare full pass).
+        raise error_for_message(headers, message.payload, self.request_id, self._secrets) or BidiProtocolError(
+            f"unknown event-stream message type {kind!r}", raw=message.payload[:200]
+        )
 
     # ------------------------------------------------------------------ translation
 
