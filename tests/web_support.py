@@ -20,6 +20,7 @@ import pytest
 from hypercorn.config import Config
 from hypercorn.utils import wrap_app
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -58,6 +59,10 @@ class Closed:
     reason: str
 
 
+class NotOpen(Exception):
+    """A message was sent after the connection stopped being open (the server closed or dropped it)."""
+
+
 OPEN_CLIENTS: list[WsClient] = []
 
 
@@ -70,12 +75,18 @@ async def _close_clients() -> AsyncIterator[None]:
 
 
 class WsClient:
-    """A plain WebSocket client for tests: one message at a time, nothing hidden."""
+    """A plain WebSocket client for tests: one message at a time, nothing hidden.
+
+    One task may send while another receives (a flood beside a reader): the reader writes too (it answers
+    pings and the server's close), so every write holds ``_write_lock``, and a message sent once the
+    connection is no longer open raises :class:`NotOpen` instead of wsproto's LocalProtocolError.
+    """
 
     def __init__(self, stream: anyio.abc.SocketStream, ws: WSConnection, subprotocol: str | None) -> None:
         self.stream = stream
         self.ws = ws
         self.subprotocol = subprotocol
+        self._write_lock = anyio.Lock()
         self._pending: list[Any] = []
         self._parts: list[Any] = []
         self.closed: Closed | None = None
@@ -120,14 +131,23 @@ class WsClient:
                         await stream.aclose()
                         return Rejected(rejected.status_code, _headers(rejected.headers), body)
 
+    async def _send_message(self, message: TextMessage | BytesMessage) -> None:
+        async with self._write_lock:
+            if self.ws.state is not ConnectionState.OPEN:
+                raise NotOpen(f"the connection is {self.ws.state.name}")
+            try:
+                await self.stream.send(self.ws.send(message))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                raise NotOpen("the connection was dropped") from exc
+
     async def send_text(self, text: str) -> None:
-        await self.stream.send(self.ws.send(TextMessage(data=text)))
+        await self._send_message(TextMessage(data=text))
 
     async def send_json(self, message: Mapping[str, Any]) -> None:
         await self.send_text(json.dumps(message))
 
     async def send_bytes(self, data: bytes) -> None:
-        await self.stream.send(self.ws.send(BytesMessage(data=data)))
+        await self._send_message(BytesMessage(data=data))
 
     async def receive(self) -> str | bytes | Closed:
         """The next whole message, or :class:`Closed` once the server closed (or dropped) the connection."""
@@ -153,11 +173,13 @@ class WsClient:
                     self._parts = []
                     self._pending.append(whole)
             elif isinstance(event, Ping):
-                await self.stream.send(self.ws.send(event.response()))
+                async with self._write_lock:
+                    await self.stream.send(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 self.closed = Closed(event.code, event.reason or "")
-                with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    await self.stream.send(self.ws.send(event.response()))
+                async with self._write_lock:
+                    with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        await self.stream.send(self.ws.send(event.response()))
 
     async def receive_json(self) -> dict[str, Any]:
         """The next JSON message, skipping audio; AssertionError when the connection closes first."""
@@ -195,7 +217,8 @@ class WsClient:
     async def close(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             with suppress(Exception):  # the server may have closed first
-                await self.stream.send(self.ws.send(CloseConnection(code=1000)))
+                async with self._write_lock:
+                    await self.stream.send(self.ws.send(CloseConnection(code=1000)))
             await self.stream.aclose()
 
     async def drop(self) -> None:
