@@ -23,6 +23,7 @@ bytes still buffered then never left. On Trio the WebSocket uses
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
 from collections import deque
@@ -216,7 +217,7 @@ async def _open_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) ->
     Python 3.13) leaves the winning socket open when it is cancelled just as an attempt succeeds, a
     descriptor nobody closes until the collector does (the cancellation sweep found it). Here every
     socket an attempt opened is closed unless it is the one returned."""
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = _numeric(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     errors: list[OSError] = []
     winner: socket.socket | None = None
 
@@ -259,6 +260,18 @@ async def _open_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) ->
     if len(errors) == 1:
         raise errors[0]
     raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in errors)}")
+
+
+def _numeric(host: str, port: int) -> list[Any] | None:
+    """An address given as digits needs no resolver: ``loop.getaddrinfo`` would still ask one in a
+    worker thread (a thread that then stays), where ``create_connection`` used to skip it."""
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return None
+    if version == 6:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))]
+    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
 
 
 def _interleaved(infos: list[Any]) -> list[Any]:
