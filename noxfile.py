@@ -113,7 +113,7 @@ def sdk_crosscheck(session: nox.Session) -> None:
 
 @nox.session(name="stress-suite", python=PYTHONS[0])
 def stress_suite(session: nox.Session) -> None:
-    """The suite 5 times in a row while a CPU hog keeps every core busy (not in CI: about 25 minutes).
+    """The suite 5 times in a row while CPU hogs keep every core busy (not in CI: about an hour on 2 cores).
 
     A test that passes only on an idle machine is a bug; this is how one is found. Arguments go to
     pytest; ``--runs N`` (first) changes the count.
