@@ -224,7 +224,12 @@ async def _open_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) ->
     async def attempt(info: Any, failed: anyio.Event, tg: anyio.abc.TaskGroup) -> None:
         nonlocal winner
         family, kind, proto, _, address = info
-        sock = socket.socket(family, kind, proto)
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:  # a family this host cannot use (IPv6 switched off): try the next address
+            errors.append(exc)
+            failed.set()
+            return
         try:
             sock.setblocking(False)
             await loop.sock_connect(sock, address)
