@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
@@ -144,6 +145,14 @@ def our_tasks() -> set[str]:
         if name.startswith(("bidi_core", "tool ", "timer ", "output ", "input ")):
             names.add(name)
     return names
+
+
+async def after_checkpoints(steps: int, then: Callable[[], object]) -> None:
+    """Call ``then`` after ``steps`` scheduler checkpoints of this task: a cut placed by a count of
+    the scheduler's turns, not by wall time (the cancellation sweep, the cut WebSocket opening)."""
+    for _ in range(steps):
+        await anyio.lowlevel.checkpoint()
+    then()
 
 
 def thread_count() -> int:

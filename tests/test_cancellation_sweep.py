@@ -29,7 +29,6 @@ import threading
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -42,7 +41,7 @@ from ports.events import (
     BidiOutputEvent,
     BidiResponseCompleteEvent,
 )
-from tests.support import our_tasks
+from tests.support import after_checkpoints, our_tasks
 from tests.test_providers_common import FAST_RETRY, PROVIDERS, Provider, _at
 
 EXAMPLES = int(os.environ.get("BIDI_SWEEP_EXAMPLES", "5"))
@@ -160,13 +159,12 @@ async def _one_point(provider: Provider, cut_at: int, steps: int) -> str:
                 fired = True
                 scope.cancel()
 
-            async def cancel_later() -> None:
-                for _ in range(steps):
-                    await anyio.lowlevel.checkpoint()
-                cancel()
-
             async with anyio.create_task_group() as cutter:
-                user = User(provider, cut_at, cancel if steps == 0 else lambda: cutter.start_soon(cancel_later))
+                user = User(
+                    provider,
+                    cut_at,
+                    cancel if steps == 0 else lambda: cutter.start_soon(after_checkpoints, steps, cancel),
+                )
                 with anyio.fail_after(30):  # a hang is a failure, not a stuck suite; never reached when all is well
                     await agent.run([user], [user.output])
                 returned = True

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 import pytest
 import trustme
 from anyio.streams.tls import TLSListener
@@ -30,6 +29,7 @@ from wsproto import events as ev
 from adapters.connection import ConnectionOptions
 from adapters.websocket import WebSocketClosed, open_websocket, ssl_context_for
 from ports.errors import BidiConnectionError, BidiProviderError, BidiUsageError
+from tests.support import after_checkpoints
 
 KEY = "sk-websocket-test-key-0123456789"
 HEADERS = {"Authorization": f"Bearer {KEY}", "X-Client": "bidi-test"}
@@ -481,14 +481,8 @@ async def test_a_cut_anywhere_in_the_opening_leaves_no_socket_open(
         async with serving(accept_then(), ssl_context=server_tls if tls else None) as server:
             for steps in range(80):
                 with anyio.CancelScope() as scope:
-
-                    async def cancel_later(steps: int = steps, scope: anyio.CancelScope = scope) -> None:
-                        for _ in range(steps):
-                            await anyio.lowlevel.checkpoint()
-                        scope.cancel()
-
                     async with anyio.create_task_group() as tg:
-                        tg.start_soon(cancel_later)
+                        tg.start_soon(after_checkpoints, steps, scope.cancel)
                         with anyio.fail_after(10):
                             async with open_websocket(server.url(), HEADERS, options=options):
                                 opened += 1
