@@ -16,8 +16,10 @@ once closed (also for a receive pending while another task closes it), and
 is a checkpoint. ``send`` blocks only while the transport's write buffer is
 above its high-water mark, and raises if the connection ends while it waits
 (``ClosedResourceError`` when we closed it, else ``BrokenResourceError``): the
-bytes still buffered then never left. On Trio the WebSocket uses
-``anyio.connect_tcp``.
+bytes still buffered then never left. Beyond anyio's interface,
+:meth:`AsyncioStream.writable_now` and :meth:`AsyncioStream.write_now` let a
+caller that must not wait write at once (``transport.write`` never blocks):
+the WebSocket's ``send_now``. On Trio the WebSocket uses ``anyio.connect_tcp``.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ import ipaddress
 import socket
 import ssl
 from collections import deque
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.abc
 
-__all__ = ["connect", "on_asyncio"]
+__all__ = ["AsyncioStream", "WritesAtOnce", "connect", "on_asyncio"]
 
 _PAUSE_ABOVE = 1 << 20  # unread bytes at which reading pauses (the reader fell behind)
 _RESUME_BELOW = 1 << 18
@@ -106,6 +108,15 @@ class _Protocol(asyncio.Protocol):
             self.waiter.set_result(None)
 
 
+@runtime_checkable
+class WritesAtOnce(Protocol):
+    """A byte stream that can also write without waiting: :class:`AsyncioStream` (and a benchmark's)."""
+
+    def writable_now(self) -> bool: ...
+
+    def write_now(self, data: bytes) -> None: ...
+
+
 class AsyncioStream(anyio.abc.ByteStream):
     """An anyio byte stream over one asyncio transport (see the module docstring)."""
 
@@ -143,6 +154,22 @@ class AsyncioStream(anyio.abc.ByteStream):
             protocol.reading_paused = False
             self._transport.resume_reading()
         return chunk
+
+    def writable_now(self) -> bool:
+        """Whether the transport takes bytes now: open, unbroken, not above its high-water mark.
+
+        A write may take the buffer over the mark; the next write then waits for it to drain
+        (:meth:`send`), so the flow control only moves one write later."""
+        return not (
+            self._closed
+            or self._protocol.writing_paused
+            or self._protocol.error is not None
+            or self._transport.is_closing()
+        )
+
+    def write_now(self, data: bytes) -> None:
+        """Write at once; only right after :meth:`writable_now` said True (no await between)."""
+        self._transport.write(data)
 
     async def send(self, item: bytes) -> None:
         if self._closed:

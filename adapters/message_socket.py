@@ -7,6 +7,7 @@ records (``record_to``), or ``adapters.testing.replay``'s player of a recorded p
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from adapters.recording import Tap
@@ -26,6 +27,10 @@ class MessageSocket(Protocol):
     async def send_text(self, text: str) -> None: ...
 
     async def send_bytes(self, data: bytes) -> None: ...
+
+    def send_now(self, build: Callable[[], Sequence[str]]) -> bool:
+        """Write ``build()``'s text messages at once and whole, or call nothing and return False."""
+        ...
 
     async def receive(self) -> str | bytes: ...
 
@@ -53,6 +58,19 @@ class RecordedSocket:
     async def send_bytes(self, data: bytes) -> None:
         await self._inner.send_bytes(data)
         self._tap.sent(data)
+
+    def send_now(self, build: Callable[[], Sequence[str]]) -> bool:
+        built: list[Sequence[str]] = []
+
+        def build_and_keep() -> Sequence[str]:
+            built.append(texts := build())
+            return texts
+
+        if not self._inner.send_now(build_and_keep):
+            return False
+        for text in built[0]:
+            self._tap.sent(text)
+        return True
 
     async def receive(self) -> str | bytes:
         try:

@@ -39,7 +39,7 @@ import os
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from urllib.parse import urlsplit
@@ -126,6 +126,12 @@ class WebSocketConnection:
     off half-way (cancelled, or failed) may have left part of a frame on the
     wire; the connection then refuses every later write, the close frame
     included, since the peer would read it as the rest of the torn frame.
+
+    :meth:`send_now` writes whole text messages without waiting, when the
+    stream can take them at once (:class:`~adapters._asyncio_stream.AsyncioStream`,
+    asyncio's ``transport.write`` never blocks) and no write is in progress;
+    otherwise it writes nothing. A task that must not wait (the core stepping
+    a microphone block) writes that way instead of waking a writer task.
     """
 
     def __init__(
@@ -160,6 +166,10 @@ class WebSocketConnection:
         # Whole messages are framed by _ws_frames unless an extension was negotiated (we offer none;
         # a connection made elsewhere might have): then wsproto frames them, applying it.
         self._own_frames = getattr(getattr(connection, "_proto", None), "extensions", None) == []
+        # A stream that can write without waiting (asyncio's), for send_now; anyio's streams cannot.
+        self._direct: _asyncio_stream.WritesAtOnce | None = (
+            stream if isinstance(stream, _asyncio_stream.WritesAtOnce) and self._own_frames else None
+        )
         if first_frames:
             with suppress(BidiProtocolError):  # too big: kept in _too_big, raised by the first receive()
                 self._feed(first_frames)
@@ -235,6 +245,30 @@ class WebSocketConnection:
             except LocalProtocolError:
                 raise self._closing() from None
         await self._write(frame)
+
+    def send_now(self, build: Callable[[], Sequence[str]]) -> bool:
+        """Write the text messages ``build()`` returns, now and whole, or nothing.
+
+        ``build`` is called only when every message can go out without waiting: the
+        stream takes bytes at once, the connection is open and no other write is in
+        progress (that write goes first; the caller then sends through :meth:`send_text`,
+        which waits its turn). True when they were written; False when ``build`` was not
+        called. What ``build`` raises propagates, with nothing written.
+        """
+        direct = self._direct
+        if (
+            direct is None
+            or self._write_lock.locked()
+            or self._torn is not None
+            or self._closed is not None
+            or self._ws.state is not ConnectionState.OPEN
+            or not direct.writable_now()
+        ):
+            return False
+        texts = build()
+        if texts:
+            direct.write_now(b"".join([masked_frame(OP_TEXT, text.encode()) for text in texts]))
+        return True
 
     def _closing(self) -> WebSocketClosed:
         """Why wsproto refuses to send: the peer's close frame came in the same read as messages

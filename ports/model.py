@@ -26,6 +26,7 @@ from ports.messages import Message
 __all__ = [
     "BidiModel",
     "BidiModelSession",
+    "BidiSendNowait",
     "CancelResponse",
     "ConnectRequest",
     "ModelCapabilities",
@@ -150,6 +151,29 @@ class BidiModelSession(Protocol):
 
         (``ports`` imports no async library: ``EndOfStream`` is anyio's, which
         the adapters and the core use.)
+        """
+        ...
+
+
+@runtime_checkable
+class BidiSendNowait(Protocol):
+    """A session that can also write an item without waiting, when its connection allows it.
+
+    Optional. The core calls :meth:`send_nowait` from the task that stepped
+    the item (a microphone's, a tool's, the reader) while the writer task
+    has nothing queued and is not writing, so one item a time still goes to
+    the connection, in order; a microphone block then costs no wake-up of
+    the writer. Anything that would have to wait (a full socket buffer, a
+    write in progress, a transport that cannot write synchronously) is the
+    writer's: return False and :meth:`BidiModelSession.send` gets the item.
+    """
+
+    def send_nowait(self, item: ModelInput) -> bool:
+        """Write ``item`` now, whole, and return True; or write nothing of it and return False.
+
+        Never waits. May raise what :meth:`BidiModelSession.send` raises for
+        the same item, having written nothing; the core then hands the item
+        to ``send`` as usual, which raises it there.
         """
         ...
 
