@@ -50,6 +50,7 @@ import sys
 from array import array
 from collections import deque
 from collections.abc import Iterable
+from functools import partial
 
 import anyio
 import attrs
@@ -113,6 +114,7 @@ class GeminiLiveSession:
         # Wire bookkeeping for transparent resumption (see the module docstring).
         self._next_index = 0
         self._track = config.transparent  # only transparent updates say what a handle holds
+        self._guessing_holds = config.resumption and not config.transparent
         self._item_last_index: list[int] = []  # for items not yet known to be held
         self._items_held = 0  # items known to be held, dropped from the list above
         # Translation state.
@@ -213,8 +215,31 @@ class GeminiLiveSession:
         return index
 
     async def send(self, item: ModelInput) -> None:
-        # Remember the item's last wire index *before* writing: a resumption update that
-        # names the message may be read by the receiving task before this one resumes.
+        for text in self._messages(item):
+            await self._write(text)
+
+    def send_nowait(self, item: ModelInput) -> bool:
+        """Write ``item`` at once if the socket takes it without waiting (``ports.model.BidiSendNowait``).
+
+        Not with resumption the service does not track (not transparent): the core then takes an
+        update to hold everything written before it was read, and only the writer's hop, which
+        lets the reader take what had already arrived first, keeps a write made just as an update
+        was on its way from counting as held by it (the goAway rotation test of
+        ``tests/test_gemini_adapter.py`` loses its second line without the hop)."""
+        if self._guessing_holds:
+            return False
+        return self._ws.send_now(partial(self._messages_written_now, item))
+
+    def _messages_written_now(self, item: ModelInput) -> list[str]:
+        texts = self._messages(item)
+        self._next_index += len(texts)  # what _write counts for each message it writes
+        return texts
+
+    def _messages(self, item: ModelInput) -> list[str]:
+        """The wire messages that send ``item`` (none or one), its wire index remembered first.
+
+        The index is remembered *before* the message is written: a resumption update that names
+        it may be read by the receiving task before the sending one resumes."""
         text: str | None
         if isinstance(item, BidiAudioInputEvent):
             if item.channels != 1 or item.format != "pcm":
@@ -238,13 +263,9 @@ class GeminiLiveSession:
             text = None
         else:
             raise BidiUsageError(f"Gemini Live cannot send {type(item).__name__}")
-        if text is None:
-            if self._track:
-                self._item_last_index.append(self._next_index - 1)
-            return
         if self._track:
-            self._item_last_index.append(self._next_index)
-        await self._write(text)
+            self._item_last_index.append(self._next_index - 1 if text is None else self._next_index)
+        return [] if text is None else [text]
 
     def _tool_result(self, item: BidiToolResultEvent) -> str | None:
         """``toolResponse`` for a call this connection issued.

@@ -27,6 +27,7 @@ import binascii
 import json
 import logging
 from collections import deque
+from functools import partial
 from typing import Any
 
 import anyio
@@ -146,60 +147,69 @@ class OpenAIRealtimeSession:
         self._pending.extendleft(reversed(early))
 
     async def send(self, item: ModelInput) -> None:
+        for text in self._messages(item):
+            await self._write(text)
+
+    def send_nowait(self, item: ModelInput) -> bool:
+        """Write ``item`` at once if the socket takes it without waiting (``ports.model.BidiSendNowait``)."""
+        return self._ws.send_now(partial(self._messages, item))
+
+    def _messages(self, item: ModelInput) -> list[str]:
+        """The wire messages that send ``item``, in order; the session's bookkeeping assumes they go out."""
+        encode = wire.encode_client_event
         if isinstance(item, BidiAudioInputEvent):
             if item.sample_rate != SAMPLE_RATE or item.channels != 1:
                 raise BidiUsageError(
                     f"OpenAI Realtime takes 24000 Hz mono PCM; got {item.sample_rate} Hz x {item.channels} "
                     "(open the microphone at the model's capabilities.input_audio, as BidiAudioIO does)"
                 )
-            await self._write(wire.audio_append(base64.b64encode(item.audio).decode("ascii")))
-        elif isinstance(item, BidiTextInputEvent):
+            return [wire.audio_append(base64.b64encode(item.audio).decode("ascii"))]
+        if isinstance(item, BidiTextInputEvent):
             message = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": item.text}]}
-            await self._send(wire.ConversationItemCreate(item=message))
-            await self._request_response()
-        elif isinstance(item, BidiImageInputEvent):
+            return [encode(wire.ConversationItemCreate(item=message)), *self._response_request()]
+        if isinstance(item, BidiImageInputEvent):
             url = f"data:{item.mime_type};base64,{base64.b64encode(item.image).decode('ascii')}"
             message = {"type": "message", "role": "user", "content": [{"type": "input_image", "image_url": url}]}
-            await self._send(wire.ConversationItemCreate(item=message))
-        elif isinstance(item, BidiToolResultEvent):
-            await self._send_tool_output(item)
-        elif isinstance(item, CancelResponse):
-            await self._send(wire.ResponseCancel(response_id=item.response_id))
-        elif isinstance(item, TruncateResponse):
-            await self._truncate(item)
-        else:
-            raise BidiUsageError(f"OpenAI Realtime cannot send {type(item).__name__}")
+            return [encode(wire.ConversationItemCreate(item=message))]
+        if isinstance(item, BidiToolResultEvent):
+            return self._tool_output(item)
+        if isinstance(item, CancelResponse):
+            return [encode(wire.ResponseCancel(response_id=item.response_id))]
+        if isinstance(item, TruncateResponse):
+            return self._truncation(item)
+        raise BidiUsageError(f"OpenAI Realtime cannot send {type(item).__name__}")
 
-    async def _request_response(self) -> None:
+    def _response_request(self) -> list[str]:
         # One response at a time: the service refuses a response.create while one is in progress, also one
         # it has not announced yet (response.created still on its way), and the input would go unanswered.
         if self._active_response is None and not self._response_requested:
             self._response_requested = True
-            await self._send(wire.ResponseCreate())
-        else:
-            self._create_when_done = True
+            return [wire.encode_client_event(wire.ResponseCreate())]
+        self._create_when_done = True
+        return []
 
-    async def _send_tool_output(self, result: BidiToolResultEvent) -> None:
+    def _tool_output(self, result: BidiToolResultEvent) -> list[str]:
         output = result.content if isinstance(result.content, str) else json.dumps(result.content)
         if result.status == "error":
             output = json.dumps({"error": output})
         elif result.status == "cancelled":
             output = json.dumps({"cancelled": True, "message": output})
         item = {"type": "function_call_output", "call_id": result.tool_use_id, "output": output}
-        await self._send(wire.ConversationItemCreate(item=item))
+        messages = [wire.encode_client_event(wire.ConversationItemCreate(item=item))]
         self._unanswered.discard(result.tool_use_id)
         if not self._unanswered:
             # Every call of the response is answered: one response.create for all of them.
-            await self._request_response()
+            messages += self._response_request()
+        return messages
 
-    async def _truncate(self, item: TruncateResponse) -> None:
+    def _truncation(self, item: TruncateResponse) -> list[str]:
         item_id = self._audio_item.get(item.response_id)
         if item_id is None:
             logger.debug("truncate %s: no audio item, nothing to truncate", item.response_id)
-            return
+            return []
         received_ms = int(self._audio_bytes.get(item_id, 0) / _BYTES_PER_MS)
         end = max(0, min(item.audio_end_ms, received_ms))
-        await self._send(wire.ConversationItemTruncate(item_id=item_id, audio_end_ms=end))
+        return [wire.encode_client_event(wire.ConversationItemTruncate(item_id=item_id, audio_end_ms=end))]
 
     # ------------------------------------------------------------------ in
 
