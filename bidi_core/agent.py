@@ -92,7 +92,7 @@ from ports.errors import BidiError, BidiUsageError
 from ports.events import BidiAudioStreamEvent, BidiInputEvent, BidiOutputEvent, BidiToolUseEvent
 from ports.io import PlaybackReport
 from ports.messages import Message
-from ports.model import BidiModel, BidiModelSession, ConnectRequest, ModelCapabilities
+from ports.model import BidiModel, BidiModelSession, BidiSendNowait, ConnectRequest, ModelCapabilities, ModelInput
 from ports.observer import ConversationInfo, ConversationObserver
 
 __all__ = ["BidiAgent", "ReconnectPolicy"]
@@ -161,6 +161,7 @@ class BidiAgent:
         self._outputs: list[OutputQueue] = []
         self._receiver: OutputQueue | None = None
         self._fifo = SendFifo(0)
+        self._send_nowait: Callable[[ModelInput], bool] | None = None  # the open session's, if it has one
         self._open_order: OpenConnection | None = None
         self._open_requested = anyio.Event()
         self._connection_done = anyio.Event()
@@ -475,7 +476,13 @@ class BidiAgent:
         if isinstance(effect, Emit):
             self._emit(effect.event)
         elif isinstance(effect, SendToModel):
-            self._fifo.put(effect.item, effect.seq)
+            # Written at once by the stepping task when the writer has nothing and the session can
+            # take it without waiting (ports.model.BidiSendNowait): no wake-up of the writer per block.
+            if self._fifo.idle and self._sent_at_once(effect.item):
+                if effect.seq is not None:
+                    self._dispatch(Written(effect.seq))  # stepped right after this step's effects
+            else:
+                self._fifo.put(effect.item, effect.seq)
         elif isinstance(effect, RunTool):
             self._start_tool(effect.call)
         elif isinstance(effect, CancelTool):
@@ -509,6 +516,15 @@ class BidiAgent:
             self._close(effect)
         else:  # pragma: no cover - the effect union is closed
             assert_never(effect)
+
+    def _sent_at_once(self, item: ModelInput) -> bool:
+        send_nowait = self._send_nowait
+        if send_nowait is None:
+            return False
+        try:
+            return send_nowait(item)
+        except Exception:  # what send() raises too: the writer's send() raises it where it is handled
+            return False
 
     def _emit(self, event: BidiOutputEvent) -> None:
         watch = self._watch
@@ -631,8 +647,12 @@ class BidiAgent:
                 logger.debug("connected: %s", connection_id)
                 config = self._conv.config
                 self._fifo = SendFifo(config.send_window + _CONTROL_ITEMS)
-                self._dispatch(Connected(connection_id, self.model.model_id, session.capabilities))
-                await self._serve(session, connection_id)
+                self._send_nowait = session.send_nowait if isinstance(session, BidiSendNowait) else None
+                try:
+                    self._dispatch(Connected(connection_id, self.model.model_id, session.capabilities))
+                    await self._serve(session, connection_id)
+                finally:
+                    self._send_nowait = None  # the session is not kept past its connection
             logger.debug("connection %s closed", connection_id)
         except Exception as exc:
             if connection_id is None:
@@ -690,6 +710,7 @@ class BidiAgent:
             while (pair := await fifo.get()) is not None:
                 item, seq = pair
                 await session.send(item)
+                fifo.task_done()  # before Written: what that step hands out may go at once
                 if seq is not None:
                     self._dispatch(Written(seq))
         except anyio.EndOfStream:

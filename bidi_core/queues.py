@@ -157,11 +157,25 @@ class SendFifo(_Queue[tuple[ModelInput, int | None]]):
     :meth:`put` never waits and never needs to drop. What it still holds
     when its connection ends is simply forgotten: the core's outbox knows
     which items were not written and sends them again.
+
+    :attr:`idle` tells the shell when an item may bypass the FIFO (written at
+    once by the stepping task) without overtaking one: nothing queued, the
+    writer not in the middle of a write (between :meth:`get` and
+    :meth:`task_done`), the connection not left.
     """
 
     def __init__(self, maxsize: int) -> None:
         super().__init__()
         self.maxsize = maxsize
+        self._writing = False
+
+    @property
+    def idle(self) -> bool:
+        return not self._items and not self._writing and not self._closed
+
+    def task_done(self) -> None:
+        """The writer finished writing what :meth:`get` gave it."""
+        self._writing = False
 
     def put(self, item: ModelInput, seq: int | None) -> None:
         if self._closed:
@@ -180,4 +194,5 @@ class SendFifo(_Queue[tuple[ModelInput, int | None]]):
         """The oldest pair, or None once closed."""
         if not await self._wait_nonempty():
             return None
+        self._writing = True
         return self._items.popleft()
