@@ -43,6 +43,7 @@ if __package__ in (None, ""):
 
 import anyio
 import anyio.lowlevel
+import sniffio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
@@ -85,6 +86,16 @@ class _CountingStream(anyio.abc.ByteStream):
         return None
 
 
+class _CountingAsyncioStream(_CountingStream):
+    """The same, with the asyncio stream's write without waiting (``AsyncioStream.write_now``)."""
+
+    def writable_now(self) -> bool:
+        return True
+
+    def write_now(self, data: bytes) -> None:
+        self.sent += len(data)
+
+
 class _Model:
     """A model whose session is the OpenAI adapter's, over a WebSocket to nowhere."""
 
@@ -92,7 +103,8 @@ class _Model:
     capabilities = ModelCapabilities(resumable=False)
 
     def __init__(self) -> None:
-        self.stream = _CountingStream()
+        # On asyncio the real stream writes without waiting when it can; anyio's (Trio's) cannot.
+        self.stream = _CountingAsyncioStream() if sniffio.current_async_library() == "asyncio" else _CountingStream()
 
     @asynccontextmanager
     async def connect(self, request: Any) -> AsyncIterator[OpenAIRealtimeSession]:
