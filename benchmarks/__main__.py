@@ -12,7 +12,7 @@
 The suite starts the load server in a process of its own (pinned to the
 second core), then runs each client in a fresh process (pinned to the first)
 through the single-session scenarios, interleaved: raw (wsproto), raw
-(websockets), bidi asyncio, bidi Trio, reference, raw, ... for each
+(websockets), raw (Trio), bidi asyncio, bidi Trio, reference, raw, ... for each
 repetition, so slow drifts of the machine hit every client alike. Then each
 client's sessions-per-core ramps (output audio only, then duplex), the
 import times, one table on stdout, ``benchmarks/results/<timestamp>.json``
@@ -39,7 +39,7 @@ from benchmarks.workload import PROFILES, SINGLE_SESSION
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-CLIENTS = ("raw", "raw-websockets", "bidi-asyncio", "bidi-trio", "reference")
+CLIENTS = ("raw", "raw-websockets", "raw-trio", "bidi-asyncio", "bidi-trio", "reference")
 RAMPS = ("output", "duplex")
 """The sessions ramps: output audio only, or with every session streaming the microphone (``--mic``)."""
 OTHERS = {
@@ -53,6 +53,7 @@ OTHERS = {
 IMPORTS = {
     "raw": "import asyncio, json, base64, wsproto",
     "raw-websockets": "import asyncio, json, base64, websockets.asyncio.client",
+    "raw-trio": "import trio, json, base64, wsproto",
     "bidi-asyncio": "import bidi_core, adapters.openai",
     "bidi-trio": "import bidi_core, adapters.openai, trio",
     "reference": (
@@ -167,6 +168,8 @@ def client_command(client: str, reference_python: str | None, prototype: str) ->
         return [sys.executable, "-m", "benchmarks.clients.raw"]
     if client == "raw-websockets":
         return [sys.executable, "-m", "benchmarks.clients.raw_websockets"]
+    if client == "raw-trio":
+        return [sys.executable, "-m", "benchmarks.clients.raw_trio"]
     if client.startswith("bidi-"):
         backend = client.split("@", 1)[0].split("-", 1)[1].rstrip("*")
         extra = ["--prototype", prototype] if client.endswith("*") else []

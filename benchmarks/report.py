@@ -18,6 +18,7 @@ from benchmarks.workload import LATENCY_TARGET_MS, latency_summary
 CLIENT_TITLES = {
     "raw": "raw floor",
     "raw-websockets": "raw websockets",
+    "raw-trio": "raw trio",
     "bidi-asyncio": "bidi asyncio",
     "bidi-trio": "bidi trio",
     "reference": "reference",
@@ -87,14 +88,16 @@ def aggregate(
             fig["cpu_ratio_to_raw"][name] = _median(ratios)
             partner = asyncio_partner(client)
             if partner:
-                fig.setdefault("cpu_ratio_to_asyncio", {})[name] = _median(
-                    [
-                        mine_cpu / other_cpu
-                        for r in reps
-                        if (mine_cpu := _cpu(by_rep.get((client, r)), name))
-                        and (other_cpu := _cpu(by_rep.get((partner, r)), name))
-                    ]
-                )
+                # Trio beside asyncio, and beside the raw Trio floor: what is Trio's own and what is ours.
+                for key, other in (("cpu_ratio_to_asyncio", partner), ("cpu_ratio_to_raw_trio", "raw-trio")):
+                    fig.setdefault(key, {})[name] = _median(
+                        [
+                            mine_cpu / other_cpu
+                            for r in reps
+                            if (mine_cpu := _cpu(by_rep.get((client, r)), name))
+                            and (other_cpu := _cpu(by_rep.get((other, r)), name))
+                        ]
+                    )
             fig["reference_ratio"][name] = _median(ref_ratios)
             per_run = [run["result"]["scenarios"][name] for run in mine]
             fig["sched_per_chunk"][name] = (
@@ -190,9 +193,11 @@ def _cpu(run: dict[str, Any] | None, name: str) -> float | None:
 
 def targets(figures: dict[str, dict[str, Any]], chunk_ms: int = 20) -> list[dict[str, Any]]:
     """The issues' targets, judged for each bidi-core column: issue 16's real-time goals
-    (ratios and differences to the wsproto raw floor of the same run) first, then the
-    earlier ones that still apply."""
+    (ratios and differences to the wsproto raw floor of the same run) first, for a Trio
+    column the same goals against the raw Trio floor of the same run (when it ran), then
+    the earlier ones that still apply."""
     raw = figures.get("raw", {})
+    raw_trio = figures.get("raw-trio")
     rows: list[dict[str, Any]] = []
 
     for client in [c for c in figures if c.startswith("bidi-")]:
@@ -203,8 +208,8 @@ def targets(figures: dict[str, dict[str, Any]], chunk_ms: int = 20) -> list[dict
         def judge(name: str, goal: str, value: Any, ok: bool | None, client: str = client) -> None:
             rows.append({"client": client, "target": name, "goal": goal, "value": value, "met": ok})
 
-        def minus_floor(key: str, fig: dict[str, Any] = fig) -> float | None:
-            mine, floor = fig.get(key), raw.get(key)
+        def minus_floor(key: str, fig: dict[str, Any] = fig, floor_fig: dict[str, Any] = raw) -> float | None:
+            mine, floor = fig.get(key), floor_fig.get(key)
             if not mine or not floor or mine.get("median") is None or floor.get("median") is None:
                 return None
             return float(mine["median"] - floor["median"])
@@ -226,6 +231,21 @@ def targets(figures: dict[str, dict[str, Any]], chunk_ms: int = 20) -> list[dict
         ):
             diff = minus_floor(key)
             judge(name, "<= 0.5 ms", diff, _le(diff, 0.5))
+        if asyncio_partner(client) and raw_trio is not None:
+            # The same goals against the floor on Trio: bidi-core's share of the cost, Trio's taken out.
+            to_trio = fig.get("cpu_ratio_to_raw_trio") or {}
+            duplex, one = to_trio.get("duplex"), to_trio.get("rt20")
+            judge("CPU/chunk vs raw trio floor, duplex at real time", "<= 1.2x", duplex, _le(duplex, 1.2))
+            judge("CPU/chunk vs raw trio floor, 1 real-time session", "<= 1.1x", one, _le(one, 1.1))
+            mine_100 = fig.get("cpu_us_per_chunk_100_sessions_duplex")
+            floor_100 = raw_trio.get("cpu_us_per_chunk_100_sessions_duplex")
+            at100 = mine_100 / floor_100 if mine_100 and floor_100 else None
+            judge("CPU/chunk vs raw trio floor, 100 duplex sessions", "<= 1.2x", at100, _le(at100, 1.2))
+            mine_n, floor_n = fig.get("sessions_per_core_duplex"), raw_trio.get("sessions_per_core_duplex")
+            share = mine_n / floor_n if mine_n is not None and floor_n else None
+            judge("duplex sessions per core / raw trio floor's", ">= 0.9x", share, _ge(share, 0.9))
+            diff = minus_floor("tool_rtt_ms", floor_fig=raw_trio)
+            judge("tool round trip - raw trio floor, median", "<= 0.5 ms", diff, _le(diff, 0.5))
 
         ratio = fig["cpu_ratio_to_raw"].get("thr20")
         ref = fig["reference_ratio"].get("thr20")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -56,9 +56,18 @@ SESSION_UPDATE = json.dumps(
 )
 
 
-class RawSession:
-    """One conversation. ``mic``: stream the microphone also outside the duplex
-    scenario (the duplex sessions ramp)."""
+class RawWorkload:
+    """One conversation's protocol and workload, without I/O (as wsproto itself):
+    what arrives is handed to :meth:`received`, what goes out is passed to
+    ``self.write`` (bytes). A transport subclass connects, reads, sets
+    ``write`` and starts :meth:`start_microphone`'s task; the asyncio floor
+    (:class:`RawSession`) and the Trio floor (``raw_trio.py``) share this.
+    ``mic``: stream the microphone also outside the duplex scenario (the
+    duplex sessions ramp)."""
+
+    write: Callable[[bytes], object]
+    """Sends bytes, or queues them for the transport to send; an attribute, not
+    a method, so that it costs what a call of the transport's own write does."""
 
     def __init__(self, url: str, scenario: Scenario, key: str, recorder: Recorder, mic: bool = False) -> None:
         parts = urlsplit(url)
@@ -68,16 +77,23 @@ class RawSession:
         self.scenario = scenario
         self.rec = recorder
         self.ws = WSConnection(ConnectionType.CLIENT)
-        self.writer: asyncio.StreamWriter | None = None
         self.active: str | None = None
         self.cut: set[str] = set()
         self.turn_requests = 0
         self.closing = False
+        self.connected = False
         self.mic = mic or scenario.kind == "duplex"
+        self.parts: list[str] = []
+        self.silence = base64.b64encode(silence_pcm(scenario.chunk_bytes)).decode()
+
+    def handshake(self) -> bytes:
+        request = Request(
+            host=f"{self.host}:{self.port}", target=self.path, extra_headers=[("Authorization", f"Bearer {API_KEY}")]
+        )
+        return self.ws.send(request)
 
     def send(self, text: str) -> None:
-        assert self.writer is not None
-        self.writer.write(self.ws.send(TextMessage(data=text)))
+        self.write(self.ws.send(TextMessage(data=text)))
 
     def request_turn(self) -> None:
         self.rec.text_sent()
@@ -86,43 +102,29 @@ class RawSession:
         self.send(json.dumps({"type": "conversation.item.create", "item": item}))
         self.send('{"type":"response.create"}')
 
-    async def run(self) -> None:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        self.writer = writer
-        request = Request(
-            host=f"{self.host}:{self.port}", target=self.path, extra_headers=[("Authorization", f"Bearer {API_KEY}")]
-        )
-        writer.write(self.ws.send(request))
-        mic: asyncio.Task[None] | None = None
-        parts: list[str] = []
-        try:
-            while not self.closing:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                self.ws.receive_data(data)
-                for event in self.ws.events():
-                    if isinstance(event, TextMessage):
-                        if not event.message_finished:
-                            parts.append(event.data)
-                            continue
-                        text = "".join((*parts, event.data)) if parts else event.data
-                        parts.clear()
-                        self.on_message(json.loads(text))
-                    elif isinstance(event, AcceptConnection):
-                        self.send(SESSION_UPDATE)
-                        if self.mic:
-                            mic = asyncio.get_running_loop().create_task(self.microphone())
-                        if self.scenario.kind != "duplex":
-                            self.request_turn()
-                    elif isinstance(event, Ping):
-                        writer.write(self.ws.send(event.response()))
-                    elif isinstance(event, CloseConnection):
-                        self.closing = True
-        finally:
-            if mic is not None:
-                mic.cancel()
-            writer.close()
+    def received(self, data: bytes) -> None:
+        """Bytes from the socket: every whole message they complete, handled."""
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, TextMessage):
+                if not event.message_finished:
+                    self.parts.append(event.data)
+                    continue
+                parts = self.parts
+                text = "".join((*parts, event.data)) if parts else event.data
+                parts.clear()
+                self.on_message(json.loads(text))
+            elif isinstance(event, AcceptConnection):
+                self.connected = True
+                self.send(SESSION_UPDATE)
+                if self.mic:
+                    self.start_microphone()
+                if self.scenario.kind != "duplex":
+                    self.request_turn()
+            elif isinstance(event, Ping):
+                self.write(self.ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self.closing = True
 
     def on_message(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]
@@ -147,21 +149,51 @@ class RawSession:
                 self.request_turn()
 
     def close(self) -> None:
-        if self.writer is not None and not self.closing:
+        if self.connected and not self.closing:
             self.closing = True
-            self.writer.write(self.ws.send(CloseConnection(code=1000)))
+            self.write(self.ws.send(CloseConnection(code=1000)))
+
+    def start_microphone(self) -> None:
+        """Start a task that sends :meth:`microphone_block` every 20 ms while not ``closing``."""
+        raise NotImplementedError
+
+    def microphone_block(self) -> str:
+        """The next 20 ms of microphone audio: silence, or a marker chunk when the user barges in."""
+        turn = self.rec.take_barge()
+        audio = self.silence if turn is None else base64.b64encode(barge_pcm(turn, self.scenario.chunk_bytes)).decode()
+        return '{"type":"input_audio_buffer.append","audio":"' + audio + '"}'
+
+
+class RawSession(RawWorkload):
+    """The workload on asyncio streams: ``write`` is the stream writer's own."""
+
+    mic_task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self.write = writer.write
+        writer.write(self.handshake())
+        try:
+            while not self.closing:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                self.received(data)
+        finally:
+            if self.mic_task is not None:
+                self.mic_task.cancel()
+            writer.close()
+
+    def start_microphone(self) -> None:
+        self.mic_task = asyncio.get_running_loop().create_task(self.microphone())
 
     async def microphone(self) -> None:
-        """20 ms of microphone audio every 20 ms; a marker chunk when the user barges in."""
+        """20 ms of microphone audio every 20 ms, paced from the start."""
         loop = asyncio.get_running_loop()
-        size = self.scenario.chunk_bytes
-        silence = base64.b64encode(silence_pcm(size)).decode()
         start = loop.time()
         n = 0
         while not self.closing:
-            turn = self.rec.take_barge()
-            audio = silence if turn is None else base64.b64encode(barge_pcm(turn, size)).decode()
-            self.send('{"type":"input_audio_buffer.append","audio":"' + audio + '"}')
+            self.send(self.microphone_block())
             n += 1
             await asyncio.sleep(max(0.0, start + n * self.scenario.chunk_ms / 1000 - loop.time()))
 
@@ -188,13 +220,21 @@ async def run_scenarios(args: Any, make: SessionFactory = RawSession, client: st
     return {"client": client, "scenarios": results}
 
 
-async def run_sessions_ramp(args: Any, make: SessionFactory = RawSession, client: str = "raw") -> dict[str, Any]:
-    """The sessions ramp; with ``--mic`` every session also streams the microphone."""
+async def ramp_sessions(
+    args: Any,
+    make: SessionFactory,
+    client: str,
+    spawn: Callable[[Callable[[], Awaitable[None]]], object],
+    sleep: Callable[[float], Awaitable[None]],
+) -> dict[str, Any]:
+    """The sessions ramp on any event loop: ``spawn(session.run)`` starts a
+    session's task, ``sleep`` is the loop's. With ``--mic`` every session also
+    streams the microphone. At the end every session is asked to close and
+    given 0.2 s; the caller cancels what is left."""
     scenario = PROFILES[args.profile]["sessions"]
     latencies: list[int] = []
     recorders: list[Recorder] = []
     sessions: list[Session] = []
-    tasks: set[asyncio.Task[None]] = set()
 
     def add(n: int) -> None:
         for _ in range(n):
@@ -202,24 +242,37 @@ async def run_sessions_ramp(args: Any, make: SessionFactory = RawSession, client
             session = make(args.url, scenario, f"{args.key}.s{len(sessions)}", rec, args.mic)
             recorders.append(rec)
             sessions.append(session)
-            task = asyncio.get_running_loop().create_task(session.run())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            spawn(session.run)
 
     result = await run_ramp(
         RAMPS[args.profile],
         add,
         lambda: sum(1 for r in recorders if r.chunks),
         latencies,
-        asyncio.sleep,
+        sleep,
         lambda: server_load(args.url),
     )
     for session in sessions:
         session.close()
-    await asyncio.sleep(0.2)
-    for task in list(tasks):
-        task.cancel()
+    await sleep(0.2)
     return {"client": client, "ramp": result}
+
+
+async def run_sessions_ramp(args: Any, make: SessionFactory = RawSession, client: str = "raw") -> dict[str, Any]:
+    """The sessions ramp on asyncio, every session a task."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(run: Callable[[], Awaitable[None]]) -> None:
+        task: asyncio.Task[None] = loop.create_task(run())  # type: ignore[arg-type]
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        return await ramp_sessions(args, make, client, spawn, asyncio.sleep)
+    finally:
+        for task in list(tasks):
+            task.cancel()
 
 
 def main() -> None:
