@@ -29,6 +29,10 @@ class Phase(enum.Enum):
     RESTARTING = "restarting"
     CLOSED = "closed"
 
+    # Members are singletons, compared by identity: hashing them by identity too keeps the table's
+    # lookup (every step hashes ``(phase, event type)``) off Enum's Python-level ``__hash__``.
+    __hash__ = object.__hash__
+
 
 LIVE_PHASES = frozenset({Phase.LISTENING, Phase.RESPONDING, Phase.INTERRUPTED, Phase.TOOL_CALLING})
 """Phases with an open connection."""
