@@ -12,7 +12,7 @@ every OpenAI test on asyncio sends its input this way.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -95,22 +95,17 @@ def test_the_gated_session_is_what_the_shell_looks_for() -> None:
     assert isinstance(GatedSession(), BidiSendNowait)
 
 
-async def test_at_once_and_queued_writes_stay_in_order_one_at_a_time() -> None:
-    session = GatedSession()
-    session.refuse = {2}  # block 2 must wait: the writer takes it, and its send is held
-    session.gate = anyio.Event()
+async def speak(session: GatedSession, count: int, before: Callable[[int], Awaitable[None]]) -> BidiAgent:
+    """Run an agent whose microphone hands ``BLOCKS[:count]`` one by one, awaiting ``before(i)``
+    before block ``i``; it stops once all of them reached the connection."""
     agent = BidiAgent(model=GatedModel(session))  # type: ignore[arg-type]
     handed = 0
 
     async def microphone() -> BidiAudioInputEvent:
         nonlocal handed
-        if handed == 3:
-            await session.sending.wait()  # 3-5 come while the writer is held inside block 2's send
-        if handed == 6:
-            session.gate.set()
-            await session.until_written(6)  # the writer drains 2-5, then 6-9 may go at once again
-        if handed == len(BLOCKS):
-            await session.until_written(len(BLOCKS))
+        await before(handed)
+        if handed == count:
+            await session.until_written(count)
             agent.request_stop()
             raise EOFError
         handed += 1
@@ -118,6 +113,22 @@ async def test_at_once_and_queued_writes_stay_in_order_one_at_a_time() -> None:
 
     with anyio.fail_after(10):
         await agent.run(inputs=[microphone])
+    return agent
+
+
+async def test_at_once_and_queued_writes_stay_in_order_one_at_a_time() -> None:
+    session = GatedSession()
+    session.refuse = {2}  # block 2 must wait: the writer takes it, and its send is held
+    session.gate = anyio.Event()
+
+    async def before(index: int) -> None:
+        if index == 3:
+            await session.sending.wait()  # 3-5 come while the writer is held inside block 2's send
+        if index == 6:
+            session.gate.set()
+            await session.until_written(6)  # the writer drains 2-5, then 6-9 may go at once again
+
+    await speak(session, len(BLOCKS), before)
     assert session.wire == BLOCKS
     assert session.at_once == [BLOCKS[i] for i in (0, 1, 6, 7, 8, 9)]  # never past a queued block
 
@@ -125,20 +136,8 @@ async def test_at_once_and_queued_writes_stay_in_order_one_at_a_time() -> None:
 async def test_an_item_the_shortcut_cannot_encode_goes_through_send() -> None:
     session = GatedSession()
     session.fail = {1}
-    agent = BidiAgent(model=GatedModel(session))  # type: ignore[arg-type]
-    handed = 0
-
-    async def microphone() -> BidiAudioInputEvent:
-        nonlocal handed
-        await session.until_written(handed)  # each block once the one before is out: the writer is idle
-        if handed == 3:
-            agent.request_stop()
-            raise EOFError
-        handed += 1
-        return BLOCKS[handed - 1]
-
-    with anyio.fail_after(10):
-        await agent.run(inputs=[microphone])
+    # Each block once the one before is out: the writer is idle for every one.
+    agent = await speak(session, 3, session.until_written)
     assert session.wire == BLOCKS[:3]  # each once, in order
     assert session.at_once == [BLOCKS[0], BLOCKS[2]]
     assert agent.conversation.outbox.in_flight == ()  # every write reported
