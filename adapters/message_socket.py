@@ -60,17 +60,15 @@ class RecordedSocket:
         self._tap.sent(data)
 
     def send_now(self, build: Callable[[], Sequence[str]]) -> bool:
-        built: list[Sequence[str]] = []
-
-        def build_and_keep() -> Sequence[str]:
-            built.append(texts := build())
+        def build_and_record() -> Sequence[str]:
+            # Recorded as built, just before the write (which cannot fail then): a recording that
+            # raises leaves nothing written, as send_now promises, and the writer's path takes over.
+            texts = build()
+            for text in texts:
+                self._tap.sent(text)
             return texts
 
-        if not self._inner.send_now(build_and_keep):
-            return False
-        for text in built[0]:
-            self._tap.sent(text)
-        return True
+        return self._inner.send_now(build_and_record)
 
     async def receive(self) -> str | bytes:
         try:

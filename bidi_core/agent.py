@@ -177,6 +177,7 @@ class BidiAgent:
         self._dispatching = False
         self._tools_unstarted = 0
         self._deferred: deque[Event] = deque()
+        self._sends: list[SendToModel] = []  # the step's items for the connection, sent after its effects
         self._watch = Observation(observers)
         self.hooks = Hooks()
         self._hook_runner = HookRunner(self.hooks, self._dispatch)
@@ -469,20 +470,18 @@ class BidiAgent:
             if isinstance(event, UserInput):
                 raise BidiUsageError("the conversation is closed; input is no longer accepted") from exc
             raise
-        for effect in effects:
-            self._apply(effect)
+        try:
+            for effect in effects:
+                self._apply(effect)
+        finally:
+            if self._sends:
+                self._send_step_items()
 
     def _apply(self, effect: Effect) -> None:
         if isinstance(effect, Emit):
             self._emit(effect.event)
         elif isinstance(effect, SendToModel):
-            # Written at once by the stepping task when the writer has nothing and the session can
-            # take it without waiting (ports.model.BidiSendNowait): no wake-up of the writer per block.
-            if self._fifo.idle and self._sent_at_once(effect.item):
-                if effect.seq is not None:
-                    self._dispatch(Written(effect.seq))  # stepped right after this step's effects
-            else:
-                self._fifo.put(effect.item, effect.seq)
+            self._sends.append(effect)  # after the step's other effects: _send_step_items
         elif isinstance(effect, RunTool):
             self._start_tool(effect.call)
         elif isinstance(effect, CancelTool):
@@ -517,13 +516,30 @@ class BidiAgent:
         else:  # pragma: no cover - the effect union is closed
             assert_never(effect)
 
+    def _send_step_items(self) -> None:
+        """Hand the step's items to the connection, in order, once its other effects are applied:
+        a step that also leaves the connection (a rotation settling as a tool ends) has closed the
+        send FIFO by then, so nothing goes to the connection being left; the outbox hands the items
+        to the next one. Each is written at once by this task while the writer has nothing and the
+        session takes it without waiting (ports.model.BidiSendNowait): no wake-up of the writer
+        per microphone block. The rest goes through the FIFO and the writer, as everything behind
+        the first that does."""
+        sends, self._sends = self._sends, []
+        for effect in sends:
+            if self._fifo.idle and self._sent_at_once(effect.item):
+                if effect.seq is not None:
+                    self._dispatch(Written(effect.seq))  # stepped right after this step
+            else:
+                self._fifo.put(effect.item, effect.seq)
+
     def _sent_at_once(self, item: ModelInput) -> bool:
         send_nowait = self._send_nowait
         if send_nowait is None:
             return False
         try:
             return send_nowait(item)
-        except Exception:  # what send() raises too: the writer's send() raises it where it is handled
+        except Exception as exc:  # what send() raises too: the writer's send() raises it where it is handled
+            logger.debug("writing %s at once failed (%r): the writer sends it", type(item).__name__, exc)
             return False
 
     def _emit(self, event: BidiOutputEvent) -> None:
