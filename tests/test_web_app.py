@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from typing import Any
 
 import anyio
@@ -12,9 +13,20 @@ import anyio.lowlevel
 import pytest
 
 from adapters.testing.openai_simulator import OpenAIRealtimeSimulator, Reply, Rule, Scenario, ToolCall
-from adapters.web import Accept, Handshake, Refuse, WebLimits, token_auth
-from bidi_core import tool
-from tests.web_support import SIM_KEY, Closed, Rejected, WsClient, _close_clients, http_get, serve, web_app
+from adapters.testing.scripted import ScriptedModel
+from adapters.web import Accept, Handshake, Refuse, WebApp, WebConversation, WebLimits, token_auth
+from bidi_core import BidiAgent, tool
+from tests.web_support import (
+    SIM_KEY,
+    Closed,
+    NotOpen,
+    Rejected,
+    WsClient,
+    _close_clients,
+    http_get,
+    serve,
+    web_app,
+)
 
 __all__ = ["_close_clients"]
 
@@ -188,6 +200,51 @@ async def test_the_time_limit_and_the_idle_timeout_close_politely(
         assert messages[-1]["type"] == "bidi_connection_close"  # the agent stopped before the socket closed
         assert closed == Closed(1000, reason)
         assert f'bidi_web_conversations_ended_total{{reason="{reason}"}} 1.0' in app.metrics.render().decode()
+
+
+@pytest.mark.parametrize(
+    ("reason", "code", "limits"),
+    [
+        ("flood", 1008, WebLimits(max_messages_per_s=5, message_burst=5, flood_close_s=0.2)),
+        ("no_start", 1000, WebLimits(start_timeout_s=0.2)),
+    ],
+)
+async def test_an_agent_that_stops_at_once_does_not_cut_off_closing(
+    reason: str, code: int, limits: WebLimits, anyio_backend: str
+) -> None:
+    # When the I/O itself ends the conversation (a flood, no start), it asks the agent to stop before the
+    # watcher has told the client; an agent on an in-memory model stops before the watcher runs, and its end
+    # cancels the watcher. The client must hear ``closing`` before the close all the same.
+    async def run(conversation: WebConversation) -> None:
+        agent = BidiAgent(model=ScriptedModel(open_ended=True))
+        await agent.run(inputs=[conversation.input()], outputs=[conversation.output()])
+
+    app = WebApp(run, limits=limits)
+    async with serve(app, anyio_backend) as port:
+        client = await WsClient.connect(port)
+        assert isinstance(client, WsClient)
+        seen: list[Any] = []
+        with anyio.fail_after(20):
+            if reason == "no_start":
+                closed = await client.until_closed(seen)
+            else:
+                await client.start()
+                async with anyio.create_task_group() as tg:
+
+                    async def flood() -> None:
+                        with suppress(NotOpen):  # until the server has had enough
+                            while True:
+                                await client.send_json({"type": "dance"})
+                                await anyio.sleep(0.01)
+
+                    tg.start_soon(flood)
+                    closed = await client.until_closed(seen)
+                    tg.cancel_scope.cancel()
+    assert closed == Closed(code, reason)
+    assert [m for m in seen if isinstance(m, dict) and m["type"] == "closing"] == [
+        {"type": "closing", "reason": reason}
+    ]
+    assert f'bidi_web_conversations_ended_total{{reason="{reason}"}} 1.0' in app.metrics.render().decode()
 
 
 async def test_drain_tells_each_client_refuses_new_ones_then_closes_with_1001(

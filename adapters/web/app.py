@@ -104,6 +104,7 @@ class ServedConversation:
         self.identity = identity
         self.started_at = anyio.current_time()
         self.ending: str | None = None
+        self.told_closing = False
         self.drain_deadline: float | None = None
         self._poke = anyio.Event()
         self.scope = anyio.CancelScope()
@@ -373,6 +374,10 @@ class WebApp:
             reason = conv.ending or io.end_reason or "complete"
         finally:
             self._live.discard(conv)
+            # The watcher may not have told the client yet: the I/O that ends the conversation itself (flood,
+            # no start) asks the agent to stop at once, and an agent that stops before the woken watcher runs
+            # ends the task group, which cancels the watcher. The client hears why before the close all the same.
+            await self._tell_closing(conv)
             code = _CLOSE_CODES.get(reason, 1000)
             with anyio.move_on_after(self.limits.close_grace_s, shield=True):
                 await io.close(code, reason)
@@ -401,13 +406,22 @@ class WebApp:
             with anyio.move_on_after(when - now):
                 await conv._wait_poke()
         reason = conv.ending
-        if reason in _TOLD:
-            with anyio.move_on_after(limits.close_grace_s):
-                await io.tell_closing(reason)
+        await self._tell_closing(conv)
         io.end(reason)
         await anyio.sleep(limits.close_grace_s)
         logger.info("conversation did not end %.1f s after %s: cancelled", limits.close_grace_s, reason)
         conv.scope.cancel()
+
+    async def _tell_closing(self, conv: ServedConversation) -> None:
+        """Tell the client ``closing`` (once, for the reasons the server tells) before the agent stops or the
+        socket closes. Shielded, so ending the conversation's task group cannot cut the message short, and
+        bounded by ``close_grace_s``, so a client that never reads cannot hold the server."""
+        reason = conv.ending
+        if conv.told_closing or reason is None or reason not in _TOLD:
+            return
+        conv.told_closing = True
+        with anyio.move_on_after(self.limits.close_grace_s, shield=True):
+            await conv.io.tell_closing(reason)
 
 
 _MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
