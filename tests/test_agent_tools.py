@@ -36,8 +36,9 @@ from ports.events import (
     BidiUsageEvent,
 )
 from ports.messages import ToolResultMessage
-from ports.model import ConnectRequest, ModelInput
+from ports.model import BidiSendNowait, ConnectRequest, ModelInput
 from tests.support import our_tasks, response, transcript
+from tests.tools_support import slow_lookup_tool
 
 
 @tool
@@ -63,25 +64,43 @@ async def receive_until(agent: BidiAgent, done: Callable[[BidiOutputEvent], bool
 
 class WriteAttempts(ScriptedModel):
     """Also records every write the agent starts, with its connection: a
-    transport may put bytes on the wire before send() first yields."""
+    transport may put bytes on the wire before send() first yields.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ``at_once=True``: its sessions also write at once (``ports.model.BidiSendNowait``), as
+    OpenAI's and Gemini's do on asyncio; what ``send_nowait`` takes is recorded the same way,
+    then handed to the scripted session's own ``send`` (which checks it against the script)
+    by a task of the connection's."""
+
+    def __init__(self, *args: Any, at_once: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.at_once = at_once
         self.attempts: list[tuple[str, ModelInput]] = []
         self.received_before: list[int] = []  # for each attempt: the events the agent had received by then
 
     @asynccontextmanager
     async def connect(self, request: ConnectRequest) -> AsyncIterator[ScriptedSession]:
-        async with super().connect(request) as session:
+        async with super().connect(request) as session, anyio.create_task_group() as tg:
             send = session.send
 
-            async def attempt(item: ModelInput) -> None:
+            def record(item: ModelInput) -> None:
                 self.attempts.append((session.connection_id, item))
                 self.received_before.append(session.received)
+
+            async def attempt(item: ModelInput) -> None:
+                record(item)
                 await send(item)
 
+            def send_nowait(item: ModelInput) -> bool:
+                record(item)
+                tg.start_soon(send, item)
+                return True
+
             session.send = attempt  # type: ignore[method-assign]
+            if self.at_once:
+                session.send_nowait = send_nowait  # type: ignore[attr-defined]
+                assert isinstance(session, BidiSendNowait)
             yield session
+            tg.cancel_scope.cancel()
 
 
 USAGE = BidiUsageEvent(input_tokens=10, output_tokens=20, total_tokens=30)
@@ -219,24 +238,17 @@ async def test_a_withdrawn_sync_tool_is_reported_cancelled_not_a_success(tool_ti
     assert not any(isinstance(e, BidiErrorEvent) for e in seen)
 
 
-async def test_no_rotation_while_a_tool_runs_then_one_when_it_ends() -> None:
+@pytest.mark.parametrize("at_once", [False, True], ids=["writer", "at-once"])
+async def test_no_rotation_while_a_tool_runs_then_one_when_it_ends(at_once: bool) -> None:
     """The provider warns that the connection will end; the answer is over but
     a tool still runs: no turn boundary yet. When the tool ends, the core
-    rotates, and the next connection hears the tool's result."""
+    rotates, and the next connection hears the tool's result. Also with a
+    session that writes at once: the step of the result both hands it out and
+    leaves the connection, and the result must not go to the one being left."""
     release = anyio.Event()
-
-    @tool
-    async def slow_lookup(query: str) -> str:
-        """Look up, slowly.
-
-        Args:
-            query: What to look up.
-        """
-        await release.wait()
-        return f"found {query}"
-
     model = WriteAttempts(
-        [
+        at_once=at_once,
+        connections=[
             [
                 Step(
                     emit=[
@@ -249,9 +261,9 @@ async def test_no_rotation_while_a_tool_runs_then_one_when_it_ends() -> None:
                 ),
             ],
             [Step(expect=Expect(BidiTextInputEvent, where=lambda i: "found x" in i.text))],
-        ]
+        ],
     )
-    agent = BidiAgent(model=model, tools=[slow_lookup])
+    agent = BidiAgent(model=model, tools=[slow_lookup_tool(release)])
     async with agent:
         await receive_until(agent, lambda e: e == USAGE)
         assert agent.phase is Phase.TOOL_CALLING

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -24,7 +23,6 @@ from wsproto import ConnectionType, WSConnection
 from wsproto import events as ev
 
 from adapters.openai import BidiOpenAIRealtimeModel
-from adapters.testing import Expect, ScriptedModel, ScriptedSession, Step
 from adapters.testing.gemini_simulator import GeminiLiveSimulator, Reply, Rule, ToolCall
 from adapters.testing.gemini_simulator import Scenario as GeminiScenario
 from adapters.testing.openai_simulator import OpenAIRealtimeSimulator
@@ -32,20 +30,14 @@ from adapters.testing.pytest_plugin import GEMINI_TEST_KEY, gemini_model_for, op
 from adapters.websocket import open_websocket
 from bidi_core import (
     BidiAgent,
-    BidiResponseCompleteEvent,
-    BidiResponseStartEvent,
     BidiTextInputEvent,
-    BidiTool,
-    BidiToolResultEvent,
     BidiToolUseEvent,
     BidiTranscriptStreamEvent,
-    tool,
 )
-from bidi_core.conversation import Phase, orphaned_result_text
-from ports.events import BidiAudioInputEvent, BidiConnectionExpiringEvent, BidiUsageEvent
+from ports.events import BidiAudioInputEvent, BidiConnectionExpiringEvent
 from ports.model import BidiSendNowait, ConnectRequest, ModelCapabilities, ModelInput
+from tests.tools_support import slow_lookup_tool
 
-USAGE = BidiUsageEvent(input_tokens=10, output_tokens=20, total_tokens=30)
 BLOCKS = [BidiAudioInputEvent(audio=bytes([i]) * 960, sample_rate=24000) for i in range(10)]
 
 
@@ -160,79 +152,7 @@ async def test_an_item_the_shortcut_cannot_encode_goes_through_send() -> None:
 
 
 # ---------------------------------------------------------------- a step that also leaves the connection
-
-
-class ScriptedAtOnce(ScriptedModel):
-    """A ScriptedModel whose sessions write at once, as OpenAI's and Gemini's do on asyncio: what
-    ``send_nowait`` took is noted with its connection, then handed to the scripted session's own
-    ``send`` (which checks it against the script) by a task of the connection's."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.at_once: list[tuple[str, ModelInput]] = []
-
-    @asynccontextmanager
-    async def connect(self, request: ConnectRequest) -> AsyncIterator[ScriptedSession]:
-        async with super().connect(request) as session, anyio.create_task_group() as tg:
-
-            def send_nowait(item: ModelInput) -> bool:
-                self.at_once.append((session.connection_id, item))
-                tg.start_soon(session.send, item)
-                return True
-
-            session.send_nowait = send_nowait  # type: ignore[attr-defined]
-            assert isinstance(session, BidiSendNowait)
-            yield session
-            tg.cancel_scope.cancel()
-
-
-def slow_lookup_tool(release: anyio.Event) -> BidiTool:
-    @tool
-    async def slow_lookup(query: str) -> str:
-        """Look up, slowly.
-
-        Args:
-            query: What to look up.
-        """
-        await release.wait()
-        return f"found {query}"
-
-    return slow_lookup
-
-
-async def test_a_result_handed_out_by_the_step_that_rotates_goes_to_the_next_connection() -> None:
-    """The provider warns of its connection's end while a tool runs: the core rotates in the step of
-    the tool's result. That step also hands the result out; written at once it would go to the
-    connection being left, which never answers it. It must go to the next one (as text: that one
-    never issued the call)."""
-    release = anyio.Event()
-    model = ScriptedAtOnce(
-        [
-            [
-                Step(
-                    emit=[
-                        BidiResponseStartEvent("r1"),
-                        BidiToolUseEvent("t1", "slow_lookup", {"query": "x"}),
-                        BidiResponseCompleteEvent("r1", "tool_use"),
-                        BidiConnectionExpiringEvent(time_left_s=600),
-                        USAGE,
-                    ]
-                ),
-            ],
-            [Step(expect=Expect(BidiTextInputEvent, where=lambda i: "found x" in i.text))],
-        ]
-    )
-    agent = BidiAgent(model=model, tools=[slow_lookup_tool(release)])
-    with anyio.fail_after(10):
-        async with agent:
-            async for event in agent.receive():
-                if event == USAGE:
-                    break
-            assert agent.phase is Phase.TOOL_CALLING
-            release.set()
-            await model.consumed()
-    said = BidiTextInputEvent(orphaned_result_text(BidiToolResultEvent("t1", "slow_lookup", "success", "found x")))
-    assert model.at_once == [("scripted-2", said)]
+# (the scripted case: tests/test_agent_tools.py::test_no_rotation_while_a_tool_runs_then_one_when_it_ends[at-once])
 
 
 class Expiry:

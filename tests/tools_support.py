@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 
-from bidi_core.tools import BidiTool, ToolOutcome, ToolRegistry
+from bidi_core.tools import BidiTool, ToolOutcome, ToolRegistry, tool
 from ports.events import BidiToolUseEvent
 
 
@@ -89,3 +89,19 @@ def rest(location: str, units: str = "metric") -> str:
     :returns: A sentence.
     """
     return location
+
+
+def slow_lookup_tool(release: anyio.Event) -> BidiTool:
+    """A ``slow_lookup`` tool that answers ``found <query>`` once ``release`` is set."""
+
+    @tool
+    async def slow_lookup(query: str) -> str:
+        """Look up, slowly.
+
+        Args:
+            query: What to look up.
+        """
+        await release.wait()
+        return f"found {query}"
+
+    return slow_lookup
