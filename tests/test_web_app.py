@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from typing import Any
 
 import anyio
@@ -19,7 +18,6 @@ from bidi_core import BidiAgent, tool
 from tests.web_support import (
     SIM_KEY,
     Closed,
-    NotOpen,
     Rejected,
     WsClient,
     _close_clients,
@@ -229,17 +227,7 @@ async def test_an_agent_that_stops_at_once_does_not_cut_off_closing(
                 closed = await client.until_closed(seen)
             else:
                 await client.start()
-                async with anyio.create_task_group() as tg:
-
-                    async def flood() -> None:
-                        with suppress(NotOpen):  # until the server has had enough
-                            while True:
-                                await client.send_json({"type": "dance"})
-                                await anyio.sleep(0.01)
-
-                    tg.start_soon(flood)
-                    closed = await client.until_closed(seen)
-                    tg.cancel_scope.cancel()
+                closed = await client.flood_until_closed({"type": "dance"}, seen)
     assert closed == Closed(code, reason)
     assert [m for m in seen if isinstance(m, dict) and m["type"] == "closing"] == [
         {"type": "closing", "reason": reason}

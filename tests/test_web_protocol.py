@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from typing import Any
 
 import anyio
@@ -16,7 +15,7 @@ import pytest
 
 from adapters.testing.openai_simulator import OpenAIRealtimeSimulator, Reply, Rule, Scenario, loud, silence
 from adapters.web import WebLimits
-from tests.web_support import SIM_KEY, Closed, NotOpen, WsClient, _close_clients, serve, web_app
+from tests.web_support import SIM_KEY, Closed, WsClient, _close_clients, serve, web_app
 
 __all__ = ["_close_clients"]
 
@@ -214,19 +213,7 @@ async def test_a_client_that_keeps_flooding_is_disconnected_with_1008(
         with anyio.fail_after(30):
             await client.start()
             seen: list[Any] = []
-            async with anyio.create_task_group() as tg:
-
-                async def flood() -> None:
-                    # Until the server has had enough (it always does: time passes). The reader may take the
-                    # server's close between two sends: the next send then finds the connection closed.
-                    with suppress(NotOpen):
-                        while True:
-                            await client.send_json({"type": "stop_it"})
-                            await anyio.sleep(0.01)
-
-                tg.start_soon(flood)
-                message = await client.until_closed(seen)
-                tg.cancel_scope.cancel()
+            message = await client.flood_until_closed({"type": "stop_it"}, seen)
         assert {"type": "closing", "reason": "flood"} in seen
         assert message.code == 1008
 

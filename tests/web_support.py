@@ -205,6 +205,24 @@ class WsClient:
             if into is not None:
                 into.append(json.loads(message) if isinstance(message, str) else message)
 
+    async def flood_until_closed(self, message: Mapping[str, Any], into: list[Any] | None = None) -> Closed:
+        """Send ``message`` a hundred times a second, reading meanwhile, until the server closes.
+
+        The server always has enough in the end (time passes). The reader may take the server's
+        close between two sends: the next send then finds the connection closed, and stops."""
+
+        async def flood() -> None:
+            with suppress(NotOpen):
+                while True:
+                    await self.send_json(dict(message))
+                    await anyio.sleep(0.01)  # pacing, a hundred a second: far over any test's limit
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flood)
+            closed = await self.until_closed(into)
+            tg.cancel_scope.cancel()
+        return closed
+
     async def start(self, *, reports_playback: bool = True, rate: int = RATE) -> dict[str, Any]:
         """The usual opening: read ``session``, answer ``start``."""
         session = await self.receive_json()
