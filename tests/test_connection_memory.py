@@ -60,6 +60,28 @@ def live(kind: type) -> int:
     return sum(1 for o in gc.get_objects() if type(o) is kind)
 
 
+RETRY = ReconnectPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
+
+
+async def live_after_the_reconnect(agent: BidiAgent, session: type, transport: type) -> list[tuple[int, int]]:
+    """Say goodbye (the provider then ends the connection), say something on the next connection,
+    and count the live sessions and transports once its answer is final: the first connection
+    ended a while ago by then."""
+    seen: list[BidiOutputEvent] = []
+    counts: list[tuple[int, int]] = []
+    with anyio.fail_after(10):
+        async with agent:
+            await agent.send("bye now")
+            async for event in agent.receive():
+                seen.append(event)
+                if isinstance(event, BidiConnectionStartEvent) and len(seen) > 1:
+                    await agent.send("still there?")
+                if isinstance(event, BidiTranscriptStreamEvent) and event.is_final and event.role == "assistant":
+                    counts.append((live(session), live(transport)))
+                    break
+    return counts
+
+
 async def _lost(peer: Peer) -> None:
     await peer.send(ev.AcceptConnection(), ev.TextMessage("bye"))
     await peer.stream.aclose()
@@ -95,21 +117,8 @@ async def test_a_reconnected_conversation_keeps_only_its_live_connection(no_coll
     async with openai_simulator.OpenAIRealtimeSimulator(
         api_key=KEY, scenario=openai_simulator.Scenario(rules=rules)
     ) as sim:
-        policy = ReconnectPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
-        agent = BidiAgent(model=BidiOpenAIRealtimeModel(api_key=KEY, base_url=sim.base_url), reconnect=policy)
-        seen: list[BidiOutputEvent] = []
-        counts: list[tuple[int, int]] = []
-        with anyio.fail_after(10):
-            async with agent:
-                await agent.send("bye now")
-                async for event in agent.receive():
-                    seen.append(event)
-                    if isinstance(event, BidiConnectionStartEvent) and len(seen) > 1:
-                        await agent.send("still there?")
-                    if isinstance(event, BidiTranscriptStreamEvent) and event.is_final:
-                        # The second connection answered: the first one ended a while ago.
-                        counts.append((live(OpenAIRealtimeSession), live(WebSocketConnection)))
-                        break
+        agent = BidiAgent(model=BidiOpenAIRealtimeModel(api_key=KEY, base_url=sim.base_url), reconnect=RETRY)
+        counts = await live_after_the_reconnect(agent, OpenAIRealtimeSession, WebSocketConnection)
     assert len(sim.connections) == 2
     assert counts == [(1, 1)]
 
@@ -172,20 +181,7 @@ async def test_a_reconnected_nova_conversation_keeps_only_its_live_stream(ending
     async with NovaSonicSimulator(
         credentials={NOVA_TEST_ACCESS_KEY: NOVA_TEST_SECRET_KEY}, faults=NOVA_FAULTS[ending]
     ) as sim:
-        policy = ReconnectPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
-        agent = BidiAgent(model=nova_sonic_model_for(sim), reconnect=policy)
-        seen: list[BidiOutputEvent] = []
-        counts: list[tuple[int, int]] = []
-        with anyio.fail_after(10):
-            async with agent:
-                await agent.send("bye now")
-                async for event in agent.receive():
-                    seen.append(event)
-                    if isinstance(event, BidiConnectionStartEvent) and len(seen) > 1:
-                        await agent.send("still there?")
-                    if isinstance(event, BidiTranscriptStreamEvent) and event.is_final and event.role == "assistant":
-                        # The second stream answered: the first one ended a while ago.
-                        counts.append((live(NovaSonicSession), live(H2Stream)))
-                        break
+        agent = BidiAgent(model=nova_sonic_model_for(sim), reconnect=RETRY)
+        counts = await live_after_the_reconnect(agent, NovaSonicSession, H2Stream)
     assert len(sim.streams) == 2
     assert counts == [(1, 1)]
